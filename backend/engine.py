@@ -1,0 +1,332 @@
+"""The step engine: the policy model as a `StepGenerator`, built so no prefix is encoded twice.
+
+How it is fast on two CPU cores:
+- every continuation of a call is decoded in one batch;
+- a partial solution's KV cache is kept after the call that wrote it (keyed by its content), so a
+  surviving beam continues from its cache; the question's prompt is prefilled once per question
+  and shared by every candidate (rows are gathered, repeated and left-padded once per call);
+- decoding writes into a preallocated KV slab instead of concatenating per token;
+- a row leaves the batch when its step ends (at the step delimiter, EOS or a token limit); the
+  batch is compacted once a quarter of it has finished rather than after every row.
+Each stored row keeps its KV for all tokens but the last ("pending") one; the next call feeds
+the pending tokens first, so a stored row needs no logits and a new prompt needs no special case.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+from backend.prompts import PromptTemplate
+from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling
+
+log = logging.getLogger(__name__)
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape (heads, T, dim)
+
+
+@dataclass
+class RowState:
+    """A partial solution the model has read: token ids (last one pending) and their KV."""
+
+    ids: list[int]
+    kv: KV  # covers ids[:-1]
+    prompt_len: int  # how many of the ids are the prompt (the rest is the solution so far)
+    used: int = 0  # the call that last produced or used it (for eviction)
+
+
+class SlabLayer(DynamicLayer):
+    """A KV cache layer over a preallocated (batch, heads, capacity, dim) slab.
+
+    `update` writes the new positions in place and returns views, instead of the default
+    layer's `torch.cat` of the whole cache at every token.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        super().__init__()
+        self.k_slab, self.v_slab, self.length = keys, values, length
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self._views()
+
+    def _views(self) -> None:
+        self.keys = self.k_slab[:, :, : self.length]
+        self.values = self.v_slab[:, :, : self.length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        q = key_states.shape[-2]
+        if self.length + q > self.k_slab.shape[2]:  # out of room: grow by half
+            self._grow(self.length + q + self.k_slab.shape[2] // 2)
+        self.k_slab[:, :, self.length : self.length + q] = key_states
+        self.v_slab[:, :, self.length : self.length + q] = value_states
+        self.length += q
+        self._views()
+        return self.keys, self.values
+
+    def _grow(self, capacity: int) -> None:
+        b, h, _, d = self.k_slab.shape
+        k = self.k_slab.new_empty(b, h, capacity, d)
+        v = self.v_slab.new_empty(b, h, capacity, d)
+        k[:, :, : self.length] = self.k_slab[:, :, : self.length]
+        v[:, :, : self.length] = self.v_slab[:, :, : self.length]
+        self.k_slab, self.v_slab = k, v
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.k_slab = self.k_slab[indices]
+        self.v_slab = self.v_slab[indices]
+        self._views()
+
+
+class StepEngine:
+    """Implements `StepGenerator` for a causal LM from transformers (see the module docstring)."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        template: PromptTemplate,
+        *,
+        keep_calls: int = 3,
+        compact_fraction: float = 0.25,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.template = template
+        self.keep_calls = keep_calls  # rows unused for this many calls are dropped
+        self.compact_fraction = compact_fraction
+        self.device = next(model.parameters()).device
+        eos = {tokenizer.eos_token_id, model.config.eos_token_id}
+        for name in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
+            tid = tokenizer.convert_tokens_to_ids(name)
+            if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+                eos.add(tid)
+        self.eos_ids = {int(e) for e in _flatten(eos) if e is not None}
+        self.store: dict[tuple[str, tuple[str, ...]], RowState] = {}
+        self.calls = 0
+        self.prefill_tokens = 0  # tokens encoded outside decoding (prompts, foreign steps)
+        self.lock = threading.Lock()
+
+    # ---- the protocol ------------------------------------------------------------------------
+    def next_steps(
+        self,
+        question: str,
+        partials: Sequence[Sequence[str]],
+        n: int,
+        sampling: Sampling,
+    ) -> list[list[GeneratedStep]]:
+        with self.lock, torch.inference_mode():
+            self.calls += 1
+            keys = [tuple(p) for p in partials]
+            rows = [self._state(question, k) for k in keys for _ in range(n)]
+            decoded = self._decode(rows, sampling)
+            for i, (step, state) in enumerate(decoded):
+                if state is not None:  # an unfinished step: keep its cache for the next call
+                    state.used = self.calls
+                    self.store[(question, keys[i // n] + (step.text,))] = state
+            self._evict()
+            return [[decoded[i * n + j][0] for j in range(n)] for i in range(len(partials))]
+
+    # ---- prefix states -----------------------------------------------------------------------
+    def _state(self, question: str, steps: tuple[str, ...]) -> RowState:
+        """The stored state of a partial solution, prefilling whatever is not cached yet."""
+        state = self.store.get((question, steps))
+        if state is None:
+            # longest cached ancestor (at least the prompt), then read the remaining steps
+            k = len(steps)
+            while k > 0 and (question, steps[:k]) not in self.store:
+                k -= 1
+            base = self.store.get((question, steps[:k]))
+            if base is None:
+                prompt = self.template.prompt_ids(self.tokenizer, question)
+                base = self._prefill(prompt, None)
+                self.store[(question, ())] = base
+            state = base
+            if k < len(steps):
+                extra = self.tokenizer.encode("".join(steps[k:]), add_special_tokens=False)
+                state = self._prefill(extra, base) if extra else base
+                self.store[(question, steps)] = state
+        state.used = self.calls
+        return state
+
+    def _prefill(self, ids: list[int], base: RowState | None) -> RowState:
+        """Encode `ids` (after `base`, if given) at batch 1; the last id stays pending."""
+        all_ids = (base.ids if base else []) + list(ids)
+        todo = all_ids[len(base.ids) - 1 if base else 0 : -1]  # base's pending + new, minus last
+        if not todo:
+            return RowState(
+                all_ids, base.kv if base else [], base.prompt_len if base else len(all_ids)
+            )
+        past = len(base.kv[0][0][0]) if base and base.kv else 0
+        layers = []
+        for i in range(self.model.config.num_hidden_layers):
+            k0, v0 = base.kv[i] if base and base.kv else (None, None)
+            k, v = self._empty_slab(1, past + len(todo))
+            if k0 is not None:
+                k[0, :, :past], v[0, :, :past] = k0, v0
+            layers.append(SlabLayer(k, v, past))
+        cache = Cache(layers=layers)
+        input_ids = torch.tensor([todo], device=self.device)
+        pos = torch.arange(past, past + len(todo), device=self.device)[None]
+        self.model(
+            input_ids=input_ids,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.prefill_tokens += len(todo)
+        kv = [(layer.keys[0], layer.values[0]) for layer in layers]
+        return RowState(all_ids, kv, base.prompt_len if base else len(all_ids))
+
+    def _empty_slab(self, batch: int, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.model.config
+        heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        dtype = next(self.model.parameters()).dtype
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            dtype = torch.bfloat16  # quantised weights: the cache follows the compute dtype
+        k = torch.zeros(batch, heads, capacity, dim, dtype=dtype, device=self.device)
+        return k, torch.zeros_like(k)
+
+    def _evict(self) -> None:
+        stale = [
+            key
+            for key, s in self.store.items()
+            if self.calls - s.used >= self.keep_calls and key[1]
+        ]
+        for key in stale:
+            del self.store[key]
+        questions = {}
+        for key, s in self.store.items():  # keep the prompts of the 4 most recent questions
+            if not key[1]:
+                questions[key] = s.used
+        for key in sorted(questions, key=questions.get)[:-4]:
+            del self.store[key]
+
+    # ---- batched decoding ----------------------------------------------------------------
+    def _decode(
+        self, rows: list[RowState], sampling: Sampling
+    ) -> list[tuple[GeneratedStep, RowState | None]]:
+        """Decode one step for every row as one batch; returns (step, new state) per row."""
+        b = len(rows)
+        lengths = [len(r.ids) - 1 for r in rows]  # cached positions per row
+        width = max(lengths)
+        budget = sampling.max_solution_tokens if sampling.to_end else sampling.max_step_tokens
+        capacity = width + 1 + min(budget, 64)
+        layers = []
+        for i in range(self.model.config.num_hidden_layers):
+            k, v = self._empty_slab(b, capacity)
+            for j, r in enumerate(rows):
+                if lengths[j]:
+                    k[j, :, width - lengths[j] : width] = r.kv[i][0]
+                    v[j, :, width - lengths[j] : width] = r.kv[i][1]
+            layers.append(SlabLayer(k, v, width))
+        cache = Cache(layers=layers)
+        mask = torch.zeros(b, width + 1, dtype=torch.long, device=self.device)
+        for j, n in enumerate(lengths):
+            mask[j, width - n :] = 1
+        pos = torch.tensor(lengths, device=self.device)[:, None]
+        inputs = torch.tensor([r.ids[-1] for r in rows], device=self.device)[:, None]
+        gen = torch.Generator(device="cpu")
+        if sampling.seed is not None:
+            gen.manual_seed(int(sampling.seed))
+        new: list[list[int]] = [[] for _ in range(b)]
+        out: list[tuple[GeneratedStep, RowState | None] | None] = [None] * b
+        slot: list[int | None] = list(range(b))  # batch position -> row; None once finished
+        while True:
+            logits = self.model(
+                input_ids=inputs,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1, :]
+            tokens = _sample(logits.float(), sampling, gen).tolist()
+            finished_now = []
+            for p, row in enumerate(slot):
+                if row is None:
+                    continue
+                tok = tokens[p]
+                new[row].append(tok)
+                step = self._check_stop(rows[row], new[row], sampling, budget)
+                if step is not None:
+                    state = None
+                    if not step.finished:
+                        start = width - lengths[row]
+                        end = layers[0].length  # KV of everything up to the pending (newest) token
+                        kv = [
+                            (lay.keys[p, :, start:end], lay.values[p, :, start:end])
+                            for lay in layers
+                        ]
+                        state = RowState(rows[row].ids + new[row], kv, rows[row].prompt_len)
+                        assert end - start == len(state.ids) - 1
+                    out[row] = (step, state)
+                    finished_now.append(p)
+            for p in finished_now:
+                slot[p] = None
+            live = [p for p, row in enumerate(slot) if row is not None]
+            if not live:
+                break
+            dead = len(slot) - len(live)
+            if dead and dead >= max(1, self.compact_fraction * len(slot)):
+                idx = torch.tensor(live, device=self.device)
+                cache.batch_select_indices(idx)
+                # stored states keep views of the old slabs, which stay valid
+                mask, pos = mask[idx], pos[idx]
+                tokens = [tokens[p] for p in live]
+                slot = [slot[p] for p in live]
+            inputs = torch.tensor(tokens, device=self.device)[:, None]
+            mask = torch.cat(
+                [mask, torch.ones(len(slot), 1, dtype=mask.dtype, device=self.device)], 1
+            )
+            pos = pos + 1
+        return out  # type: ignore[return-value]
+
+    def _check_stop(
+        self, parent: RowState, new: list[int], sampling: Sampling, budget: int
+    ) -> GeneratedStep | None:
+        """The finished step if this row should stop after its newest token, else None."""
+        tok = new[-1]
+        solution_len = len(parent.ids) - parent.prompt_len + len(new)
+        if tok in self.eos_ids:
+            text = self.tokenizer.decode(new[:-1], skip_special_tokens=True)
+            return GeneratedStep(text, len(new), True, "eos")
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        if not sampling.to_end and STEP_DELIMITER in text:
+            if not text.strip():
+                return GeneratedStep(text, len(new), True, "empty")
+            return GeneratedStep(text, len(new), False, "delimiter")
+        if solution_len >= sampling.max_solution_tokens or len(new) >= budget:
+            return GeneratedStep(text, len(new), True, "length")
+        return None
+
+
+def _sample(logits: torch.Tensor, sampling: Sampling, gen: torch.Generator) -> torch.Tensor:
+    """Next token per row: argmax when greedy, else temperature + nucleus (top_p) sampling."""
+    if sampling.greedy:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        cum = sorted_p.cumsum(-1)
+        # keep the smallest set whose mass reaches top_p (the top token always survives)
+        sorted_p[(cum - sorted_p) >= sampling.top_p] = 0.0
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+def _flatten(items):
+    for x in items:
+        if isinstance(x, (list, tuple, set)):
+            yield from x
+        else:
+            yield x

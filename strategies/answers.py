@@ -1,0 +1,259 @@
+"""Final answers: pull them out of solution texts, normalize them, and group the equal ones.
+
+Majority voting and weighted Best-of-N both need "which samples gave the same answer", where
+`1/2`, `0.5` and `\\frac{1}{2}` count as one answer. Equality goes through math-verify, with two
+guards, because math-verify's own timeouts use `signal.alarm`, which raises outside the main thread
+(Gradio runs handlers in worker threads): its timeouts are switched off, and inputs that could make
+sympy run for a long time (very long strings, nested or huge exponents, huge factorials) are compared
+as normalized strings only. Nothing here raises on any string.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+from math_verify import parse, verify
+
+logger = logging.getLogger(__name__)
+
+MAX_VERIFY_CHARS = 200  # longer answers are compared as strings: sympy cost grows fast with size
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_SPACES_RE = re.compile(r"\s*")
+_BOX_TOKEN_RE = re.compile(r"[^\s${}]+")  # `\boxed 5`: the box takes one token
+_PHRASE_RE = re.compile(r"(?:final\s+answer|\banswer)\s*(?:\bis\b\s*:?|:|=)\s*", re.IGNORECASE)
+_SENTENCE_END_RE = re.compile(r"\.(?=\s|$)|\n")
+# A number not glued to a word; "-" counts as a sign only when it cannot be a binary minus.
+# `\frac{1}{2}` counts as one number, or the fallback would answer "2".
+_NUMBER_RE = re.compile(
+    r"(?:(?<![\w)\]}])-)?(?<![\w.])"
+    r"(?:\\[dt]?frac\s*\{\d+\}\s*\{\d+\}"
+    r"|(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:/\d+)?|\.\d+)"
+)
+_TOKEN_RE = re.compile(r"\\[A-Za-z]+|[^\s$]")  # one LaTeX argument without braces: `^2`, `^\pi`
+_TRAILING_PUNCT = ".,;:"
+_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_DECIMAL_RE = re.compile(r"-?\d+\.\d+")
+_ASSIGNMENT_RE = re.compile(r"[A-Za-z]\s*=\s*([^=]+)")
+_COMMAND_RE = re.compile(r"\\[A-Za-z]+")
+_TEXT_GROUP_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname)\s*\{[^{}]*\}")
+
+
+def _strip_delimiters(answer: str) -> str:
+    """Remove surrounding whitespace, `$`, `\\(...\\)`, `\\[...\\]` and trailing punctuation."""
+    previous = None
+    while previous != answer:
+        previous = answer
+        answer = answer.strip().rstrip(_TRAILING_PUNCT).strip("$").strip()
+        for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
+            if answer.startswith(left) and answer.endswith(right) and len(answer) >= 4:
+                answer = answer[2:-2]
+    return answer
+
+
+def _closing_braces(text: str) -> dict[int, int]:
+    """Index of each `{` mapped to the index of its `}`, in one pass; `\\{` is not a brace."""
+    closing: dict[int, int] = {}
+    stack: list[int] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 1
+        elif char == "{":
+            stack.append(i)
+        elif char == "}" and stack:
+            closing[stack.pop()] = i
+        i += 1
+    return closing
+
+
+def _read_group(text: str, pos: int) -> tuple[str, int] | None:
+    """The LaTeX argument at `pos` (a brace group or one token) and the index just past it.
+
+    None when there is none or its brace never closes.
+    """
+    pos = _SPACES_RE.match(text, pos).end()
+    if pos < len(text) and text[pos] == "{":
+        end = _closing_braces(text).get(pos)
+        return (text[pos + 1 : end], end + 1) if end is not None else None
+    match = _TOKEN_RE.match(text, pos)
+    return (match.group(), match.end()) if match else None
+
+
+def _boxed_answer(text: str) -> str | None:
+    """The content of the last complete, non-empty `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`."""
+    boxes = list(_BOX_RE.finditer(text))
+    closing = _closing_braces(text) if boxes else {}
+    for match in reversed(boxes):
+        start = _SPACES_RE.match(text, match.end()).end()
+        if start < len(text) and text[start] == "{":
+            end = closing.get(start)
+            content = text[start + 1 : end] if end is not None else None  # unclosed: skip it
+        else:
+            token = _BOX_TOKEN_RE.match(text, start)
+            content = token.group() if token else None
+        if content is not None and _strip_delimiters(content):
+            return content
+    return None
+
+
+def _phrase_answer(text: str) -> str | None:
+    """The rest of the sentence after the last "final answer is" / "answer:" / "the answer is"."""
+    for match in reversed(list(_PHRASE_RE.finditer(text))):
+        end = _SENTENCE_END_RE.search(text, match.end())
+        candidate = _strip_delimiters(text[match.end() : end.start() if end else len(text)])
+        if candidate:
+            return candidate
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a solution text, or None when it has none.
+
+    Tries, in order: the last `\\boxed{...}` (nested braces matched; `\\fbox` and `\\boxed 5` too;
+    unclosed boxes are skipped), the sentence after the last "final answer is" / "answer:" phrase,
+    and the last number in the text (`1,000` becomes `1000`; `-3`, `2.5` and `3/4` are numbers).
+    The result has surrounding `$`, `\\(...\\)`, whitespace and trailing punctuation removed.
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        answer = _boxed_answer(text) or _phrase_answer(text)
+        if answer is None:
+            numbers = _NUMBER_RE.findall(text)
+            answer = numbers[-1].replace(",", "") if numbers else None
+        answer = _strip_delimiters(answer) if answer is not None else None
+        return answer or None
+    except Exception:  # never let one odd sample break a whole search
+        logger.warning("could not extract an answer", exc_info=True)
+        return None
+
+
+def normalize(answer: str) -> str:
+    """A canonical display form: `$`, spaces, `\\left`/`\\right`, thin spaces, `^\\circ` removed;
+    `\\dfrac`/`\\tfrac` become `\\frac`; `\\frac12` becomes `\\frac{1}{2}`; `1,000` becomes `1000`;
+    `3.50` becomes `3.5` and `3.0` becomes `3`; `x = 3` becomes `3` (only when the right side has
+    no variable of its own, so `y = 2x + 1` stays). A whole-string `\\boxed{...}` is unwrapped.
+    """
+    if not isinstance(answer, str):
+        return ""
+    s = _strip_delimiters(answer)
+    box = _BOX_RE.match(s)
+    if box:
+        group = _read_group(s, box.end())
+        if group is not None and group[1] == len(s):
+            s = _strip_delimiters(group[0])
+    s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
+    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
+    s = re.sub(r"\\[!,;: ]", " ", s).replace("{,}", ",")
+    s = re.sub(r"\^\s*(?:\{\s*\\circ\s*\}|\\circ(?![A-Za-z]))", "", s)
+    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
+    s = re.sub(r"\\sqrt(\d)", r"\\sqrt{\1}", s)
+    # Drop spaces, except between two letters (`\pi r` must not become `\pir`).
+    s = re.sub(r"\s+", " ", s).strip()
+    s = re.sub(r"(?<![A-Za-z]) | (?![A-Za-z])", "", s)
+    assignment = _ASSIGNMENT_RE.fullmatch(s)
+    if assignment and not re.search(r"[A-Za-z]", _COMMAND_RE.sub("", assignment.group(1))):
+        s = assignment.group(1)
+    if _THOUSANDS_RE.fullmatch(s):
+        s = s.replace(",", "")
+    if re.fullmatch(r"-?\.\d+", s):  # `.5` -> `0.5`
+        s = s.replace(".", "0.", 1)
+    if _DECIMAL_RE.fullmatch(s):
+        s = s.rstrip("0").rstrip(".")
+    return _strip_delimiters(s)
+
+
+def _too_costly(s: str) -> bool:
+    """Whether sympy might run for a long time on `s` (a heuristic, not a guarantee)."""
+    if len(s) > MAX_VERIFY_CHARS or "**" in s:
+        return True
+    if re.search(r"[\^!]|\\binom|\\choose", s) and re.search(r"\d{6}", s):
+        return True
+    for caret in re.finditer(r"\^", s):
+        group = _read_group(s, caret.end())
+        if group is None:
+            return True
+        exponent, end = group
+        base_is_integer = caret.start() > 0 and s[caret.start() - 1].isdigit()
+        digits = sum(char.isdigit() for char in exponent)
+        if "^" in exponent or "!" in exponent or digits > (3 if base_is_integer else 2):
+            return True
+        if s[end:].lstrip().startswith("^"):  # `9^9^9`: a tower in disguise
+            return True
+    return False
+
+
+def _is_wordy(s: str) -> bool:
+    """Whether `s` has a bare word: math-verify reads `hello` as the product h*e*l*l*o."""
+    bare = _COMMAND_RE.sub(" ", _TEXT_GROUP_RE.sub(" ", s))
+    return re.search(r"[A-Za-z]{3,}", bare) is not None
+
+
+@lru_cache(maxsize=4096)
+def _parsed(s: str) -> tuple:
+    # The box is the anchor math-verify trusts most; timeouts off (see the module docstring).
+    return tuple(parse(f"\\boxed{{{s}}}", parsing_timeout=None))
+
+
+@lru_cache(maxsize=16384)
+def _verified(a: str, b: str) -> bool:
+    gold, target = list(_parsed(a)), list(_parsed(b))
+    if not gold or not target:
+        return False
+    # verify(gold, target) is not symmetric (an interval `(3,4)` verifies against the set `4,3`
+    # one way only); demanding both directions makes the relation symmetric and conservative.
+    return verify(gold, target, timeout_seconds=None) and verify(target, gold, timeout_seconds=None)
+
+
+def answers_equal(a: str, b: str) -> bool:
+    """Whether two answers are mathematically equal: `1/2`, `0.5`, `\\dfrac{1}{2}`, `$\\frac12$`
+    and `50\\%` are; so are `3` and `3.0`, and `x = 3` and `3`: an answer written as
+    `variable = value` is that value (math-verify compares an equation's right side with a bare
+    expression, so `y = 2x + 1` equals `2x + 1` too).
+
+    Equal normalized strings are always equal. Otherwise math-verify decides, in both directions
+    (symmetric). Answers with bare words (`five apples`) are compared as case-folded normalized
+    strings, since math-verify would read a word as a product of letters; costly inputs (see
+    `_too_costly`) are compared as normalized strings. Never raises: on any error, or for non-string
+    input, the answers are equal only if their normalized strings are.
+    """
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    norm_a, norm_b = normalize(a), normalize(b)
+    try:
+        if norm_a == norm_b:
+            return True
+        if not norm_a or not norm_b or _too_costly(norm_a) or _too_costly(norm_b):
+            return False
+        if _is_wordy(norm_a) or _is_wordy(norm_b):
+            return norm_a.casefold() == norm_b.casefold()
+        first, second = sorted((norm_a, norm_b))  # one cache entry per unordered pair
+        return bool(_verified(first, second))
+    except Exception:
+        logger.warning("math-verify failed on %r vs %r", norm_a, norm_b, exc_info=True)
+        return False
+
+
+def group_answers(answers: Sequence[str | None]) -> list[list[int]]:
+    """Indices of equal answers, grouped: groups in order of first appearance, indices ascending.
+
+    None answers are left out. Each answer joins the first existing group whose first member
+    (its representative) it equals, or starts a new group; equality is not transitive in general
+    (`0.333333` vs `1/3` vs `0.33`), so comparing with representatives keeps the result stable.
+    """
+    groups: list[list[int]] = []
+    for index, answer in enumerate(answers):
+        if answer is None:
+            continue
+        for group in groups:
+            if answers_equal(answers[group[0]], answer):
+                group.append(index)
+                break
+        else:
+            groups.append([index])
+    return groups

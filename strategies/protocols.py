@@ -1,0 +1,77 @@
+"""The two small protocols a search talks to: a step generator (the policy) and a step scorer (the PRM).
+
+backend/ implements them with real models; tests implement them with deterministic fakes. Both
+are stateless from the strategy's point of view: a partial solution is identified by its content
+(question + steps), so a generator may cache per-prefix state (a KV cache) keyed by that content,
+and every call carries what it needs to be reproducible (the seed is in `Sampling`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+STEP_DELIMITER = "\n\n"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample one call's continuations."""
+
+    temperature: float = 0.8  # 0 means greedy
+    top_p: float = 1.0
+    max_step_tokens: int = 256  # a step longer than this ends with finish_reason "length"
+    max_solution_tokens: int = 2048  # a solution longer than this is finished ("length")
+    seed: int | None = None  # None: not reproducible
+    to_end: bool = False  # ignore the step delimiter and write the rest of the solution
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+@dataclass(frozen=True)
+class GeneratedStep:
+    """One sampled continuation of a partial solution."""
+
+    text: str  # the step, delimiter included when it ended on one
+    tokens: int  # new tokens generated for it
+    finished: bool  # the solution ends here (EOS, empty step, token limit)
+    finish_reason: str = "delimiter"  # delimiter / eos / length / empty
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-step scores for each solution of a `score` call, and what reading them cost."""
+
+    steps: list[list[float]]  # steps[i][j]: score in [0, 1] of step j of solution i
+    tokens: int = 0  # tokens the PRM read for this call
+
+
+@runtime_checkable
+class StepGenerator(Protocol):
+    """The policy: extends partial solutions by one step."""
+
+    def next_steps(
+        self,
+        question: str,
+        partials: Sequence[Sequence[str]],
+        n: int,
+        sampling: Sampling,
+    ) -> list[list[GeneratedStep]]:
+        """For each partial solution (a list of steps, possibly empty), sample `n` next steps.
+
+        Returns one list of `n` results per partial, in order. All continuations of one call
+        should be decoded together (one batch).
+        """
+        ...
+
+
+@runtime_checkable
+class StepScorer(Protocol):
+    """The process reward model: scores every step of partial solutions."""
+
+    def score(self, question: str, solutions: Sequence[Sequence[str]]) -> Scores:
+        """Per-step scores in [0, 1] (higher: more likely correct) for each solution."""
+        ...

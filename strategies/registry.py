@@ -1,0 +1,60 @@
+"""Every strategy by name, with one shared signature, and the two ways to run one.
+
+A strategy is `(question, config, generator, scorer) -> Iterator[SearchTree]`: it yields the
+(same, growing) tree after every iteration and the finished tree last, so a caller can stream it
+and can stop it by simply not asking for more.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from strategies.beam_search import beam_search, lookahead_search
+from strategies.compute_optimal import compute_optimal
+from strategies.config import SearchConfig
+from strategies.dvts import dvts
+from strategies.protocols import StepGenerator, StepScorer
+from strategies.sampling import best_of_n, majority_vote, weighted_best_of_n
+from strategies.tree import SearchTree
+
+Strategy = Callable[[str, SearchConfig, StepGenerator, "StepScorer | None"], Iterator[SearchTree]]
+
+STRATEGIES: dict[str, Strategy] = {
+    "majority_vote": majority_vote,
+    "best_of_n": best_of_n,
+    "weighted_best_of_n": weighted_best_of_n,
+    "beam_search": beam_search,
+    "dvts": dvts,
+    "lookahead": lookahead_search,
+    "compute_optimal": compute_optimal,
+}
+
+NEEDS_SCORER = frozenset(STRATEGIES) - {"majority_vote"}
+
+
+def search(
+    question: str,
+    config: SearchConfig,
+    generator: StepGenerator,
+    scorer: StepScorer | None = None,
+) -> Iterator[SearchTree]:
+    """Stream a run: the tree after every iteration, the finished tree last."""
+    if not question or not question.strip():
+        raise ValueError("The question is empty.")
+    if config.strategy in NEEDS_SCORER and scorer is None:
+        raise ValueError(f"{config.strategy} needs a PRM (step scorer).")
+    return STRATEGIES[config.strategy](question, config, generator, scorer)
+
+
+def run(
+    question: str,
+    config: SearchConfig,
+    generator: StepGenerator,
+    scorer: StepScorer | None = None,
+) -> SearchTree:
+    """Run a search to the end and return the finished tree."""
+    frames = deque(search(question, config, generator, scorer), maxlen=1)
+    tree = frames[0]
+    assert tree.done
+    return tree

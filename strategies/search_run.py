@@ -1,0 +1,207 @@
+"""What every strategy shares: one run's tree and compute, the expand-and-score helper, and the finish.
+
+Strategies differ only in how they select; sampling next steps, scoring them, attaching them to
+the tree, accounting for their cost and choosing the final answer all happen here, once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+from strategies.answers import extract_answer, group_answers, normalize
+from strategies.config import SearchConfig
+from strategies.protocols import Sampling, StepGenerator, StepScorer
+from strategies.tree import Node, SearchTree
+
+Pick = Literal["majority", "vanilla", "weighted"]
+
+# A step that writes the boxed answer ends the solution, whatever the generator says.
+FINAL_MARKERS = ("\\boxed{", "\\boxed ")
+
+
+def aggregate(scores: Sequence[float], how: str) -> float:
+    """One score for a (partial) solution from its step scores: last (default), min or prod."""
+    if not scores:
+        return 0.0
+    if how == "last":
+        return float(scores[-1])
+    if how == "min":
+        return float(min(scores))
+    if how == "prod":
+        return float(math.prod(scores))
+    raise ValueError(f"unknown aggregation {how!r}")
+
+
+def is_final(text: str) -> bool:
+    return any(m in text for m in FINAL_MARKERS)
+
+
+class SearchRun:
+    """One run: the tree being built, the models it talks to, and the compute it has used."""
+
+    def __init__(
+        self,
+        question: str,
+        config: SearchConfig,
+        generator: StepGenerator,
+        scorer: StepScorer | None,
+    ) -> None:
+        self.config = config
+        self.generator = generator
+        self.scorer = scorer
+        self.tree = SearchTree(question=question, strategy=config.strategy, config=config.to_dict())
+        self._calls = 0
+        self._t0 = time.perf_counter()
+
+    @property
+    def question(self) -> str:
+        return self.tree.question
+
+    def sampling(self, *, greedy: bool = False, to_end: bool = False) -> Sampling:
+        """Sampling settings for the next generator call; each call gets its own derived seed."""
+        c = self.config
+        self._calls += 1
+        return Sampling(
+            temperature=0.0 if greedy else c.temperature,
+            top_p=c.top_p,
+            max_step_tokens=c.max_step_tokens,
+            max_solution_tokens=c.max_solution_tokens,
+            seed=(c.seed * 1_000_003 + self._calls) % 2**63,
+            to_end=to_end,
+        )
+
+    def next_iteration(self) -> int:
+        self.tree.iteration += 1
+        return self.tree.iteration
+
+    @property
+    def last_iteration(self) -> bool:
+        return self.tree.iteration >= self.config.max_iterations
+
+    def tick(self) -> SearchTree:
+        """Bring the wall clock up to date; strategies yield the returned tree."""
+        self.tree.compute.wall_s = time.perf_counter() - self._t0
+        return self.tree
+
+    # ---- the shared expansion ----------------------------------------------------------------
+    def expand(self, parents: Sequence[int], n: int = 1, *, greedy: bool = False) -> list[Node]:
+        """Sample `n` next steps for each parent in one generator call; attach them as children.
+
+        Children come back grouped by parent, in order. A child that ends the solution (EOS,
+        token limit, empty step, or a boxed answer) is marked completed with its answer.
+        """
+        if not parents:
+            return []
+        tree = self.tree
+        partials = [tree.steps(p) for p in parents]
+        results = self.generator.next_steps(
+            self.question, partials, n, self.sampling(greedy=greedy, to_end=self.last_iteration)
+        )
+        if len(results) != len(parents) or any(len(r) != n for r in results):
+            raise RuntimeError("step generator returned the wrong number of continuations")
+        tree.compute.generator_calls += 1
+        children: list[Node] = []
+        for parent, steps in zip(parents, results):
+            for step in steps:
+                child = tree.add_node(
+                    parent, step.text, tokens=step.tokens, finish_reason=step.finish_reason
+                )
+                tree.compute.generated_tokens += step.tokens
+                if step.finished or is_final(step.text) or self.last_iteration:
+                    if not step.finished and is_final(step.text):
+                        child.finish_reason = "answer"
+                    self.complete(child)
+                children.append(child)
+        return children
+
+    def complete(self, node: Node) -> None:
+        node.answer = extract_answer(self.tree.solution(node.id))
+        self.tree.set_status(node.id, "completed")
+
+    def score(self, nodes: Sequence[Node]) -> None:
+        """Score the partial solutions ending at `nodes` in one PRM call (no-op without a PRM).
+
+        Sets each node's step score and aggregated score, and fills in step scores of ancestors
+        that were never scored (Best-of-N scores whole solutions once, at the end).
+        """
+        if self.scorer is None or not nodes:
+            return
+        solutions = [self.tree.steps(n.id) for n in nodes]
+        scores = self.scorer.score(self.question, solutions)
+        self.tree.compute.scorer_calls += 1
+        self.tree.compute.scored_tokens += scores.tokens
+        for node, step_scores in zip(nodes, scores.steps):
+            self.apply_scores(node, step_scores)
+
+    def apply_scores(self, node: Node, step_scores: Sequence[float]) -> None:
+        path = self.tree.path(node.id)
+        if len(step_scores) != len(path):
+            raise RuntimeError(
+                f"step scorer returned {len(step_scores)} scores for {len(path)} steps"
+            )
+        how = self.config.aggregation
+        for i, (n, s) in enumerate(zip(path, step_scores)):
+            if n.score is None or n is node:
+                n.score = float(s)
+            if n.agg_score is None or n is node:
+                n.agg_score = aggregate(step_scores[: i + 1], how)
+
+    def expand_and_score(
+        self, parents: Sequence[int], n: int = 1, *, greedy: bool = False
+    ) -> list[Node]:
+        children = self.expand(parents, n, greedy=greedy)
+        self.score(children)
+        return children
+
+    def prune(self, nodes: Sequence[Node]) -> None:
+        for node in nodes:
+            self.tree.set_status(node.id, "pruned")
+
+    # ---- the finish -------------------------------------------------------------------------
+    def finish(self, leaves: Sequence[Node], pick: Pick) -> SearchTree:
+        """Group the leaves' answers, fill the votes, choose the answer and mark the chosen path.
+
+        majority: the biggest answer group wins (all its solutions are selected);
+        weighted: the group with the largest sum of aggregated scores wins (its best solution is
+        selected); vanilla: the single best-scoring solution wins, whatever its answer.
+        Ties go to the group (or solution) seen first.
+        """
+        tree = self.tree
+        leaves = list(leaves)
+        groups = group_answers([leaf.answer for leaf in leaves])
+        votes: dict[str, dict[str, float]] = {}
+        keys: list[str] = []
+        for group in groups:
+            members = [leaves[i] for i in group]
+            key = normalize(members[0].answer or "")
+            scores = [m.agg_score or 0.0 for m in members]
+            votes[key] = {
+                "count": len(members),
+                "score_sum": float(sum(scores)),
+                "best_score": float(max(scores)),
+            }
+            keys.append(key)
+        tree.votes = votes
+
+        chosen: list[Node] = []
+        if pick == "vanilla" and leaves:
+            best = max(leaves, key=lambda n: (n.agg_score or 0.0, -n.id))
+            chosen = [best]
+            tree.answer = normalize(best.answer) if best.answer is not None else None
+        elif groups:
+            metric = "count" if pick == "majority" else "score_sum"
+            # max() returns the first maximum: ties go to the group seen first
+            winner = max(range(len(groups)), key=lambda g: (votes[keys[g]][metric], -g))
+            members = [leaves[i] for i in groups[winner]]
+            tree.answer = keys[winner]
+            if pick == "majority":
+                chosen = members
+            else:
+                chosen = [max(members, key=lambda n: (n.agg_score or 0.0, -n.id))]
+        for leaf in chosen:
+            tree.select_path(leaf.id)
+        tree.done = True
+        return self.tick()
