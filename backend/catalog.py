@@ -1,0 +1,136 @@
+"""The model catalog: which policies and PRMs ThinkTree can run, read from assets/models.json.
+
+Each entry names a hub repo, its prompt format, its default precision on a GPU, its license, and
+the parameter counts that the memory estimate is computed from. This module imports no torch, so
+the app can list models and sizes without loading anything.
+
+Memory estimate (bytes) for P parameters, of which P16 stay 16-bit when the rest is quantized
+(embeddings, an untied LM head, a PRM head; bitsandbytes quantizes only the decoder's Linear layers):
+  fp32: 4 P    bf16: 2 P    int8: 1 (P - P16) + 2 P16
+  nf4:  (0.5 + 1/64 + 4/(64*256)) (P - P16) + 2 P16   (one 8-bit absmax per 64-weight block and,
+        with double quantization, one fp32 constant per 256 blocks)
+Weights only: activations, the KV cache and the CUDA context come on top (see backend/quantization).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+CATALOG_PATH = ASSETS / "models.json"
+PROMPTS_DIR = ASSETS / "prompts"
+
+Kind = Literal["policy", "prm"]
+Family = Literal["causal_lm", "offline", "qwen_prm", "skywork", "rlhflow", "math_shepherd"]
+WeightPrecision = Literal["fp32", "bf16", "int8", "nf4"]
+WEIGHT_PRECISIONS: tuple[str, ...] = get_args(WeightPrecision)
+HUB_PRM_FAMILIES = ("qwen_prm", "skywork", "rlhflow", "math_shepherd")
+
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # packed 4-bit weight + double-quantized block constants
+_QUANTIZED_BYTES = {"int8": 1.0, "nf4": NF4_BYTES}
+_FULL_BYTES = {"fp32": 4.0, "bf16": 2.0}
+
+
+def estimate_bytes(params: int, params_16bit: int, precision: str) -> int:
+    """Approximate bytes of weights for `params` parameters at `precision` (formula above)."""
+    if precision in _FULL_BYTES:
+        return round(params * _FULL_BYTES[precision])
+    if precision in _QUANTIZED_BYTES:
+        return round((params - params_16bit) * _QUANTIZED_BYTES[precision] + 2 * params_16bit)
+    raise ValueError(f"precision must be one of {', '.join(WEIGHT_PRECISIONS)}; got {precision!r}")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    kind: Kind
+    label: str
+    family: Family  # "causal_lm" for every policy; a PRM's input format and read-out
+    license: str
+    hub_id: str | None = None  # None: nothing to download (offline PRMs)
+    prompt: str = "plain"  # policy: template in assets/prompts; PRM: "chat" or "plain"
+    default_precision: str = "bf16"  # what "auto" means on a CUDA GPU
+    params: int = 0  # parameters as loaded (0: adds no model)
+    params_16bit: int = 0  # kept in 16-bit under quantization
+
+    def __post_init__(self) -> None:
+        where = f"model {self.name!r} in {CATALOG_PATH.name}"
+        if self.kind not in get_args(Kind):
+            raise ValueError(f"{where}: kind must be policy or prm, got {self.kind!r}")
+        if self.family not in get_args(Family):
+            raise ValueError(f"{where}: unknown family {self.family!r}")
+        if (self.kind == "policy") != (self.family == "causal_lm"):
+            raise ValueError(f"{where}: a policy has family causal_lm, a PRM never does")
+        if self.default_precision not in WEIGHT_PRECISIONS:
+            raise ValueError(f"{where}: default_precision {self.default_precision!r} is unknown")
+        if not 0 <= self.params_16bit <= self.params:
+            raise ValueError(f"{where}: need 0 <= params_16bit <= params")
+        if self.family != "offline" and not (self.hub_id and self.params):
+            raise ValueError(f"{where}: a downloadable model needs hub_id and params")
+        if self.kind == "policy" and not (PROMPTS_DIR / f"{self.prompt}.json").is_file():
+            raise ValueError(f"{where}: no prompt template assets/prompts/{self.prompt}.json")
+        if self.kind == "prm" and self.prompt not in ("chat", "plain"):
+            raise ValueError(f"{where}: a PRM's prompt is 'chat' or 'plain', got {self.prompt!r}")
+
+    @property
+    def is_hub_prm(self) -> bool:
+        return self.family in HUB_PRM_FAMILIES
+
+    def memory_bytes(self, precision: str) -> int:
+        """Approximate weight memory at `precision` (fp32/bf16/int8/nf4)."""
+        return estimate_bytes(self.params, self.params_16bit, precision)
+
+    def memory_gb(self) -> dict[str, float]:
+        """Approximate weight memory in GB (10^9 bytes) at every precision, for display."""
+        return {p: round(self.memory_bytes(p) / 1e9, 2) for p in WEIGHT_PRECISIONS}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    entries: dict[str, CatalogEntry]
+
+    def get(self, name: str, kind: Kind | None = None) -> CatalogEntry:
+        """The entry called `name` (of `kind`, if given); ValueError listing the known names."""
+        entry = self.entries.get(name)
+        if entry is None or (kind is not None and entry.kind != kind):
+            known = ", ".join(self.names(kind))
+            what = kind.upper() if kind == "prm" else (kind or "model")
+            raise ValueError(f"Unknown {what} {name!r}; the catalog lists: {known}.")
+        return entry
+
+    def names(self, kind: Kind | None = None) -> tuple[str, ...]:
+        """Names in catalog order, optionally of one kind."""
+        return tuple(n for n, e in self.entries.items() if kind is None or e.kind == kind)
+
+    def hub_prm_names(self) -> tuple[str, ...]:
+        return tuple(n for n, e in self.entries.items() if e.is_hub_prm)
+
+
+def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
+    """Read and validate a catalog file (a name may appear once across policies and PRMs)."""
+    data = json.loads(Path(path).read_text())
+    entries: dict[str, CatalogEntry] = {}
+    for section, kind in (("policies", "policy"), ("prms", "prm")):
+        for name, fields in data.get(section, {}).items():
+            if name in entries:
+                raise ValueError(f"{Path(path).name}: {name!r} is listed twice")
+            fields = dict(fields)
+            if kind == "policy":
+                fields.setdefault("family", "causal_lm")
+            entries[name] = CatalogEntry(name=name, kind=kind, **fields)
+    return Catalog(entries)
+
+
+@functools.cache
+def catalog() -> Catalog:
+    """The catalog from assets/models.json, read once per process."""
+    return load_catalog()
+
+
+def get(name: str, kind: Kind | None = None) -> CatalogEntry:
+    """Shortcut for `catalog().get(name, kind)`."""
+    return catalog().get(name, kind)

