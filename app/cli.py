@@ -25,8 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--n", type=int, default=8, help="budget N (samples or beams)")
     r.add_argument("--beam-width", type=int, default=4, help="M: beam search keeps N/M beams")
     r.add_argument("--model", default="smollm2-135m", help="policy model name")
-    r.add_argument("--prm", default="arithmetic", help="PRM name: arithmetic, self_judge, none")
-    r.add_argument("--precision", default="auto", help="auto, fp32, bf16 or nf4")
+    r.add_argument(
+        "--prm",
+        default="arithmetic",
+        help="PRM: arithmetic, self_judge, none, or a hub PRM of assets/models.json",
+    )
+    r.add_argument("--precision", default="auto", help="auto, fp32, bf16, int8 or nf4")
     r.add_argument("--temperature", type=float, default=0.8)
     r.add_argument("--top-p", type=float, default=1.0)
     r.add_argument("--max-steps", type=int, default=40, help="iteration limit (one step each)")

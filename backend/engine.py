@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,19 @@ class RowState:
     kv: KV  # covers ids[:-1]
     prompt_len: int  # how many of the ids are the prompt (the rest is the solution so far)
     used: int = 0  # the call that last produced or used it (for eviction)
+
+
+@dataclass
+class EngineStats:
+    """Where the engine's time went (cumulative); benchmarks read it."""
+
+    calls: int = 0
+    decode_s: float = 0.0  # batched decoding loops, forward passes and sampling included
+    decode_forwards: int = 0  # batched one-token forward passes
+    decode_tokens: int = 0  # tokens that became part of a step
+    prefill_s: float = 0.0  # prompts and foreign text read at batch 1
+    prefill_tokens: int = 0
+    assemble_s: float = 0.0  # gathering cached rows into a batch
 
 
 class SlabLayer(DynamicLayer):
@@ -111,7 +125,7 @@ class StepEngine:
         self.eos_ids = {int(e) for e in _flatten(eos) if e is not None}
         self.store: dict[tuple[str, tuple[str, ...]], RowState] = {}
         self.calls = 0
-        self.prefill_tokens = 0  # tokens encoded outside decoding (prompts, foreign steps)
+        self.stats = EngineStats()
         self.lock = threading.Lock()
 
     # ---- the protocol ------------------------------------------------------------------------
@@ -124,6 +138,7 @@ class StepEngine:
     ) -> list[list[GeneratedStep]]:
         with self.lock, torch.inference_mode():
             self.calls += 1
+            self.stats.calls += 1
             keys = [tuple(p) for p in partials]
             rows = [self._state(question, k) for k in keys for _ in range(n)]
             decoded = self._decode(rows, sampling)
@@ -172,6 +187,7 @@ class StepEngine:
             if k0 is not None:
                 k[0, :, :past], v[0, :, :past] = k0, v0
             layers.append(SlabLayer(k, v, past))
+        t0 = time.perf_counter()
         cache = Cache(layers=layers)
         input_ids = torch.tensor([todo], device=self.device)
         pos = torch.arange(past, past + len(todo), device=self.device)[None]
@@ -182,7 +198,8 @@ class StepEngine:
             use_cache=True,
             logits_to_keep=1,
         )
-        self.prefill_tokens += len(todo)
+        self.stats.prefill_tokens += len(todo)
+        self.stats.prefill_s += time.perf_counter() - t0
         kv = [(layer.keys[0], layer.values[0]) for layer in layers]
         return RowState(all_ids, kv, base.prompt_len if base else len(all_ids))
 
@@ -216,6 +233,7 @@ class StepEngine:
         self, rows: list[RowState], sampling: Sampling
     ) -> list[tuple[GeneratedStep, RowState | None]]:
         """Decode one step for every row as one batch; returns (step, new state) per row."""
+        t0 = time.perf_counter()
         b = len(rows)
         lengths = [len(r.ids) - 1 for r in rows]  # cached positions per row
         width = max(lengths)
@@ -235,6 +253,8 @@ class StepEngine:
             mask[j, width - n :] = 1
         pos = torch.tensor(lengths, device=self.device)[:, None]
         inputs = torch.tensor([r.ids[-1] for r in rows], device=self.device)[:, None]
+        t1 = time.perf_counter()
+        self.stats.assemble_s += t1 - t0
         gen = torch.Generator(device="cpu")
         if sampling.seed is not None:
             gen.manual_seed(int(sampling.seed))
@@ -250,6 +270,7 @@ class StepEngine:
                 use_cache=True,
                 logits_to_keep=1,
             ).logits[:, -1, :]
+            self.stats.decode_forwards += 1
             tokens = _sample(logits.float(), sampling, gen).tolist()
             finished_now = []
             for p, row in enumerate(slot):
@@ -289,6 +310,8 @@ class StepEngine:
                 [mask, torch.ones(len(slot), 1, dtype=mask.dtype, device=self.device)], 1
             )
             pos = pos + 1
+        self.stats.decode_s += time.perf_counter() - t1
+        self.stats.decode_tokens += sum(len(x) for x in new)
         return out  # type: ignore[return-value]
 
     def _check_stop(

@@ -75,7 +75,9 @@ class HubPRM:
         self.precision = ""  # set by the loader
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
         self.pad_id = int(pad or 0)  # any id: padding is masked out
         self._cache: OrderedDict[Key, float] = OrderedDict()
         self._cache_size = cache_size
@@ -111,32 +113,35 @@ class HubPRM:
     def score(self, question: str, solutions: Sequence[Sequence[str]]) -> Scores:
         """Per-step scores for every solution; only prefixes not seen before are computed."""
         with self._lock, torch.inference_mode():
+            known: dict[Key, float] = {}  # this call's scores
             todo: list[tuple[str, ...]] = []
-            covered: set[tuple[str, ...]] = set()
+            pending: set[Key] = set()  # computed with a longer solution of this call
             for sol in sorted({tuple(s) for s in solutions}, key=len, reverse=True):
-                prefixes = [sol[: j + 1] for j in range(len(sol))]
-                if sol in covered or all((question, p) in self._cache for p in prefixes):
-                    continue
-                todo.append(sol)
-                covered.update(prefixes)
-            fresh: dict[Key, float] = {}
+                keys = [(question, sol[: j + 1]) for j in range(len(sol))]
+                if all(k in pending or k in self._cache for k in keys):
+                    known.update((k, self._cache[k]) for k in keys if k in self._cache)
+                else:
+                    todo.append(sol)
+                    pending.update(keys)
             tokens = 0
             encoded = sorted(((s, self.encode(question, s)) for s in todo),
                              key=lambda item: len(item[1].ids))  # fmt: skip
             for i in range(0, len(encoded), self.batch_size):
                 chunk = encoded[i : i + self.batch_size]
-                values = self._forward([e for _, e in chunk])
-                for (sol, enc), vals in zip(chunk, values, strict=True):
+                for (sol, enc), values in zip(chunk, self._forward([e for _, e in chunk])):
                     tokens += len(enc.ids)
-                    for j, v in enumerate(vals):
-                        fresh[(question, sol[: j + 1])] = v
-            for key, v in fresh.items():
-                self._remember(key, v)
-            steps = [
-                [fresh.get(k, self._cache.get(k)) for k in ((question, tuple(sol[: j + 1]))
-                 for j in range(len(sol)))]
-                for sol in solutions
-            ]  # fmt: skip
+                    for j, v in enumerate(values):
+                        # a cached score wins over a recomputed one, so a step keeps its score
+                        # from call to call (batch padding can move the last float bit)
+                        key = (question, sol[: j + 1])
+                        known[key] = self._cache.get(key, v)
+            for key, value in known.items():
+                self._cache[key] = value
+                self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            steps = [[known[(question, tuple(sol[: j + 1]))] for j in range(len(sol))]
+                     for sol in solutions]  # fmt: skip
             return Scores(steps, tokens)
 
     def _forward(self, batch: list[Encoded]) -> list[list[float]]:
@@ -159,12 +164,6 @@ class HubPRM:
             start += len(e.positions)
         return out
 
-    def _remember(self, key: Key, value: float) -> None:
-        self._cache[key] = value
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-
 
 class QwenMathPRM(HubPRM):
     """Qwen/Qwen2.5-Math-PRM-7B (model: backend.prm_models.Qwen2ForProcessRewardModel)."""
@@ -181,7 +180,10 @@ class QwenMathPRM(HubPRM):
         messages = [
             {"role": "system", "content": QWEN_PRM_SYSTEM},
             {"role": "user", "content": self.clean(question)},
-            {"role": "assistant", "content": "".join(self.clean(s) + self.separator for s in steps)},
+            {
+                "role": "assistant",
+                "content": "".join(self.clean(s) + self.separator for s in steps),
+            },
         ]
         return self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=False
@@ -302,8 +304,13 @@ class MathShepherdPRM(_PlusMinusPRM):
         self.tag_id = tokenizer.encode(self.tag)[-1]
 
     def format_text(self, question: str, steps: Sequence[str]) -> str:
-        body = "\n".join(f"{self.clean(s)} {self.tag}" for s in steps)
-        return f"{self.clean(question)} {body}"
+        # "question step1 ки\nstep2 ки": every tag follows exactly one space, since Mistral's
+        # tokenizer reads only " ки" as the step tag token (an empty step is a bare " ки")
+        text = self.clean(question)
+        for k, step in enumerate(map(self.clean, steps)):
+            sep = " " if k == 0 else "\n"
+            text += f"{sep}{step} {self.tag}" if step else f"{sep.rstrip(' ')} {self.tag}"
+        return text
 
     def encode(self, question: str, steps: Sequence[str]) -> Encoded:
         ids = self.tokenizer.encode(self.format_text(question, steps))  # with BOS, as the card

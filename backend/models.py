@@ -5,8 +5,10 @@ transformers can read a GGUF but dequantizes it on every load (~20 s on 2 cores)
 load saves a converted copy (safetensors, config, tokenizer) under the cache folder and later loads
 read that (~1 s). Without the package the same name resolves to the Hugging Face hub repo.
 
-Precisions: "fp32", "bf16", "nf4" (bitsandbytes 4-bit, bf16 compute; runs on CPU too) and "auto",
-which picks the fastest correct one for the device (measured with scripts/measure_precision.py).
+Precisions: "fp32", "bf16", "int8" / "nf4" (bitsandbytes 8-bit / 4-bit, bf16 compute; run on CPU
+too; see backend/quantization.py) and "auto", which picks the fastest correct one for the device
+(measured with scripts/measure_precision.py) or, on a GPU, the model's catalog default.
+Other policies come from the catalog (assets/models.json) and load from their hub repo.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from backend import catalog as model_catalog
+from backend.quantization import weights_kwargs
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["auto", "fp32", "bf16", "nf4"]
+Precision = Literal["auto", "fp32", "bf16", "int8", "nf4"]
 Source = Literal["gguf-converted-cache", "gguf", "hub"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
@@ -56,10 +61,10 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "smollm2-135m": ModelSpec(
-        "HuggingFaceTB/SmolLM2-135M-Instruct", EMBEDDED_PACKAGE, EMBEDDED_GGUF
-    ),
+    name: ModelSpec(model_catalog.get(name).hub_id)
+    for name in model_catalog.catalog().names("policy")
 }
+MODELS["smollm2-135m"] = ModelSpec(MODELS["smollm2-135m"].hub_repo, EMBEDDED_PACKAGE, EMBEDDED_GGUF)
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # The saved copy counts as complete only with all of these; it appears by an atomic rename anyway.
@@ -128,26 +133,22 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """Map "auto" to the measured best precision for `device`; reject unknown names."""
+def resolve_precision(precision: str, device: str, name: str | None = None) -> str:
+    """Map "auto" to the measured best precision for `device` (on CUDA, catalog model `name`'s
+    default); reject unknown names."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if precision == "auto":
-        return CUDA_AUTO_PRECISION if device == "cuda" else CPU_AUTO_PRECISION
+        entry = model_catalog.catalog().entries.get(name) if name else None
+        if device == "cuda":
+            return entry.default_precision if entry else CUDA_AUTO_PRECISION
+        return CPU_AUTO_PRECISION
     return precision
 
 
 def _weights_kwargs(precision: str, device: str) -> dict[str, Any]:
     """from_pretrained keyword arguments for a resolved precision (transformers 5: `dtype=`)."""
-    if precision == "nf4":
-        quant = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_use_double_quant=True,
-        )
-        return {"quantization_config": quant, "device_map": device}
-    return {"dtype": _DTYPES[precision], "device_map": device}
+    return weights_kwargs(precision, device)
 
 
 def _prepare_tokenizer(tokenizer: Any, origin: str) -> Any:
@@ -271,7 +272,7 @@ def load_policy(
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     device = resolve_device(device)
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(precision, device, name)
     spec = MODELS[name]
     threads = configure_threads()
     start = time.perf_counter()
@@ -282,7 +283,7 @@ def load_policy(
     if gguf is not None and not _is_complete(converted):
         model, tokenizer = _load_gguf_and_convert(gguf, converted)
         source: Source = "gguf"
-        if precision == "nf4":  # bitsandbytes quantizes while loading, so read the copy back
+        if precision in ("nf4", "int8"):  # bitsandbytes quantizes while loading: read the copy
             del model
             model, source = None, "gguf-converted-cache"
         else:
@@ -321,7 +322,7 @@ def get_policy(
     """
     global _current
     device = resolve_device(device)
-    key = (name, resolve_precision(precision, device), device)
+    key = (name, resolve_precision(precision, device, name), device)
     with _lock:
         if _current is not None and _current[0] == key:
             return _current[1]
@@ -334,3 +335,8 @@ def get_policy(
         loaded = load_policy(name, key[1], device)
         _current = (key, loaded)
         return loaded
+
+
+def current_policy() -> LoadedModel | None:
+    """The loaded policy, if any (the memory check counts what a switch would free)."""
+    return _current[1] if _current else None

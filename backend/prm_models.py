@@ -111,7 +111,14 @@ def load_hub_prm(name: str, precision: str, device: str, location: str | None = 
     if not entry.is_hub_prm:
         raise ValueError(f"{name!r} is not a hub PRM (it needs no loading)")
     start = time.perf_counter()
-    model, tokenizer = load_prm_model(entry.family, location or entry.hub_id, precision, device)
+    try:
+        model, tokenizer = load_prm_model(entry.family, location or entry.hub_id, precision, device)
+    except OSError as err:  # not downloadable: offline, gated, or a wrong path
+        raise RuntimeError(
+            f"Could not load the PRM {name!r} from {location or entry.hub_id}: it downloads from "
+            f"the Hugging Face hub on first use (~{entry.memory_gb()['bf16']:.0f} GB in bf16). "
+            f"Cause: {str(err).splitlines()[0]}"
+        ) from err
     log.info("loaded PRM %s (%s on %s) in %.1f s", name, precision, device,
              time.perf_counter() - start)  # fmt: skip
     scorer = make_scorer(entry.family, model, tokenizer, name)

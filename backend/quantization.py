@@ -50,7 +50,9 @@ def weights_kwargs(precision: str, device: str, keep_full: Sequence[str] = ()) -
     elif precision == "int8":
         quant = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     else:
-        raise ValueError(f"precision must be one of {', '.join(WEIGHT_PRECISIONS)}; got {precision!r}")
+        raise ValueError(
+            f"precision must be one of {', '.join(WEIGHT_PRECISIONS)}; got {precision!r}"
+        )
     # unquantized modules (embeddings, heads) load in bf16, as the memory estimate assumes
     return {"quantization_config": quant, "dtype": torch.bfloat16, "device_map": device}
 

@@ -32,7 +32,7 @@ def greedy(loaded: models.LoadedModel, prompt: str = "What is 12 times 7?", new_
 
 def test_bogus_precision_is_rejected_clearly():
     with pytest.raises(
-        ValueError, match=r"precision must be one of auto, fp32, bf16, nf4; got 'bogus'"
+        ValueError, match=r"precision must be one of auto, fp32, bf16, int8, nf4; got 'bogus'"
     ):
         load_policy(precision="bogus")
 

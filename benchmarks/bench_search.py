@@ -1,0 +1,231 @@
+"""Benchmark: beam search through the step engine vs a naive port, and vs the machine's limit.
+
+    .venv/bin/python -m benchmarks.bench_search            # full run (~3-5 min on 2 cores)
+    .venv/bin/python -m benchmarks.bench_search --quick    # smoke run (tiny settings)
+
+Prints one JSON object. Everything is measured side by side in one run, on the embedded model,
+with the same prompt, seed, N, M and number of iterations:
+- engine_s: beam search through StepEngine + the arithmetic PRM (the project's own path);
+- naive_s: the same search the way a straightforward port does it: every iteration, each
+  candidate's prompt + partial solution is re-encoded and continued with `model.generate`, and
+  the PRM re-reads every whole partial solution (no caches);
+- decode_tok_s (tokens that became steps / time in the engine's decode loops) vs
+  forward_limit_tok_s (raw batched one-token forwards with a KV cache at batch N, same context);
+- first_frame_s: request to the first streamed tree with steps in it (model loaded, new question);
+- cold_start_s (GGUF -> converted copy, in a fresh process) and warm_start_s (load of the copy);
+- peak_rss_mb of this process after the engine run; the precision and threads used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+
+from backend.arithmetic_prm import ArithmeticPRM, check_step
+from backend.engine import StepEngine
+from backend.models import get_policy, load_policy
+from backend.precision import measure_decode_ms
+from backend.prompts import PromptTemplate
+from strategies.config import SearchConfig
+from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling, Scores
+from strategies.registry import run, search
+
+QUESTION = (
+    "A baker makes 12 trays of 8 muffins. She sells 57 muffins and gives away 15. "
+    "How many muffins are left?"
+)
+FIRST_FRAME_QUESTION = "Tom buys 4 packs of 6 pens and loses 5 pens. How many pens does he have?"
+
+
+class NaiveGenerator:
+    """A straightforward port: re-encode prompt + partial and call `generate` every iteration."""
+
+    def __init__(self, model, tokenizer, template: PromptTemplate) -> None:
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.generated = 0
+
+    @torch.inference_mode()
+    def next_steps(
+        self, question: str, partials: Sequence[Sequence[str]], n: int, sampling: Sampling
+    ) -> list[list[GeneratedStep]]:
+        tok = self.tokenizer
+        prompt = self.template.prompt_text(tok, question)
+        texts = [prompt + "".join(p) for p in partials for _ in range(n)]
+        batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        kwargs = dict(do_sample=False)
+        if not sampling.greedy:
+            kwargs = dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        out = self.model.generate(
+            **batch,
+            max_new_tokens=sampling.max_step_tokens,
+            stop_strings=None if sampling.to_end else [STEP_DELIMITER],
+            tokenizer=tok,
+            pad_token_id=tok.pad_token_id,
+            **kwargs,
+        )
+        width = batch["input_ids"].shape[1]
+        steps = []
+        for row in out[:, width:].tolist():
+            ids = []
+            finished, reason = False, "length"
+            for t in row:
+                if t == tok.eos_token_id:
+                    finished, reason = True, "eos"
+                    ids.append(t)
+                    break
+                ids.append(t)
+                if not sampling.to_end and STEP_DELIMITER in tok.decode(ids):
+                    reason = "delimiter"
+                    break
+            text = tok.decode(ids, skip_special_tokens=True)
+            if reason == "length":
+                finished = True
+            if reason == "delimiter" and not text.strip():
+                finished, reason = True, "empty"
+            self.generated += len(ids)
+            steps.append(GeneratedStep(text, len(ids), finished, reason))
+        return [steps[i * n : (i + 1) * n] for i in range(len(partials))]
+
+
+class NaivePRM:
+    """The arithmetic checker re-reading every whole partial solution, with no cache."""
+
+    def score(self, question: str, solutions: Sequence[Sequence[str]]) -> Scores:
+        prm, check = ArithmeticPRM(), check_step.__wrapped__
+        verdict = {"right": prm.right, "wrong": prm.wrong, "unchecked": prm.unchecked}
+        steps = [[verdict[check(s).verdict] for s in sol] for sol in solutions]
+        return Scores(steps, sum(len(s.split()) for sol in solutions for s in sol))
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cold_and_warm_start(precision: str) -> dict[str, float]:
+    """Cold: a fresh process converts the GGUF into an empty cache; warm: a second process loads it."""
+    code = (
+        "import time, json; t=time.perf_counter();"
+        "from backend.models import load_policy;"
+        f"p=load_policy('smollm2-135m', '{precision}');"
+        "print(json.dumps({'load_s': p.load_s, 'process_s': time.perf_counter()-t, 'source': p.source}))"
+    )
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "THINKTREE_CACHE": cache}
+        for label in ("cold", "warm"):
+            proc = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            )
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            out[f"{label}_start_s"] = round(res["load_s"], 2)
+            out[f"{label}_process_s"] = round(res["process_s"], 2)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--beam-width", type=int, default=4)
+    ap.add_argument("--iterations", type=int, default=4)
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--skip-cold", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.beam_width, args.iterations = 4, 2, 1
+    config = SearchConfig(
+        strategy="beam_search",
+        n=args.n,
+        beam_width=args.beam_width,
+        max_iterations=args.iterations,
+        max_step_tokens=16 if args.quick else 96,
+        seed=args.seed,
+    )
+    result: dict = {
+        "n": config.n,
+        "beam_width": config.beam_width,
+        "iterations": config.max_iterations,
+    }
+
+    policy = get_policy("smollm2-135m", args.precision)
+    template = PromptTemplate.load("smollm2_fewshot")
+    result.update(precision=policy.precision, threads=policy.threads, device=policy.device)
+
+    # first frame: a new question on a loaded model
+    engine = StepEngine(policy.model, policy.tokenizer, template)
+    t0 = time.perf_counter()
+    for _ in search(
+        FIRST_FRAME_QUESTION, replace(config, max_iterations=1), engine, ArithmeticPRM()
+    ):
+        result["first_frame_s"] = round(time.perf_counter() - t0, 2)
+        break
+
+    # the project's path
+    engine = StepEngine(policy.model, policy.tokenizer, template)
+    t0 = time.perf_counter()
+    tree = run(QUESTION, config, engine, ArithmeticPRM())
+    engine_s = time.perf_counter() - t0
+    st = engine.stats
+    result.update(
+        engine_s=round(engine_s, 2),
+        engine_tokens=tree.compute.generated_tokens,
+        engine_answer=tree.answer,
+        decode_tok_s=round(st.decode_tokens / st.decode_s, 1),
+        engine_time_split={
+            "decode_s": round(st.decode_s, 2),
+            "prefill_s": round(st.prefill_s, 2),
+            "assemble_s": round(st.assemble_s, 2),
+            "other_s": round(engine_s - st.decode_s - st.prefill_s - st.assemble_s, 2),
+        },
+        peak_rss_mb=round(_rss_mb()),
+    )
+    # the machine's limit: raw one-token forwards at batch N over a context of the same length
+    prompt_len = len(template.prompt_ids(policy.tokenizer, QUESTION))
+    mean_solution = tree.compute.generated_tokens // max(1, config.n * 2)
+    ms = measure_decode_ms(
+        policy.model, batch=config.n, steps=8, prefill=prompt_len + mean_solution
+    )
+    result["forward_limit_tok_s"] = round(config.n / (ms / 1000), 1)
+    result["fraction_of_limit"] = round(result["decode_tok_s"] / result["forward_limit_tok_s"], 3)
+
+    if not args.skip_naive:
+        naive = NaiveGenerator(policy.model, policy.tokenizer, template)
+        t0 = time.perf_counter()
+        naive_tree = run(QUESTION, config, naive, NaivePRM())
+        naive_s = time.perf_counter() - t0
+        result.update(
+            naive_s=round(naive_s, 2),
+            naive_tokens=naive_tree.compute.generated_tokens,
+            speedup=round(naive_s / engine_s, 2),
+            speedup_per_token=round(
+                (naive_s / max(1, naive_tree.compute.generated_tokens))
+                / (engine_s / max(1, tree.compute.generated_tokens)),
+                2,
+            ),
+        )
+    if not args.skip_cold and not args.quick:
+        result.update(cold_and_warm_start(policy.precision))
+    else:
+        t0 = time.perf_counter()
+        load_policy("smollm2-135m", policy.precision)
+        result["warm_start_s"] = round(time.perf_counter() - t0, 2)
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
