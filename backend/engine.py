@@ -48,10 +48,41 @@ class EngineStats:
     calls: int = 0
     decode_s: float = 0.0  # batched decoding loops, forward passes and sampling included
     decode_forwards: int = 0  # batched one-token forward passes
-    decode_tokens: int = 0  # tokens that became part of a step
+    forward_s: float = 0.0  # of decode_s: inside the model's forward
+    forward_rows: int = 0  # rows summed over the decode forwards (mean batch = rows / forwards)
+    decode_tokens: int = 0  # tokens of the steps returned (prefetched ones included)
+    speculative_tokens: int = 0  # tokens written ahead for the next call
+    prefetch_hits: int = 0  # next steps that started from a prefetch
     prefill_s: float = 0.0  # prompts and foreign text read at batch 1
     prefill_tokens: int = 0
     assemble_s: float = 0.0  # gathering cached rows into a batch
+
+
+@dataclass
+class Prefetch:
+    """A next step a row started (or finished) writing speculatively, for one partial solution."""
+
+    state: RowState  # after the speculative tokens (finished step: after the step, or empty)
+    base_ids: list[int]  # the partial solution's ids, before the speculative tokens
+    tokens: list[int]  # the speculative tokens of the next step
+    step: GeneratedStep | None  # the whole next step, when it ended while speculating
+    sampling: tuple  # only a call that samples the same way may use it
+
+
+@dataclass
+class _Row:
+    """One row of a decoding batch."""
+
+    out: int | None  # which result this row answers; None while it writes speculatively
+    key: tuple[str, ...]  # the partial solution the current step continues
+    start: RowState  # the state loaded into the batch
+    base_ids: list[int]  # ids before the current step
+    new: list[int]  # the current step's tokens so far
+    offset: int = 0  # where this row's KV starts in the slab (left padding)
+
+
+def _sampling_key(s: Sampling) -> tuple:
+    return (s.greedy, 0.0 if s.greedy else s.temperature, s.top_p, s.max_step_tokens)
 
 
 class SlabLayer(DynamicLayer):
@@ -110,12 +141,14 @@ class StepEngine:
         *,
         keep_calls: int = 3,
         compact_fraction: float = 0.25,
+        speculate: bool = True,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.template = template
         self.keep_calls = keep_calls  # rows unused for this many calls are dropped
         self.compact_fraction = compact_fraction
+        self.speculate = speculate  # idle rows write the next step ahead (see _decode)
         self.device = next(model.parameters()).device
         eos = {tokenizer.eos_token_id, model.config.eos_token_id}
         for name in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
@@ -123,7 +156,11 @@ class StepEngine:
             if isinstance(tid, int) and tid != tokenizer.unk_token_id:
                 eos.add(tid)
         self.eos_ids = {int(e) for e in _flatten(eos) if e is not None}
+        vocab = len(tokenizer)
+        pieces = tokenizer.batch_decode([[i] for i in range(vocab)])
+        self.newline_ids = {i for i, piece in enumerate(pieces) if "\n" in piece}
         self.store: dict[tuple[str, tuple[str, ...]], RowState] = {}
+        self.prefetch: dict[tuple[str, tuple[str, ...]], Prefetch] = {}
         self.calls = 0
         self.stats = EngineStats()
         self.lock = threading.Lock()
@@ -140,14 +177,41 @@ class StepEngine:
             self.calls += 1
             self.stats.calls += 1
             keys = [tuple(p) for p in partials]
-            rows = [self._state(question, k) for k in keys for _ in range(n)]
-            decoded = self._decode(rows, sampling)
-            for i, (step, state) in enumerate(decoded):
+            results: list[tuple[GeneratedStep, RowState | None] | None] = [None] * (len(keys) * n)
+            rows: list[_Row] = []
+            for i, key in enumerate(keys):
+                for j in range(n):
+                    pre = self._take_prefetch(question, key, sampling) if j == 0 else None
+                    if pre is not None and pre.step is not None:  # written while speculating
+                        results[i * n + j] = (
+                            pre.step,
+                            pre.state if not pre.step.finished else None,
+                        )
+                    elif pre is not None:  # continue a speculative start
+                        rows.append(_Row(i * n + j, key, pre.state, pre.base_ids, list(pre.tokens)))
+                    else:
+                        state = self._state(question, key)
+                        rows.append(_Row(i * n + j, key, state, state.ids, []))
+            if rows:
+                self._decode(question, rows, sampling, results)
+            for i, res in enumerate(results):
+                assert res is not None
+                step, state = res
+                self.stats.decode_tokens += step.tokens
                 if state is not None:  # an unfinished step: keep its cache for the next call
                     state.used = self.calls
                     self.store[(question, keys[i // n] + (step.text,))] = state
             self._evict()
-            return [[decoded[i * n + j][0] for j in range(n)] for i in range(len(partials))]
+            return [[results[i * n + j][0] for j in range(n)] for i in range(len(keys))]
+
+    def _take_prefetch(
+        self, question: str, key: tuple[str, ...], sampling: Sampling
+    ) -> Prefetch | None:
+        pre = self.prefetch.pop((question, key), None)
+        if pre is None or pre.sampling != _sampling_key(sampling):
+            return None
+        self.stats.prefetch_hits += 1
+        return pre
 
     # ---- prefix states -----------------------------------------------------------------------
     def _state(self, question: str, steps: tuple[str, ...]) -> RowState:
@@ -221,6 +285,10 @@ class StepEngine:
         ]
         for key in stale:
             del self.store[key]
+        for key in [
+            k for k, p in self.prefetch.items() if self.calls - p.state.used >= self.keep_calls
+        ]:
+            del self.prefetch[key]
         questions = {}
         for key, s in self.store.items():  # keep the prompts of the 4 most recent questions
             if not key[1]:
@@ -230,12 +298,21 @@ class StepEngine:
 
     # ---- batched decoding ----------------------------------------------------------------
     def _decode(
-        self, rows: list[RowState], sampling: Sampling
-    ) -> list[tuple[GeneratedStep, RowState | None]]:
-        """Decode one step for every row as one batch; returns (step, new state) per row."""
+        self,
+        question: str,
+        rows: list[_Row],
+        sampling: Sampling,
+        results: list[tuple[GeneratedStep, RowState | None] | None],
+    ) -> None:
+        """Decode one step for every row as one batch, writing (step, new state) into `results`.
+
+        A row whose step ends on the delimiter while others are still writing goes on writing its
+        next step speculatively (the batch would otherwise run below its width); what it writes is
+        kept as a prefetch for that partial solution and used when the next call asks for it.
+        """
         t0 = time.perf_counter()
         b = len(rows)
-        lengths = [len(r.ids) - 1 for r in rows]  # cached positions per row
+        lengths = [len(r.start.ids) - 1 for r in rows]  # cached positions per row
         width = max(lengths)
         budget = sampling.max_solution_tokens if sampling.to_end else sampling.max_step_tokens
         capacity = width + 1 + min(budget, 64)
@@ -244,24 +321,26 @@ class StepEngine:
             k, v = self._empty_slab(b, capacity)
             for j, r in enumerate(rows):
                 if lengths[j]:
-                    k[j, :, width - lengths[j] : width] = r.kv[i][0]
-                    v[j, :, width - lengths[j] : width] = r.kv[i][1]
+                    k[j, :, width - lengths[j] : width] = r.start.kv[i][0]
+                    v[j, :, width - lengths[j] : width] = r.start.kv[i][1]
             layers.append(SlabLayer(k, v, width))
         cache = Cache(layers=layers)
         mask = torch.zeros(b, width + 1, dtype=torch.long, device=self.device)
         for j, n in enumerate(lengths):
             mask[j, width - n :] = 1
         pos = torch.tensor(lengths, device=self.device)[:, None]
-        inputs = torch.tensor([r.ids[-1] for r in rows], device=self.device)[:, None]
+        inputs = torch.tensor([r.start.ids[-1] for r in rows], device=self.device)[:, None]
+        for j, r in enumerate(rows):
+            r.offset = width - lengths[j]
         t1 = time.perf_counter()
         self.stats.assemble_s += t1 - t0
         gen = torch.Generator(device="cpu")
         if sampling.seed is not None:
             gen.manual_seed(int(sampling.seed))
-        new: list[list[int]] = [[] for _ in range(b)]
-        out: list[tuple[GeneratedStep, RowState | None] | None] = [None] * b
-        slot: list[int | None] = list(range(b))  # batch position -> row; None once finished
-        while True:
+        speculate = self.speculate and not sampling.to_end
+        slot: list[_Row | None] = list(rows)  # batch position -> row; None once it stopped
+        while any(r is not None and r.out is not None for r in slot):
+            tf = time.perf_counter()
             logits = self.model(
                 input_ids=inputs,
                 attention_mask=mask,
@@ -270,32 +349,31 @@ class StepEngine:
                 use_cache=True,
                 logits_to_keep=1,
             ).logits[:, -1, :]
+            self.stats.forward_s += time.perf_counter() - tf
             self.stats.decode_forwards += 1
+            self.stats.forward_rows += len(slot)
             tokens = _sample(logits.float(), sampling, gen).tolist()
-            finished_now = []
             for p, row in enumerate(slot):
                 if row is None:
                     continue
-                tok = tokens[p]
-                new[row].append(tok)
-                step = self._check_stop(rows[row], new[row], sampling, budget)
-                if step is not None:
-                    state = None
-                    if not step.finished:
-                        start = width - lengths[row]
-                        end = layers[0].length  # KV of everything up to the pending (newest) token
-                        kv = [
-                            (lay.keys[p, :, start:end], lay.values[p, :, start:end])
-                            for lay in layers
-                        ]
-                        state = RowState(rows[row].ids + new[row], kv, rows[row].prompt_len)
-                        assert end - start == len(state.ids) - 1
-                    out[row] = (step, state)
-                    finished_now.append(p)
-            for p in finished_now:
-                slot[p] = None
+                row.new.append(tokens[p])
+                if row.out is None:
+                    self.stats.speculative_tokens += 1
+                step = self._check_stop(row, sampling, budget)
+                if step is None:
+                    continue
+                state = None if step.finished else self._row_state(row, layers, p)
+                if row.out is not None:
+                    results[row.out] = (step, state)
+                else:  # a speculative step that ended: the next call gets it without decoding
+                    self._keep_prefetch(question, row, step, state, sampling)
+                if state is not None and speculate and row.out is not None:
+                    row.out, row.key = None, row.key + (step.text,)
+                    row.base_ids, row.new = state.ids, []
+                else:
+                    slot[p] = None
             live = [p for p, row in enumerate(slot) if row is not None]
-            if not live:
+            if not any(slot[p].out is not None for p in live):
                 break
             dead = len(slot) - len(live)
             if dead and dead >= max(1, self.compact_fraction * len(slot)):
@@ -310,25 +388,53 @@ class StepEngine:
                 [mask, torch.ones(len(slot), 1, dtype=mask.dtype, device=self.device)], 1
             )
             pos = pos + 1
+        for p, row in enumerate(slot):  # speculative rows still writing: keep what they have
+            if row is not None and row.out is None and row.new:
+                self._keep_prefetch(question, row, None, self._row_state(row, layers, p), sampling)
         self.stats.decode_s += time.perf_counter() - t1
-        self.stats.decode_tokens += sum(len(x) for x in new)
-        return out  # type: ignore[return-value]
 
-    def _check_stop(
-        self, parent: RowState, new: list[int], sampling: Sampling, budget: int
-    ) -> GeneratedStep | None:
+    def _row_state(self, row: _Row, layers: list[SlabLayer], p: int) -> RowState:
+        """The row's ids so far with views of its KV in the slab (everything but the newest id)."""
+        end = layers[0].length
+        kv = [
+            (lay.keys[p, :, row.offset : end], lay.values[p, :, row.offset : end]) for lay in layers
+        ]
+        state = RowState(row.base_ids + row.new, kv, row.start.prompt_len)
+        assert end - row.offset == len(state.ids) - 1
+        return state
+
+    def _keep_prefetch(
+        self,
+        question: str,
+        row: _Row,
+        step: GeneratedStep | None,
+        state: RowState | None,
+        sampling: Sampling,
+    ) -> None:
+        if state is None and step is None:
+            return
+        pre_state = state if state is not None else RowState(row.base_ids, [], row.start.prompt_len)
+        pre = Prefetch(pre_state, row.base_ids, list(row.new), step, _sampling_key(sampling))
+        pre.state.used = self.calls
+        self.prefetch[(question, row.key)] = pre
+
+    def _check_stop(self, row: _Row, sampling: Sampling, budget: int) -> GeneratedStep | None:
         """The finished step if this row should stop after its newest token, else None."""
+        new = row.new
         tok = new[-1]
-        solution_len = len(parent.ids) - parent.prompt_len + len(new)
+        solution_len = len(row.base_ids) - row.start.prompt_len + len(new)
         if tok in self.eos_ids:
             text = self.tokenizer.decode(new[:-1], skip_special_tokens=True)
             return GeneratedStep(text, len(new), True, "eos")
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        if not sampling.to_end and STEP_DELIMITER in text:
-            if not text.strip():
-                return GeneratedStep(text, len(new), True, "empty")
-            return GeneratedStep(text, len(new), False, "delimiter")
+        # the delimiter can only complete at a token holding a newline: decode only then
+        if not sampling.to_end and tok in self.newline_ids:
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            if STEP_DELIMITER in text:
+                if not text.strip():
+                    return GeneratedStep(text, len(new), True, "empty")
+                return GeneratedStep(text, len(new), False, "delimiter")
         if solution_len >= sampling.max_solution_tokens or len(new) >= budget:
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
             return GeneratedStep(text, len(new), True, "length")
         return None
 

@@ -104,3 +104,25 @@ def test_to_end_writes_past_the_delimiter(engine):
     )[0]
     assert step.finished and step.finish_reason in ("eos", "length")
     assert step.text.count(STEP_DELIMITER) >= 1 or step.finish_reason == "eos"
+
+
+def test_speculative_next_steps_change_nothing_but_speed(policy, engine):
+    from backend.engine import StepEngine
+
+    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    starts = [["Sara has 5 boxes.\n\n"], ["Each box has 6 pencils, so 5 x 6 = 30.\n\n"], []]
+
+    def three_calls(eng):
+        texts, partials = [], starts
+        for _ in range(3):
+            steps = [row[0] for row in eng.next_steps(Q, partials, 1, GREEDY)]
+            texts.append([s.text for s in steps])
+            partials = [p + [s.text] for p, s in zip(partials, steps) if not s.finished]
+            if not partials:
+                break
+        return texts
+
+    hits = engine.stats.prefetch_hits
+    assert three_calls(engine) == three_calls(plain)
+    assert engine.stats.prefetch_hits > hits  # the speculative path was really taken
+    assert plain.stats.prefetch_hits == 0
