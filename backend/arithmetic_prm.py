@@ -85,11 +85,50 @@ class ArithmeticPRM:
     def score(self, question: str, solutions: Sequence[Sequence[str]]) -> Scores:
         """Score every step of every solution; the question is not read.
 
+        Besides its own arithmetic, a step that states the boxed answer is checked for consistency:
+        the answer must equal the result of the solution's latest calculation (so "5 + 7 = 12 ...
+        \\boxed{10}" is wrong), and is only as right as that calculation. A step's score depends
+        only on the steps up to it.
         `tokens` is a rough count of what was read: the whitespace-separated words of all steps.
         """
-        steps = [[self.score_step(step) for step in solution] for solution in solutions]
+        steps = [self._score_solution(solution) for solution in solutions]
         tokens = sum(len(step.split()) for solution in solutions for step in solution)
         return Scores(steps=steps, tokens=tokens)
+
+    def _score_solution(self, solution: Sequence[str]) -> list[float]:
+        scores, last = [], None  # last: the latest calculation so far
+        for step in solution:
+            check = check_step(step)
+            verdict = check.verdict
+            for c in check.calculations:
+                if c.written is not None:
+                    last = c
+            boxed = boxed_number(step)
+            if boxed is not None and last is not None and verdict != "wrong":
+                # an answer taken from a wrong calculation is as wrong as the calculation
+                consistent = _close(boxed, last.written)
+                verdict = {True: "right", False: "wrong", None: verdict}[last.ok]
+                verdict = verdict if consistent else "wrong"
+            scores.append(getattr(self, verdict))
+        return scores
+
+
+_BOXED_NUMBER = re.compile(r"\\boxed\s*\{\s*\$?\s*(-?[0-9][0-9,]*(?:\.[0-9]+)?)\s*\}")
+
+
+def boxed_number(step: str) -> float | None:
+    """The number in the step's last `\\boxed{...}`, when it holds a plain number."""
+    found = _BOXED_NUMBER.findall(step[:MAX_STEP_CHARS])
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= REL_TOL * max(1.0, abs(a), abs(b))
 
 
 # ---------------------------------------------------------------- LaTeX normalisation

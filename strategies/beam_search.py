@@ -73,6 +73,8 @@ def _beam_search(
         yield run.tick()
     if not completed:  # nothing finished within the limits: judge what is there
         completed = beams
+    else:  # the budget of finished solutions was reached: beams still open are abandoned
+        run.prune([b for b in beams if b.status == "active"])
     yield run.finish(completed, "weighted")
 
 

@@ -199,7 +199,7 @@ def test_score_shapes_bounds_and_tokens() -> None:
     ]
     scores = prm.score("How many eggs?", solutions)
     assert [len(s) for s in scores.steps] == [3, 1, 0]
-    assert scores.steps[0] == [0.9, 0.1, 0.5]
+    assert scores.steps[0] == [0.9, 0.1, 0.1]  # the answer repeats a wrong result
     assert scores.steps[1] == [0.5]
     assert all(0.0 <= x <= 1.0 for s in scores.steps for x in s)
     assert scores.tokens == sum(len(step.split()) for s in solutions for step in s)
@@ -246,3 +246,20 @@ def test_integer_arithmetic_is_judged_exactly(a: int, b: int, op: str, off: int)
     result = a + b if op == "+" else a - b if op == "-" else a * b
     assert check_step(f"so {a} {op} {b} = {result}.").verdict == "right"
     assert check_step(f"so {a} {op} {b} = {result + off}.").verdict == "wrong"
+
+
+def test_boxed_answer_must_match_the_latest_calculation():
+    prm = ArithmeticPRM()
+    sols = [
+        ["Sara has 5 + 7 = 12 pencils.\n\n", "The answer is \\boxed{10}."],
+        ["Sara has 5 + 7 = 12 pencils.\n\n", "The answer is \\boxed{12}."],
+        ["The answer is \\boxed{12}."],  # nothing computed: nothing to compare
+        ["5 + 7 = 12, so the answer is \\boxed{10}"],
+        ["3 x 4 = 12 apples.\n\n", "12 - 2 = 10 left.\n\n", "The answer is \\boxed{1,000}."],
+    ]
+    steps = prm.score("q", sols).steps
+    assert steps[0] == [prm.right, prm.wrong]
+    assert steps[1] == [prm.right, prm.right]
+    assert steps[2] == [prm.unchecked]
+    assert steps[3] == [prm.wrong]
+    assert steps[4] == [prm.right, prm.right, prm.wrong]  # 1,000 is not the 10 just computed

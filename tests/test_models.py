@@ -7,6 +7,7 @@ THINKTREE_CACHE, so they never touch the user's real cache.
 from __future__ import annotations
 
 import gc
+import os
 import weakref
 
 import pytest
@@ -58,6 +59,9 @@ def test_threads_env_is_validated(monkeypatch):
     monkeypatch.setenv("THINKTREE_THREADS", "1")
     try:
         assert models.configure_threads() == 1
+        monkeypatch.delenv("THINKTREE_THREADS")  # default: leave one core to the rest
+        cores = len(os.sched_getaffinity(0))
+        assert models.configure_threads() == max(1, cores - 1)
     finally:
         torch.set_num_threads(before)
 

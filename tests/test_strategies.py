@@ -88,6 +88,11 @@ def test_completed_beams_leave_the_active_set():
     assert len(kept) == 2 and all(x.answer is None for x in kept)
 
 
+def test_finished_beam_search_leaves_no_active_step():
+    tree = run("q", cfg("beam_search", n=4, beam_width=2), FakeGenerator(depth=3), FakeScorer())
+    assert [leaf for leaf in tree.leaves() if leaf.status == "active"] == []  # none left running
+
+
 def test_beam_search_duplicate_filtering():
     def script(partial, i):
         return "same [s=0.9]\n\n" if not partial else None

@@ -184,7 +184,9 @@ def _answer_labels(tree: SearchTree, pos: Positions) -> go.Scatter | None:
         # Alternate two lines under crowded neighbours, so their texts don't run into each other.
         low = not low if crowded else False
         xs.append(x)
-        ys.append(y - (0.48 if low else 0.26))
+        # the chosen solution ends in a larger star: its label sits a little lower
+        star = n.id in tree.selected and n.status == "selected"
+        ys.append(y - (0.48 if low else 0.26) - (0.1 if star else 0.0))
         texts.append(text)
         prev = (x, y, chars)
     return go.Scatter(

@@ -1,0 +1,131 @@
+"""The explorer's text panels, from a SearchTree: status line, compute used, the comparison with
+majority voting, and the steps table. Pure functions (no Gradio), so they are easy to test."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from strategies.answers import answers_equal
+from strategies.tree import SearchTree
+
+STRATEGY_LABELS: dict[str, str] = {
+    "majority_vote": "Majority voting (self-consistency)",
+    "best_of_n": "Best-of-N (vanilla)",
+    "weighted_best_of_n": "Best-of-N (weighted)",
+    "beam_search": "Beam search",
+    "dvts": "DVTS (diverse verifier tree search)",
+    "lookahead": "Lookahead search",
+    "compute_optimal": "Compute-optimal (picks a strategy)",
+}
+STEP_COLUMNS = ["id", "depth", "score", "agg score", "status", "text"]
+TEXT_LIMIT = 300  # characters of a step shown in the table (the run JSON keeps all)
+
+
+def label(strategy: str) -> str:
+    return STRATEGY_LABELS.get(strategy, strategy)
+
+
+def short_label(strategy: str) -> str:
+    """The label without its explanation in brackets, for narrow tables ("DVTS")."""
+    full = label(strategy)
+    return full if full.startswith("Best-of-N") else full.split(" (")[0]
+
+
+def status_line(tree: SearchTree) -> str:
+    """One line: strategy, progress (steps still active while running, answers when done),
+    tokens, seconds."""
+    steps = len(tree.nodes) - 1
+    c = tree.compute
+    if tree.done:
+        answers = sum(1 for n in tree.nodes if n.answer is not None)
+        state = f"done after {tree.iteration} iterations · {steps} steps, {answers} answers"
+    else:
+        active = sum(1 for n in tree.nodes if n.parent is not None and n.status == "active")
+        state = f"iteration {tree.iteration} · {steps} steps ({active} active)"
+    return f"**{label(tree.strategy)}** · {state} · {c.generated_tokens} tokens · {c.wall_s:.1f} s"
+
+
+def compute_markdown(tree: SearchTree) -> str:
+    """What the run cost and where it ran (tree.compute, tree.meta)."""
+    c, m = tree.compute, tree.meta
+    lines = [
+        "| compute used | |",
+        "|---|---|",
+        f"| generated tokens | {c.generated_tokens} |",
+        f"| PRM tokens | {c.scored_tokens} |",
+        f"| generator / PRM calls | {c.generator_calls} / {c.scorer_calls} |",
+        f"| seconds | {c.wall_s:.1f} |",
+        f"| model | {m.get('model', '?')} · PRM {m.get('prm', '?')} |",
+        f"| device · precision · threads | {m.get('device', '?')} · {m.get('precision', '?')} · "
+        f"{m.get('threads', '?')} |",
+    ]
+    chosen = m.get("compute_optimal")
+    if chosen:
+        lines.append(
+            f"| compute-optimal | {chosen.get('difficulty_bin')} (pilot score "
+            f"{chosen.get('difficulty')}) → {label(chosen.get('chosen_strategy', '?'))} |"
+        )
+    return "\n".join(lines)
+
+
+def _verdict(answer: str | None, expected: str | None) -> str:
+    if answer is None:
+        return "—"
+    if not expected:
+        return f"`{answer}`"
+    return f"`{answer}` {'✓' if answers_equal(answer, expected) else '✗'}"
+
+
+def comparison_markdown(
+    search: SearchTree, majority: SearchTree | None, expected: str | None = None
+) -> str:
+    """The search beside majority voting at the same N: answers and the compute each used."""
+    # One column per run (it fits beside the votes chart), one row per quantity.
+    runs = [search] if majority is None else [search, majority]
+    lines = [
+        "| | " + " | ".join(short_label(t.strategy) for t in runs) + " |",
+        "|---|" + "---|" * len(runs),
+        "| answer | " + " | ".join(_verdict(t.answer, expected) for t in runs) + " |",
+        "| tokens | " + " | ".join(str(t.compute.generated_tokens) for t in runs) + " |",
+        "| PRM calls | " + " | ".join(str(t.compute.scorer_calls) for t in runs) + " |",
+        "| seconds | " + " | ".join(f"{t.compute.wall_s:.1f}" for t in runs) + " |",
+    ]
+    n = search.config.get("n", "?")
+    if majority is None:
+        if search.strategy == "majority_vote":
+            note = "This run *is* majority voting: no verifier was consulted."
+        else:
+            note = f"Majority voting at the same budget N={n} runs next, for comparison…"
+    elif search.answer is None or majority.answer is None:
+        note = "One of the two found no answer."
+    elif answers_equal(search.answer, majority.answer):
+        note = f"Both agree on **{search.answer}**."
+    else:
+        note = (
+            f"They disagree: the PRM-guided search says **{search.answer}**, "
+            f"the crowd of N={n} says **{majority.answer}**."
+        )
+    if expected:
+        note += f" Expected: **{expected}**."
+    return "\n".join(lines) + "\n\n" + note
+
+
+def steps_table(tree: SearchTree) -> pd.DataFrame:
+    """One row per step (the question excluded), in creation order; scores rounded to 3 places."""
+
+    def rnd(x: float | None) -> float | None:
+        return None if x is None else round(x, 3)
+
+    rows = [
+        [
+            n.id,
+            n.depth,
+            rnd(n.score),
+            rnd(n.agg_score),
+            n.status,
+            n.text.strip()[:TEXT_LIMIT],
+        ]
+        for n in tree.nodes
+        if n.parent is not None
+    ]
+    return pd.DataFrame(rows, columns=STEP_COLUMNS)

@@ -1,0 +1,283 @@
+"""The Gradio app: layout and wiring only. Handlers live in app/explore.py, panels in
+app/panels.py, the "How it works" lessons in app/teach.py.
+
+Every event that runs the model shares one queue (`concurrency_id="model"`, one at a time), since
+one process holds one copy of the models. Per-user data (the finished run) lives in `gr.State`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app.explore import DEFAULTS, INPUT_NAMES, as_user_error, explore, gpu, replay, run_api
+from app.panels import STEP_COLUMNS, STRATEGY_LABELS
+from app.teach import LEGEND_MD, LESSONS, lesson_figure
+from backend.models import MODELS, PRECISIONS
+from backend.runtime import PRM_LABELS, PRM_NAMES
+from strategies.config import AGGREGATIONS, STRATEGY_NAMES, USES_BEAM_WIDTH
+
+EXAMPLES_PATH = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
+OUTPUT_NAMES = (
+    "status",
+    "tree",
+    "answer",
+    "compute",
+    "votes",
+    "comparison",
+    "steps",
+    "replay",
+    "run",
+    "json_file",
+    "html_file",
+    "run_btn",
+)
+BUDGETS = [2, 4, 8, 16, 32, 64]
+BEAM_WIDTHS = [2, 4, 8]
+MODEL_QUEUE = dict(concurrency_limit=1, concurrency_id="model")
+THEME = gr.themes.Soft(primary_hue="blue")
+CSS = """
+#tree-plot { min-height: 420px; }
+.lesson-text { font-size: 0.95rem; }
+"""
+INTRO = """# ThinkTree: see test-time compute
+A small language model solves a math question many times over, and a **process reward model
+(PRM)** judges every step. Pick a strategy and a budget **N**, press **Run**, and watch the search
+tree grow: colour is the PRM's score, pruned steps fade, the chosen solution is the blue path.
+After the search, majority voting at the same N runs for comparison.
+"""
+API_MD = """### Scripting API
+One JSON config in, the run JSON out (the same format as the export and `python -m app.cli`):
+```python
+from gradio_client import Client
+client = Client("http://127.0.0.1:7860/")
+run = client.predict({"prompt": "A box holds 6 eggs. How many eggs are in 4 boxes?",
+                      "strategy": "beam_search", "n": 4, "beam_width": 2, "max_steps": 5},
+                     api_name="/run")
+print(run["answer"], run["compute"], run["meta"])
+```
+Optional keys: `beam_width`, `max_steps`, `temperature`, `top_p`, `aggregation` (last/min/prod),
+`lookahead`, `filter_duplicates`, `max_step_tokens`, `seed`, `model`, `prm`, `precision`,
+`expected`. A bad config (say N=6 with M=4) comes back as an error message.
+"""
+
+
+def load_examples() -> dict[str, list[dict[str, str]]]:
+    """Example questions by group ("embedded", "hub") from assets/examples.json."""
+    data = json.loads(EXAMPLES_PATH.read_text())
+    return {group: data[group] for group in ("embedded", "hub")}
+
+
+def _as_outputs(update: dict[str, Any]) -> tuple:
+    """One value per output, in OUTPUT_NAMES order; names not in `update` stay unchanged."""
+    return tuple(update.get(name, gr.skip()) for name in OUTPUT_NAMES)
+
+
+@gpu(duration=120)
+def _explore(*values: Any):
+    """Positional widget values in, one tuple of output values per update. The Run button,
+    disabled when clicked, is enabled again at the end, also after an error."""
+    enable = {"run_btn": gr.update(interactive=True)}
+    try:
+        for update in explore(dict(zip(INPUT_NAMES, values))):
+            yield _as_outputs(update)
+    except Exception as err:
+        yield _as_outputs(enable)
+        raise (err if isinstance(err, gr.Error) else as_user_error(err)) from None
+    yield _as_outputs(enable)
+
+
+def _strategy_hint(strategy: str) -> tuple[str, Any, Any]:
+    """One line about the strategy; M only matters where N is split into groups of M."""
+    uses_m = strategy in USES_BEAM_WIDTH or strategy == "compute_optimal"
+    return (
+        f"<small>{LESSONS[strategy][1]}</small>",
+        gr.update(interactive=uses_m),
+        gr.update(visible=strategy == "lookahead"),
+    )
+
+
+def _examples(rows: list[dict[str, str]], title: str, targets: list) -> None:
+    gr.Examples(
+        examples=[[r["prompt"], r["expected"]] for r in rows],
+        inputs=targets,
+        example_labels=[r["label"] for r in rows],
+        label=title,
+    )
+
+
+def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Button]:
+    """The input widgets (keyed as in `explore.DEFAULTS`) and the Run and Stop buttons."""
+    d = DEFAULTS
+    w: dict[str, gr.components.Component] = {}
+    w["prompt"] = gr.Textbox(
+        label="Question", lines=3, placeholder="A math word problem…", elem_id="prompt"
+    )
+    w["expected"] = gr.Textbox(label="Expected answer (optional)", max_lines=1)
+    with gr.Row():
+        run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+    examples = load_examples()
+    _examples(examples["embedded"], "Try these", [w["prompt"], w["expected"]])
+    w["strategy"] = gr.Dropdown(
+        [(STRATEGY_LABELS[s], s) for s in STRATEGY_NAMES], value=d["strategy"], label="Strategy"
+    )
+    hint = gr.Markdown(_strategy_hint(d["strategy"])[0])
+    with gr.Row():
+        w["n"] = gr.Dropdown(BUDGETS, value=d["n"], label="Budget N")
+        w["beam_width"] = gr.Dropdown(BEAM_WIDTHS, value=d["beam_width"], label="Beam width M")
+    w["max_steps"] = gr.Slider(1, 40, value=d["max_steps"], step=1, label="Max steps")
+    w["prm"] = gr.Dropdown(
+        [(PRM_LABELS[p], p) for p in PRM_NAMES], value=d["prm"], label="PRM (the step judge)"
+    )
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            w["temperature"] = gr.Slider(
+                0.0, 2.0, value=d["temperature"], step=0.05, label="Temperature"
+            )
+            w["top_p"] = gr.Slider(0.05, 1.0, value=d["top_p"], step=0.05, label="top_p")
+        w["aggregation"] = gr.Radio(
+            list(AGGREGATIONS),
+            value=d["aggregation"],
+            label="Step score aggregation",
+            info="a solution's score: its last step's, the min, or the product",
+        )
+        w["lookahead"] = gr.Slider(
+            1, 8, value=d["lookahead"], step=1, label="Lookahead k", visible=False
+        )
+        w["filter_duplicates"] = gr.Checkbox(
+            value=d["filter_duplicates"], label="Beam search: prune duplicate partial solutions"
+        )
+        w["max_step_tokens"] = gr.Slider(
+            16, 1024, value=d["max_step_tokens"], step=16, label="Max tokens per step"
+        )
+        with gr.Row():
+            w["model"] = gr.Dropdown(list(MODELS), value=d["model"], label="Policy model")
+            w["precision"] = gr.Dropdown(list(PRECISIONS), value=d["precision"], label="Precision")
+            w["seed"] = gr.Number(value=d["seed"], precision=0, minimum=0, label="Seed")
+        w["compare"] = gr.Checkbox(
+            value=d["compare"], label="Compare with majority voting at the same N"
+        )
+    with gr.Accordion("Harder examples (for hub models)", open=False):
+        _examples(examples["hub"], "MATH-style", [w["prompt"], w["expected"]])
+    w["strategy"].change(
+        _strategy_hint,
+        w["strategy"],
+        [hint, w["beam_width"], w["lookahead"]],
+        queue=False,
+        api_visibility="private",
+    )
+    return w, run_btn, stop_btn
+
+
+def _explorer_tab() -> None:
+    with gr.Row():
+        with gr.Column(scale=1, min_width=340):
+            widgets, run_btn, stop_btn = _controls()
+        with gr.Column(scale=3):
+            status = gr.Markdown("Pick a question and press **Run**.", elem_id="status")
+            tree = gr.Plot(label="Search tree", elem_id="tree-plot")
+            replay_slider = gr.Slider(
+                0,
+                1,
+                value=0,
+                step=1,
+                label="Replay: the tree after iteration…",
+                interactive=False,
+                elem_id="replay",
+            )
+            with gr.Row():
+                answer = gr.Textbox(
+                    label="Final answer", interactive=False, elem_id="final-answer", scale=1
+                )
+                compute = gr.Markdown(elem_id="compute")
+    with gr.Row():
+        votes = gr.Plot(label="Answers: search vs. majority voting", elem_id="votes-plot", scale=3)
+        with gr.Column(scale=2):
+            comparison = gr.Markdown(elem_id="comparison")
+    steps = gr.Dataframe(
+        headers=STEP_COLUMNS,
+        datatype=["number", "number", "number", "number", "str", "str"],
+        label="Steps (click a column header to sort)",
+        interactive=False,
+        wrap=True,
+        max_height=420,
+        column_widths=["6%", "7%", "8%", "9%", "10%", "60%"],
+    )
+    with gr.Row():
+        json_file = gr.File(label="Run JSON", interactive=False)
+        html_file = gr.File(label="Tree as HTML (opens offline)", interactive=False)
+    run_state = gr.State(None)
+
+    outputs = dict(
+        status=status,
+        tree=tree,
+        answer=answer,
+        compute=compute,
+        votes=votes,
+        comparison=comparison,
+        steps=steps,
+        replay=replay_slider,
+        run=run_state,
+        json_file=json_file,
+        html_file=html_file,
+        run_btn=run_btn,
+    )
+    # Run is disabled while a run streams (no double runs); _explore enables it again when the
+    # run ends or fails, Stop when it is cancelled. "multiple": a Run right after Stop is not
+    # dropped while Gradio still winds the cancelled run down (its iteration finishes first).
+    run_event = run_btn.click(
+        lambda: gr.update(interactive=False), None, run_btn, queue=False, api_visibility="private"
+    ).then(
+        _explore,
+        [widgets[name] for name in INPUT_NAMES],
+        [outputs[name] for name in OUTPUT_NAMES],
+        api_name="explore",
+        show_progress="minimal",
+        trigger_mode="multiple",
+        **MODEL_QUEUE,
+    )
+    stop_btn.click(
+        lambda: ("**Stopped.**", gr.update(interactive=True)),
+        None,
+        [status, run_btn],
+        cancels=[run_event],
+        queue=False,
+        api_visibility="private",
+    )
+    replay_slider.input(
+        replay,
+        [run_state, replay_slider],
+        tree,
+        trigger_mode="always_last",
+        show_progress="hidden",
+        api_visibility="private",
+    )
+
+
+def _lessons_tab() -> None:
+    gr.Markdown(LEGEND_MD)
+    for strategy in STRATEGY_NAMES:
+        title, text = LESSONS[strategy]
+        with gr.Row(equal_height=True):
+            gr.Markdown(f"### {title}\n{text}", elem_classes="lesson-text")
+            gr.Plot(lesson_figure(strategy), show_label=False, scale=2)
+
+
+def build_demo() -> gr.Blocks:
+    """The whole app. Building it loads no model (models load on the first run)."""
+    # delete_cache: Gradio's copies of the exports (~5 MB per run) go after an hour.
+    with gr.Blocks(title="ThinkTree", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("Explore"):
+                _explorer_tab()
+            with gr.Tab("How it works"):
+                _lessons_tab()
+            with gr.Tab("API"):
+                gr.Markdown(API_MD)
+        gr.api(gpu(duration=120)(run_api), api_name="run", **MODEL_QUEUE)
+    return demo

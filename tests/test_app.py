@@ -1,0 +1,195 @@
+"""The web app, driven like a user's script would: launched on a free port, called with gradio_client.
+
+UI wiring is tested against the deterministic fakes (milliseconds per run, via a patched
+`backend.runtime.get_runtime`); the scripting API once against the real embedded model.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+import app.explore
+import backend.runtime
+from app.explore import DEFAULTS, explore, request_from_widgets
+from app.panels import STEP_COLUMNS, comparison_markdown, steps_table
+from app.teach import lesson_figure, lesson_tree
+from app.ui import INPUT_NAMES, OUTPUT_NAMES, build_demo, load_examples
+from strategies.config import STRATEGY_NAMES
+from strategies.tree import SearchTree
+from tests.fakes import FakeGenerator, FakeScorer
+
+QUESTION = "Sara has 5 pencils and buys 7 more. How many pencils does she have now?"
+
+
+class FakeRuntime:
+    """What `stream_run` needs from a runtime: a generator, a scorer and the meta."""
+
+    def __init__(self) -> None:
+        self.generator = FakeGenerator(depth=3)
+        self.scorer = FakeScorer()
+
+    def meta(self) -> dict:
+        return {"model": "fake", "prm": "fake", "device": "cpu", "precision": "fp32", "threads": 1}
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    monkeypatch.setattr(backend.runtime, "get_runtime", lambda *a, **k: FakeRuntime())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client():
+    demo = build_demo()
+    port = _free_port()
+    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+def _widgets(**overrides) -> list:
+    values = {**DEFAULTS, "prompt": QUESTION, **overrides}
+    return [values[name] for name in INPUT_NAMES]
+
+
+# ---- the scripting API ---------------------------------------------------------------------
+@pytest.mark.model
+def test_run_api_on_embedded_model(client):
+    config = {"prompt": QUESTION, "strategy": "beam_search", "n": 4, "beam_width": 2}
+    run = client.predict({**config, "max_steps": 3, "expected": "12"}, api_name="/run")
+    tree = SearchTree.from_dict(run)
+    assert tree.done and "answer" in run
+    assert tree.strategy == "beam_search" and tree.config["n"] == 4
+    assert len(tree.nodes) > 1 and tree.compute.generated_tokens > 0
+    for key in ("model", "precision", "threads", "device"):
+        assert key in tree.meta
+    assert tree.meta["model"] == "smollm2-135m"
+
+
+def test_run_api_accepts_json_text(client, fake_models):
+    run = client.predict('{"prompt": "1+1?", "strategy": "dvts", "n": 4}', api_name="/run")
+    tree = SearchTree.from_dict(run)
+    assert tree.done and tree.strategy == "dvts" and tree.meta["model"] == "fake"
+
+
+def test_bad_input_is_an_error_message_and_the_app_keeps_serving(client, fake_models):
+    bad = {"prompt": QUESTION, "strategy": "beam_search", "n": 6, "beam_width": 4}
+    with pytest.raises(AppError, match="divisible by the beam width"):
+        client.predict(bad, api_name="/run")
+    with pytest.raises(AppError, match="Please type a question"):
+        client.predict({"prompt": "  ", "n": 4}, api_name="/run")
+    with pytest.raises(AppError, match="Unknown config field"):
+        client.predict({"prompt": QUESTION, "budget": 4}, api_name="/run")
+    with pytest.raises(AppError, match="not valid JSON"):
+        client.predict("{nope", api_name="/run")
+    run = client.predict({**bad, "n": 8}, api_name="/run")
+    assert SearchTree.from_dict(run).done
+
+
+# ---- the streaming explorer ----------------------------------------------------------------
+def test_explorer_streams_tree_updates_before_the_final_one(client, fake_models):
+    job = client.submit(*_widgets(strategy="beam_search", n=4, beam_width=2), api_name="/explore")
+    updates = list(job)
+    assert job.status().success
+    # the State and the Run button are not sent to API clients: the other outputs in order
+    names = [n for n in OUTPUT_NAMES if n not in ("run", "run_btn")]
+    frames = [dict(zip(names, u)) for u in updates]
+    trees = [f["tree"] for f in frames if isinstance(f["tree"], dict) and "plot" in f["tree"]]
+    assert len(trees) >= 4  # three iterations streamed, then the finished tree
+    final = next(f for f in frames if isinstance(f["answer"], str) and f["answer"])
+    assert final["status"].startswith("Done")
+    assert final["steps"]["headers"] == STEP_COLUMNS
+    assert str(final["json_file"]).endswith(".json") and str(final["html_file"]).endswith(".html")
+    comparisons = [f["comparison"] for f in frames if isinstance(f["comparison"], str)]
+    assert "Majority voting" in comparisons[-1]
+
+
+def test_explorer_bad_widgets_raise_gr_error(client, fake_models):
+    job = client.submit(*_widgets(strategy="dvts", n=2, beam_width=4), api_name="/explore")
+    with pytest.raises(AppError, match="larger than the budget"):
+        job.result()
+    run = client.predict({"prompt": QUESTION, "n": 2, "beam_width": 2}, api_name="/run")
+    assert SearchTree.from_dict(run).done
+
+
+def test_explore_handler_directly(fake_models):
+    values = {**DEFAULTS, "prompt": QUESTION, "strategy": "weighted_best_of_n", "compare": False}
+    updates = list(explore(values))
+    trees = [u["tree"] for u in updates if "tree" in u]
+    assert len(trees) >= 3
+    final = next(u for u in updates if "run" in u and u["run"])
+    tree = SearchTree.from_dict(final["run"])
+    assert tree.done and final["answer"] == tree.answer
+    assert len(final["steps"]) == len(tree.nodes) - 1
+
+
+def test_run_button_is_enabled_again_after_an_error(fake_models):
+    import gradio as gr
+
+    from app.ui import _explore
+
+    updates = _explore(*_widgets(prompt=""))
+    first = next(updates)
+    assert first[OUTPUT_NAMES.index("run_btn")]["interactive"] is True
+    with pytest.raises(gr.Error, match="Please type a question"):
+        next(updates)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+def test_request_from_widgets_converts_numbers_and_blank_expected():
+    request = request_from_widgets(
+        {**DEFAULTS, "prompt": QUESTION, "n": 8.0, "seed": 3.0, "max_steps": 5.0}
+    )
+    assert request.config.n == 8 and request.config.seed == 3
+    assert request.config.max_iterations == 5 and request.expected is None
+    with pytest.raises(ValueError, match="whole number"):
+        request_from_widgets({**DEFAULTS, "prompt": QUESTION, "seed": 1.5})
+
+
+def test_exports_go_to_a_fresh_folder_and_old_ones_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(app.explore, "EXPORT_ROOT", tmp_path)
+    stale = tmp_path / "run-old"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    tree = lesson_tree("dvts")
+    json_path, html_path = app.explore.write_exports(tree, lesson_figure("dvts"))
+    assert not stale.exists()
+    assert SearchTree.from_json(Path(json_path).read_text()).answer == tree.answer
+    assert "plotly" in Path(html_path).read_text()[:100_000].lower()
+
+
+def test_panels():
+    tree = lesson_tree("beam_search")
+    table = steps_table(tree)
+    assert list(table.columns) == STEP_COLUMNS and len(table) == len(tree.nodes) - 1
+    majority = lesson_tree("majority_vote")
+    text = comparison_markdown(tree, majority, expected="11")
+    assert "Beam search" in text and "Majority voting" in text and "disagree" in text
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+def test_every_lesson_draws_a_finished_tree(strategy):
+    tree = lesson_tree(strategy)
+    assert tree.done and tree.answer is not None
+    assert lesson_figure(strategy).data
+
+
+def test_examples_file():
+    examples = load_examples()
+    assert len(examples["embedded"]) >= 3 and examples["hub"]
+    for row in examples["embedded"] + examples["hub"]:
+        assert row["prompt"].strip() and row["expected"].strip() and row["label"]
+    assert all(r["label"].startswith("for hub models") for r in examples["hub"])
