@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-steps", type=int, default=40, help="iteration limit (one step each)")
     r.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
     r.add_argument("--lookahead", type=int, default=2, help="lookahead strategy: rollout steps k")
-    r.add_argument("--max-step-tokens", type=int, default=256)
+    r.add_argument("--max-step-tokens", type=int, default=64, help="cap on one step's tokens")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--expected", default=None, help="the answer you expect (recorded)")
     r.add_argument("--json", type=Path, default=None, help="write the run JSON here")

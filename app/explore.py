@@ -39,7 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "aggregation": "last",
     "lookahead": 2,
     "filter_duplicates": False,
-    "max_step_tokens": 256,
+    # the embedded model's steps: median ~10 tokens, 99th percentile ~53 (36 problems, 529 steps);
+    # a step past 64 tokens is rambling, and the longest step of an iteration sets its wait
+    "max_step_tokens": 64,
     "model": "smollm2-135m",
     "prm": "arithmetic",
     "precision": "auto",
