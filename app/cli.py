@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from app.service import RunRequest, stream_run
+from backend.catalog import catalog
 from strategies.config import AGGREGATIONS, STRATEGY_NAMES, SearchConfig
 
 
@@ -24,12 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--strategy", default="beam_search", choices=STRATEGY_NAMES)
     r.add_argument("--n", type=int, default=8, help="budget N (samples or beams)")
     r.add_argument("--beam-width", type=int, default=4, help="M: beam search keeps N/M beams")
-    r.add_argument("--model", default="smollm2-135m", help="policy model name")
-    r.add_argument(
-        "--prm",
-        default="arithmetic",
-        help="PRM: arithmetic, self_judge, none, or a hub PRM of assets/models.json",
-    )
+    models = catalog()  # the CLI, like the app, chooses only from the catalog
+    r.add_argument("--model", default="smollm2-135m", choices=models.names("policy"))
+    r.add_argument("--prm", default="arithmetic", choices=(*models.names("prm"), "none"))
     r.add_argument("--precision", default="auto", help="auto, fp32, bf16, int8 or nf4")
     r.add_argument("--temperature", type=float, default=0.8)
     r.add_argument("--top-p", type=float, default=1.0)
@@ -42,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", type=Path, default=None, help="write the run JSON here")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
+
+
+def _progress(tree, t0: float) -> None:
+    c = tree.compute
+    active = sum(1 for n in tree.nodes if n.status == "active" and n.parent is not None)
+    print(
+        f"[{time.perf_counter() - t0:6.1f}s] iteration {tree.iteration:2d}: "
+        f"{len(tree.nodes) - 1} steps, {active} active, {c.generated_tokens} tokens",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,16 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     print(f"loading {request.model} ...", file=sys.stderr, flush=True)
     tree = None
-    for tree in stream_run(request):
-        if not args.quiet and not tree.done:
-            c = tree.compute
-            active = sum(1 for n in tree.nodes if n.status == "active" and n.parent is not None)
-            print(
-                f"[{time.perf_counter() - t0:6.1f}s] iteration {tree.iteration:2d}: "
-                f"{len(tree.nodes) - 1} steps, {active} active, {c.generated_tokens} tokens",
-                file=sys.stderr,
-                flush=True,
-            )
+    try:
+        for tree in stream_run(request):
+            if not args.quiet and not tree.done:
+                _progress(tree, t0)
+    except ValueError as err:  # e.g. a model pair that does not fit the GPU
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     assert tree is not None
     c = tree.compute
     print(f"answer: {tree.answer}")
