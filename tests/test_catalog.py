@@ -33,14 +33,6 @@ HUB_PRMS = {
 GB = 1e9
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads are ~10x slower on the 2-core dev machine
-    yield
-    torch.set_num_threads(before)
-
-
 def test_catalog_lists_the_models():
     c = cat.catalog()
     assert {n: c.get(n, "policy").hub_id for n in c.names("policy")} == POLICIES

@@ -25,14 +25,6 @@ Q = "Tom has 3 bags with 4 apples each. How many apples?"
 STEPS = ["He has 3 x 4 = 12 apples.\n\n", "The answer is \\boxed{12}."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads are ~10x slower on the 2-core dev machine
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     out = {}
