@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # e.g. a model pair that does not fit the GPU
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a hub model that cannot be downloaded here
+        print(f"error: could not load {request.model!r}: {err}", file=sys.stderr)
+        return 1
     assert tree is not None
     c = tree.compute
     print(f"answer: {tree.answer}")
