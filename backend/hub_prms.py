@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
+from backend.score_cache import Key, StepScoreCache
 from strategies.protocols import Scores
 
 QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-Key = tuple[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -79,8 +78,7 @@ class HubPRM:
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
         self.pad_id = int(pad or 0)  # any id: padding is masked out
-        self._cache: OrderedDict[Key, float] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = StepScoreCache(cache_size)
         self._lock = threading.Lock()
 
     # ---- the format (subclasses) ----------------------------------------------------------
@@ -119,7 +117,7 @@ class HubPRM:
             for sol in sorted({tuple(s) for s in solutions}, key=len, reverse=True):
                 keys = [(question, sol[: j + 1]) for j in range(len(sol))]
                 if all(k in pending or k in self._cache for k in keys):
-                    known.update((k, self._cache[k]) for k in keys if k in self._cache)
+                    known.update((k, self._cache.get(k)) for k in keys if k in self._cache)
                 else:
                     todo.append(sol)
                     pending.update(keys)
@@ -136,10 +134,7 @@ class HubPRM:
                         key = (question, sol[: j + 1])
                         known[key] = self._cache.get(key, v)
             for key, value in known.items():
-                self._cache[key] = value
-                self._cache.move_to_end(key)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+                self._cache.put(key, value)
             steps = [[known[(question, tuple(sol[: j + 1]))] for j in range(len(sol))]
                      for sol in solutions]  # fmt: skip
             return Scores(steps, tokens)

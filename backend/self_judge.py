@@ -9,11 +9,11 @@ Scores are cached per (question, steps so far), so a beam's earlier steps are ju
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
 
+from backend.score_cache import StepScoreCache
 from strategies.protocols import Scores
 
 JUDGE_SYSTEM = "You check math solutions. Reply with Yes or No only."
@@ -34,8 +34,7 @@ class SelfJudgePRM:
         self.batch_size = batch_size
         self.yes_id, self.no_id = self.answer_ids(tokenizer)
         self.device = next(model.parameters()).device
-        self._cache: OrderedDict[tuple[str, tuple[str, ...]], float] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = StepScoreCache(cache_size)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -67,23 +66,19 @@ class SelfJudgePRM:
     def score(self, question: str, solutions: Sequence[Sequence[str]]) -> Scores:
         with self._lock, torch.inference_mode():
             wanted = {
-                (question, tuple(sol[: j + 1]))
-                for sol in solutions
-                for j in range(len(sol))
-                if (question, tuple(sol[: j + 1])) not in self._cache
+                k for sol in solutions for k in _prefixes(question, sol) if k not in self._cache
             }
             todo = sorted(wanted, key=lambda k: (len(k[1]), k[1]))
+            known = {k: self._cache.get(k) for sol in solutions for k in _prefixes(question, sol)}
             tokens = 0
             for i in range(0, len(todo), self.batch_size):
                 chunk = todo[i : i + self.batch_size]
                 probs, read = self._judge([self.judge_prompt(q, s) for q, s in chunk])
                 tokens += read
                 for key, p in zip(chunk, probs):
-                    self._remember(key, p)
-            steps = [
-                [self._cache[(question, tuple(sol[: j + 1]))] for j in range(len(sol))]
-                for sol in solutions
-            ]
+                    known[key] = p
+                    self._cache.put(key, p)
+            steps = [[known[k] for k in _prefixes(question, sol)] for sol in solutions]
             return Scores(steps, tokens)
 
     def _judge(self, prompts: list[str]) -> tuple[list[float], int]:
@@ -101,8 +96,6 @@ class SelfJudgePRM:
         pair = torch.softmax(logits[:, [self.yes_id, self.no_id]], dim=-1)
         return pair[:, 0].tolist(), int(mask.sum())
 
-    def _remember(self, key: tuple[str, tuple[str, ...]], value: float) -> None:
-        self._cache[key] = value
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+
+def _prefixes(question: str, solution: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+    return [(question, tuple(solution[: j + 1])) for j in range(len(solution))]

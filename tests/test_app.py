@@ -7,7 +7,6 @@ UI wiring is tested against the deterministic fakes (milliseconds per run, via a
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,11 @@ import backend.runtime
 from app.explore import DEFAULTS, explore, request_from_widgets
 from app.panels import STEP_COLUMNS, comparison_markdown, steps_table
 from app.teach import lesson_figure, lesson_tree
-from app.ui import INPUT_NAMES, OUTPUT_NAMES, build_demo, load_examples
+from app.ui import INPUT_NAMES, OUTPUT_NAMES, load_examples
 from strategies.config import STRATEGY_NAMES
 from strategies.tree import SearchTree
 from tests.fakes import FakeGenerator, FakeScorer
+from tests.serving import serving
 
 QUESTION = "Sara has 5 pencils and buys 7 more. How many pencils does she have now?"
 
@@ -43,21 +43,10 @@ def fake_models(monkeypatch):
     monkeypatch.setattr(backend.runtime, "get_runtime", lambda *a, **k: FakeRuntime())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def client():
-    demo = build_demo()
-    port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        demo.close()
+    with serving() as url:
+        yield Client(url, verbose=False)
 
 
 def _widgets(**overrides) -> list:

@@ -7,10 +7,11 @@ Screenshots go to test-output/ at the repository root (git-ignored), to be looke
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
+
+from tests.serving import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -29,23 +30,12 @@ RUN_TIMEOUT_MS = 100_000  # the first run loads the model, then beam search N=4 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url():
-    from app.ui import CSS, THEME, build_demo
+    from app.ui import CSS, THEME
 
-    demo = build_demo()
-    port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, theme=THEME, css=CSS)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with serving(theme=THEME, css=CSS) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,28 @@
+"""Serve the app on a free loopback port for a test, and close it afterwards."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(**launch_kwargs: Any) -> Iterator[str]:
+    """A freshly built demo, launched; yields its URL."""
+    from app.ui import build_demo
+
+    demo = build_demo()
+    port = _free_port()
+    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
