@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
     r.add_argument("--lookahead", type=int, default=2, help="lookahead strategy: rollout steps k")
     r.add_argument("--max-step-tokens", type=int, default=64, help="cap on one step's tokens")
+    r.add_argument(
+        "--max-solution-tokens", type=int, default=512, help="cap on one solution's tokens"
+    )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--expected", default=None, help="the answer you expect (recorded)")
     r.add_argument("--json", type=Path, default=None, help="write the run JSON here")
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             temperature=args.temperature,
             top_p=args.top_p,
             max_step_tokens=args.max_step_tokens,
+            max_solution_tokens=args.max_solution_tokens,
             seed=args.seed,
         )
         request = RunRequest(
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     tree = None
     try:
         for tree in stream_run(request):
-            if not args.quiet and not tree.done:
+            if not args.quiet and not tree.done and not tree.writing:  # one line per iteration
                 _progress(tree, t0)
     except ValueError as err:  # e.g. a model pair that does not fit the GPU
         print(f"error: {err}", file=sys.stderr)

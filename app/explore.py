@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     # the embedded model's steps: median ~10 tokens, 99th percentile ~53 (36 problems, 529 steps);
     # a step past 64 tokens is rambling, and the longest step of an iteration sets its wait
     "max_step_tokens": 64,
+    # a whole solution; the last iteration writes to the end, and a small model that never boxes
+    # an answer would otherwise ramble on for the library default of 2048 tokens at batch 1
+    "max_solution_tokens": 512,
     "model": "smollm2-135m",
     "prm": "arithmetic",
     "precision": "auto",
@@ -51,8 +54,13 @@ DEFAULTS: dict[str, Any] = {
 }
 INPUT_NAMES: tuple[str, ...] = tuple(DEFAULTS)
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "thinktree-exports"
+# frames of steps arriving inside an iteration are drawn at most this often (the first at once):
+# drawing pauses the search, and a figure a second is plenty to watch an iteration fill in
+WRITING_FRAME_S = 0.5
 EXPORT_TTL_S = 3600  # downloads are offered right after a run; older export folders are removed
-_INT_KEYS = ("n", "beam_width", "max_steps", "lookahead", "max_step_tokens", "seed")
+_INT_KEYS = (
+    "n", "beam_width", "max_steps", "lookahead", "max_step_tokens", "max_solution_tokens", "seed",
+)  # fmt: skip
 
 
 def gpu(duration: int = 120) -> Callable[[Callable], Callable]:
@@ -153,9 +161,13 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
         raise as_user_error(err) from None
     loaded = f"Models ready ({load_s:.0f} s). " if load_s > 1 else ""
     tree = None
+    drawn = -float("inf")
     for tree in _stream(request):
-        if not tree.done:
-            yield {"status": loaded + "Running · " + status_line(tree), "tree": tree_figure(tree)}
+        # every iteration is drawn; steps arriving inside one at most every WRITING_FRAME_S
+        if tree.done or (tree.writing and time.perf_counter() - drawn < WRITING_FRAME_S):
+            continue
+        yield {"status": loaded + "Running · " + status_line(tree), "tree": tree_figure(tree)}
+        drawn = time.perf_counter()
     assert tree is not None and tree.done
     figure = tree_figure(tree)
     json_path, html_path = write_exports(tree, figure)
@@ -177,7 +189,7 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return
     majority = None
     for majority in _stream(request.with_strategy("majority_vote")):
-        if not majority.done:
+        if not majority.done and not majority.writing:
             yield {
                 "status": f"Majority voting at N={n} for comparison: iteration {majority.iteration}…"
             }
@@ -200,8 +212,8 @@ def run_api(config: dict | str) -> dict:
     """Run one search to the end from a JSON config (an object, or its text); the run JSON.
 
     Keys: prompt, strategy, n, and optionally beam_width, max_steps, temperature, top_p,
-    aggregation, lookahead, filter_duplicates, max_step_tokens, seed, model, prm, precision,
-    expected. Unknown keys are an error.
+    aggregation, lookahead, filter_duplicates, max_step_tokens, max_solution_tokens, seed, model,
+    prm, precision, expected. Unknown keys are an error.
     """
     try:
         if isinstance(config, str):

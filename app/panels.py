@@ -42,6 +42,13 @@ def status_line(tree: SearchTree) -> str:
     else:
         active = sum(1 for n in tree.nodes if n.parent is not None and n.status == "active")
         state = f"iteration {tree.iteration} · {steps} steps ({active} active)"
+        if tree.writing:
+            fresh = sum(
+                1 for n in tree.nodes if n.iteration == tree.iteration and n.parent is not None
+            )
+            state = (
+                f"iteration {tree.iteration} · writing steps, {fresh} done so far · {steps} steps"
+            )
     return f"**{label(tree.strategy)}** · {state} · {c.generated_tokens} tokens · {c.wall_s:.1f} s"
 
 

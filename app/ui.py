@@ -60,7 +60,7 @@ run = client.predict({"prompt": "A box holds 6 eggs. How many eggs are in 4 boxe
 print(run["answer"], run["compute"], run["meta"])
 ```
 Optional keys: `beam_width`, `max_steps`, `temperature`, `top_p`, `aggregation` (last/min/prod),
-`lookahead`, `filter_duplicates`, `max_step_tokens`, `seed`, `model`, `prm`, `precision`,
+`lookahead`, `filter_duplicates`, `max_step_tokens`, `max_solution_tokens`, `seed`, `model`, `prm`, `precision`,
 `expected`. A bad config (say N=6 with M=4) comes back as an error message.
 """
 
@@ -151,9 +151,15 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
         w["filter_duplicates"] = gr.Checkbox(
             value=d["filter_duplicates"], label="Beam search: prune duplicate partial solutions"
         )
-        w["max_step_tokens"] = gr.Slider(
-            16, 1024, value=d["max_step_tokens"], step=16, label="Max tokens per step"
-        )
+        with gr.Row():
+            w["max_step_tokens"] = gr.Slider(
+                16, 1024, value=d["max_step_tokens"], step=16, label="Max tokens per step"
+            )
+            w["max_solution_tokens"] = gr.Slider(
+                64, 4096, value=d["max_solution_tokens"], step=64,
+                label="Max tokens per solution",
+                info="the last iteration writes each solution to its end, at most this long",
+            )  # fmt: skip
         with gr.Row():
             w["model"] = gr.Dropdown(list(MODELS), value=d["model"], label="Policy model")
             w["precision"] = gr.Dropdown(list(PRECISIONS), value=d["precision"], label="Precision")

@@ -14,16 +14,19 @@ the pending tokens first, so a stored row needs no logits and a new prompt needs
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from backend import threads as cpu_threads
 from backend.prompts import PromptTemplate
+from strategies.answers import answer_end
 from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling
 
 log = logging.getLogger(__name__)
@@ -157,6 +160,9 @@ class StepEngine:
                 eos.add(tid)
         self.eos_ids = {int(e) for e in _flatten(eos) if e is not None}
         vocab = len(tokenizer)
+        # a model's embedding rows past the tokenizer's vocabulary (padding to a round size) are
+        # no tokens: never sample them (a random-weight model would)
+        self.vocab = vocab
         pieces = tokenizer.batch_decode([[i] for i in range(vocab)])
         self.newline_ids = {i for i, piece in enumerate(pieces) if "\n" in piece}
         self.store: dict[tuple[str, tuple[str, ...]], RowState] = {}
@@ -164,6 +170,39 @@ class StepEngine:
         self.calls = 0
         self.stats = EngineStats()
         self.lock = threading.Lock()
+
+    # ---- the machine's limit -------------------------------------------------------------------
+    def forward_ms(self, batch: int, context: int, steps: int = 8, warmup: int = 2) -> float:
+        """Median ms of one raw batched one-token forward over `context` cached positions.
+
+        The same forward the decode loop runs (preallocated KV slab, no padding, no sampling or
+        stopping logic): the limit the engine's decoding is measured against.
+        """
+        with self.lock, torch.inference_mode():
+            layers = []
+            for _ in range(self.model.config.num_hidden_layers):
+                k, v = self._empty_slab(batch, context + warmup + steps + 1)
+                layers.append(SlabLayer(k, v, context))
+            cache = Cache(layers=layers)
+            ids = torch.randint(100, self.vocab, (batch, 1), device=self.device)
+            times = []
+            for i in range(warmup + steps):
+                pos = torch.full((batch, 1), context + i, device=self.device)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                t0 = time.perf_counter()
+                self.model(
+                    input_ids=ids,
+                    position_ids=pos,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t0)
+            return 1000 * sorted(times)[len(times) // 2]
 
     # ---- the protocol ------------------------------------------------------------------------
     def next_steps(
@@ -173,42 +212,81 @@ class StepEngine:
         n: int,
         sampling: Sampling,
     ) -> list[list[GeneratedStep]]:
-        with self.lock, torch.inference_mode():
-            self.calls += 1
-            self.stats.calls += 1
-            keys = [tuple(p) for p in partials]
-            results: list[tuple[GeneratedStep, RowState | None] | None] = [None] * (len(keys) * n)
-            rows: list[_Row] = []
-            for i, key in enumerate(keys):
-                for j in range(n):
-                    pre = self._take_prefetch(question, key, sampling) if j == 0 else None
-                    if pre is not None and pre.step is not None:  # written while speculating
-                        results[i * n + j] = (
-                            pre.step,
-                            pre.state if not pre.step.finished else None,
-                        )
-                    elif pre is not None:  # continue a speculative start
-                        rows.append(_Row(i * n + j, key, pre.state, pre.base_ids, list(pre.tokens)))
-                    else:
-                        state = self._state(question, key)
-                        rows.append(_Row(i * n + j, key, state, state.ids, []))
-            if rows:
-                self._decode(question, rows, sampling, results)
-            for i, res in enumerate(results):
-                assert res is not None
-                step, state = res
-                self.stats.decode_tokens += step.tokens
-                if state is not None:  # an unfinished step: keep its cache for the next call
-                    state.used = self.calls
-                    self.store[(question, keys[i // n] + (step.text,))] = state
-            self._evict()
-            return [[results[i * n + j][0] for j in range(n)] for i in range(len(keys))]
+        results: list[GeneratedStep | None] = [None] * (len(partials) * n)
+        for index, step in self.stream_steps(question, partials, n, sampling):
+            results[index] = step
+        return [[results[i * n + j] for j in range(n)] for i in range(len(partials))]
+
+    def stream_steps(
+        self,
+        question: str,
+        partials: Sequence[Sequence[str]],
+        n: int,
+        sampling: Sampling,
+    ) -> Iterator[tuple[int, GeneratedStep]]:
+        """`next_steps`' results as `(i * n + j, step)`, each as soon as its row has ended it.
+
+        The engine's lock and inference mode are held while the engine works, not while the
+        caller handles a step, so a caller may draw a frame between steps.
+        """
+        work = self._steps(question, [tuple(p) for p in partials], n, sampling)
+        try:
+            while True:
+                with self.lock, torch.inference_mode():
+                    item = next(work, None)
+                if item is None:
+                    return
+                yield item
+        finally:
+            with self.lock, torch.inference_mode():
+                work.close()
+
+    def _steps(
+        self, question: str, keys: list[tuple[str, ...]], n: int, sampling: Sampling
+    ) -> Iterator[tuple[int, GeneratedStep]]:
+        self.calls += 1
+        self.stats.calls += 1
+        ready: list[tuple[int, GeneratedStep, RowState | None]] = []
+        rows: list[_Row] = []
+        for i, key in enumerate(keys):
+            for j in range(n):
+                pre = self._take_prefetch(question, key, sampling) if j == 0 else None
+                if pre is not None and pre.step is not None and sampling.to_end:
+                    pre_step = _as_whole_solution(pre.step)
+                    if pre_step.finished:  # the prefetched step already ends the solution
+                        ready.append((i * n + j, pre_step, None))
+                        continue
+                if pre is not None and pre.step is not None and not sampling.to_end:
+                    # a whole step written while speculating
+                    state = pre.state if not pre.step.finished else None
+                    ready.append((i * n + j, pre.step, state))
+                elif pre is not None:  # continue from what was written ahead
+                    rows.append(_Row(i * n + j, key, pre.state, pre.base_ids, list(pre.tokens)))
+                else:
+                    state = self._state(question, key)
+                    rows.append(_Row(i * n + j, key, state, state.ids, []))
+        decoded = self._decode(question, rows, sampling) if rows else iter(())
+        for index, step, state in itertools.chain(ready, decoded):
+            self.stats.decode_tokens += step.tokens
+            if state is not None:  # an unfinished step: keep its cache for the next call
+                state.used = self.calls
+                self.store[(question, keys[index // n] + (step.text,))] = state
+            yield index, step
+        self._evict()
 
     def _take_prefetch(
         self, question: str, key: tuple[str, ...], sampling: Sampling
     ) -> Prefetch | None:
         pre = self.prefetch.pop((question, key), None)
-        if pre is None or pre.sampling != _sampling_key(sampling):
+        if pre is None:
+            return None
+        # what was written ahead (always step by step) may start a continuation written to the
+        # end, whatever its step limit; a step-by-step call needs the very same settings
+        wanted = _sampling_key(sampling)
+        if (
+            pre.sampling[: 3 if sampling.to_end else None]
+            != wanted[: 3 if sampling.to_end else None]
+        ):
             return None
         self.stats.prefetch_hits += 1
         return pre
@@ -251,6 +329,8 @@ class StepEngine:
             if k0 is not None:
                 k[0, :, :past], v[0, :, :past] = k0, v0
             layers.append(SlabLayer(k, v, past))
+        if self.device.type == "cpu":  # prefill is compute-bound: as a full batch would
+            torch.set_num_threads(cpu_threads.tuner().best(16))
         t0 = time.perf_counter()
         cache = Cache(layers=layers)
         input_ids = torch.tensor([todo], device=self.device)
@@ -298,13 +378,10 @@ class StepEngine:
 
     # ---- batched decoding ----------------------------------------------------------------
     def _decode(
-        self,
-        question: str,
-        rows: list[_Row],
-        sampling: Sampling,
-        results: list[tuple[GeneratedStep, RowState | None] | None],
-    ) -> None:
-        """Decode one step for every row as one batch, writing (step, new state) into `results`.
+        self, question: str, rows: list[_Row], sampling: Sampling
+    ) -> Iterator[tuple[int, GeneratedStep, RowState | None]]:
+        """Decode one step for every row as one batch; yields (index, step, new state) per row
+        as soon as its step ends (the state is None when the solution ended).
 
         A row whose step ends on the delimiter while others are still writing goes on writing its
         next step speculatively (the batch would otherwise run below its width); what it writes is
@@ -334,12 +411,15 @@ class StepEngine:
             r.offset = width - lengths[j]
         t1 = time.perf_counter()
         self.stats.assemble_s += t1 - t0
-        gen = torch.Generator(device="cpu")
+        gen = torch.Generator(device=self.device)
         if sampling.seed is not None:
             gen.manual_seed(int(sampling.seed))
         speculate = self.speculate and not sampling.to_end
         slot: list[_Row | None] = list(rows)  # batch position -> row; None once it stopped
+        ended: list[tuple[int, GeneratedStep, RowState | None]] = []
+        tuner = cpu_threads.tuner() if self.device.type == "cpu" else None
         while any(r is not None and r.out is not None for r in slot):
+            used = tuner.before(len(slot)) if tuner is not None else 0
             tf = time.perf_counter()
             logits = self.model(
                 input_ids=inputs,
@@ -348,8 +428,11 @@ class StepEngine:
                 past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
-            ).logits[:, -1, :]
-            self.stats.forward_s += time.perf_counter() - tf
+            ).logits[:, -1, : self.vocab]
+            spent = time.perf_counter() - tf
+            if tuner is not None:
+                tuner.after(len(slot), used, spent)
+            self.stats.forward_s += spent
             self.stats.decode_forwards += 1
             self.stats.forward_rows += len(slot)
             tokens = _sample(logits.float(), sampling, gen).tolist()
@@ -364,7 +447,7 @@ class StepEngine:
                     continue
                 state = None if step.finished else self._row_state(row, layers, p)
                 if row.out is not None:
-                    results[row.out] = (step, state)
+                    ended.append((row.out, step, state))
                 else:  # a speculative step that ended: the next call gets it without decoding
                     self._keep_prefetch(question, row, step, state, sampling)
                 if state is not None and speculate and row.out is not None:
@@ -372,6 +455,11 @@ class StepEngine:
                     row.base_ids, row.new = state.ids, []
                 else:
                     slot[p] = None
+            if ended:
+                self.stats.decode_s += time.perf_counter() - t1
+                yield from ended
+                ended.clear()
+                t1 = time.perf_counter()
             live = [p for p, row in enumerate(slot) if row is not None]
             if not any(slot[p].out is not None for p in live):
                 break
@@ -427,7 +515,13 @@ class StepEngine:
             text = self.tokenizer.decode(new[:-1], skip_special_tokens=True)
             return GeneratedStep(text, len(new), True, "eos")
         # the delimiter can only complete at a token holding a newline: decode only then
-        if not sampling.to_end and tok in self.newline_ids:
+        if sampling.to_end and tok in self.newline_ids:
+            # written to the end: the solution still ends after the step with its boxed answer
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            cut = answer_end(text, STEP_DELIMITER)
+            if cut is not None:
+                return GeneratedStep(text[:cut], len(new), True, "answer")
+        elif tok in self.newline_ids:
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             if STEP_DELIMITER in text:
                 if not text.strip():
@@ -439,18 +533,38 @@ class StepEngine:
         return None
 
 
+def _as_whole_solution(step: GeneratedStep) -> GeneratedStep:
+    """A step written step by step, seen as the start of a continuation written to the end."""
+    if step.finished:
+        return step
+    cut = answer_end(step.text, STEP_DELIMITER)
+    if cut is not None:
+        return GeneratedStep(step.text[:cut], step.tokens, True, "answer")
+    return step
+
+
 def _sample(logits: torch.Tensor, sampling: Sampling, gen: torch.Generator) -> torch.Tensor:
-    """Next token per row: argmax when greedy, else temperature + nucleus (top_p) sampling."""
+    """Next token per row: argmax when greedy, else temperature + nucleus (top_p) sampling.
+
+    Sampling inverts the cumulative distribution at one uniform draw per row: exact, and some
+    10x faster on a CPU than `torch.multinomial` over a 49k vocabulary (which took ~15% of the
+    decode loop).
+    """
     if sampling.greedy:
         return logits.argmax(-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    order = None
     if sampling.top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        cum = sorted_p.cumsum(-1)
+        probs, order = probs.sort(dim=-1, descending=True)
         # keep the smallest set whose mass reaches top_p (the top token always survives)
-        sorted_p[(cum - sorted_p) >= sampling.top_p] = 0.0
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        probs[(probs.cumsum(-1) - probs) >= sampling.top_p] = 0.0
+    cdf = probs.cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, generator=gen, device=cdf.device, dtype=cdf.dtype)
+    # the first index whose cumulative mass exceeds u * total: token i with probability p_i
+    picked = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=cdf.shape[-1] - 1)
+    if order is not None:
+        picked = order.gather(-1, picked)
+    return picked.squeeze(-1)
 
 
 def _flatten(items):

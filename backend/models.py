@@ -32,6 +32,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backend import catalog as model_catalog
+from backend import threads as cpu_threads
 from backend.quantization import weights_kwargs
 
 logger = logging.getLogger(__name__)
@@ -108,24 +109,19 @@ def models_cache_dir() -> Path:
 
 
 def configure_threads() -> int:
-    """Set torch's thread count: `$THINKTREE_THREADS`, else one less than the usable cores (min 1).
+    """Set up torch's CPU threads; returns the most the decode loop will use.
 
-    Measured on the 2-core machine (bf16, 300-token context): on a quiet machine 2 threads and 1
-    thread decode within 10% of each other (batch 16: 92-100 vs 102-103 ms per step), but when any
-    other process holds a core, OpenMP's spinning threads make 2 threads 6-10x slower (58.7 s vs
-    9.5 s for the same beam search). Leaving one core to the web server and the rest of the
-    machine costs little and never falls off that cliff.
+    `$THINKTREE_THREADS` fixes the count. Otherwise the step engine chooses between 1 thread and
+    all usable cores per forward pass by measuring (`backend.threads`): alone on a 2-core machine
+    2 threads are ~1.5x faster, but with another process busy they are 6-10x slower than 1.
     """
     wanted = os.environ.get("THINKTREE_THREADS")
     if wanted:
         if not wanted.isdigit() or int(wanted) < 1:
             raise ValueError(f"THINKTREE_THREADS must be a positive integer, got {wanted!r}")
-        threads = int(wanted)
+        cpu_threads.configure(int(wanted))
     else:
-        # The affinity mask, not os.cpu_count(), is what a container actually grants.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        threads = max(1, (cores or 1) - 1)
-    torch.set_num_threads(threads)
+        cpu_threads.configure(None)
     return torch.get_num_threads()
 
 

@@ -10,7 +10,8 @@ with the same prompt, seed, N, M and number of iterations:
   candidate's prompt + partial solution is re-encoded and continued with `model.generate`, and
   the PRM re-reads every whole partial solution (no caches);
 - decode_tok_s (tokens that became steps / time in the engine's decode loops) vs
-  forward_limit_tok_s (raw batched one-token forwards with a KV cache at batch N, same context);
+  forward_limit_tok_s (the engine's raw batched one-token forward with its KV cache at batch N,
+  same context, at the faster thread count);
 - first_frame_s: request to the first streamed tree with steps in it (model loaded, new question);
 - cold_start_s (GGUF -> converted copy, in a fresh process) and warm_start_s (load of the copy);
 - peak_rss_mb of this process after the engine run; the precision and threads used.
@@ -29,12 +30,14 @@ import time
 from collections.abc import Sequence
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
+from backend import threads as cpu_threads
 from backend.arithmetic_prm import ArithmeticPRM, check_step
 from backend.engine import StepEngine
 from backend.models import get_policy, load_policy
-from backend.precision import measure_decode_ms
 from backend.prompts import PromptTemplate
+from strategies.answers import answer_end
 from strategies.config import SearchConfig
 from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling, Scores
 from strategies.registry import run, search
@@ -66,15 +69,22 @@ class NaiveGenerator:
         kwargs = dict(do_sample=False)
         if not sampling.greedy:
             kwargs = dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        width = batch["input_ids"].shape[1]
+        if sampling.to_end:  # the rest of the solution, ending after its boxed answer
+            written = max(len(tok.encode("".join(p), add_special_tokens=False)) for p in partials)
+            budget = max(1, sampling.max_solution_tokens - written)
+            stop = dict(stopping_criteria=StoppingCriteriaList([_AnswerWritten(tok, width)]))
+        else:
+            budget = sampling.max_step_tokens
+            stop = dict(stop_strings=[STEP_DELIMITER])
         out = self.model.generate(
             **batch,
-            max_new_tokens=sampling.max_step_tokens,
-            stop_strings=None if sampling.to_end else [STEP_DELIMITER],
+            max_new_tokens=budget,
             tokenizer=tok,
             pad_token_id=tok.pad_token_id,
+            **stop,
             **kwargs,
         )
-        width = batch["input_ids"].shape[1]
         steps = []
         for row in out[:, width:].tolist():
             ids = []
@@ -85,10 +95,16 @@ class NaiveGenerator:
                     ids.append(t)
                     break
                 ids.append(t)
-                if not sampling.to_end and STEP_DELIMITER in tok.decode(ids):
+                text = tok.decode(ids)
+                if not sampling.to_end and STEP_DELIMITER in text:
                     reason = "delimiter"
                     break
+                if sampling.to_end and answer_end(text) is not None:
+                    finished, reason = True, "answer"
+                    break
             text = tok.decode(ids, skip_special_tokens=True)
+            if reason == "answer":
+                text = text[: answer_end(text)]
             if reason == "length":
                 finished = True
             if reason == "delimiter" and not text.strip():
@@ -96,6 +112,18 @@ class NaiveGenerator:
             self.generated += len(ids)
             steps.append(GeneratedStep(text, len(ids), finished, reason))
         return [steps[i * n : (i + 1) * n] for i in range(len(partials))]
+
+
+class _AnswerWritten(StoppingCriteria):
+    """Stops a row once its continuation has written a boxed answer and ended that step."""
+
+    def __init__(self, tokenizer, width: int) -> None:
+        self.tokenizer, self.width = tokenizer, width
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
+        done = [answer_end(t) is not None for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class NaivePRM:
@@ -151,8 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
         n=args.n,
         beam_width=args.beam_width,
         max_iterations=args.iterations,
-        max_step_tokens=16 if args.quick else 96,
-        max_solution_tokens=384,  # the embedded model's solutions are far shorter
+        # the app's defaults for the embedded model
+        max_step_tokens=16 if args.quick else 64,
+        max_solution_tokens=64 if args.quick else 512,
         seed=args.seed,
     )
     result: dict = {
@@ -163,7 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     policy = get_policy("smollm2-135m", args.precision)
     template = PromptTemplate.load("smollm2_fewshot")
-    result.update(precision=policy.precision, threads=policy.threads, device=policy.device)
+    tuner = cpu_threads.tuner()
+    result.update(precision=policy.precision, threads=tuner.choices, device=policy.device)
 
     # first frame: a new question on a loaded model
     engine = StepEngine(policy.model, policy.tokenizer, template)
@@ -195,14 +225,19 @@ def main(argv: list[str] | None = None) -> dict:
         },
         peak_rss_mb=round(_rss_mb()),
     )
-    # the machine's limit: raw one-token forwards at batch N over a context of the same length
+    # the machine's limit: the engine's own raw one-token forward at batch N over a context of
+    # the search's mean length, at the faster thread count
     prompt_len = len(template.prompt_ids(policy.tokenizer, QUESTION))
-    mean_solution = tree.compute.generated_tokens // max(1, config.n * 2)
-    ms = measure_decode_ms(
-        policy.model, batch=config.n, steps=8, prefill=prompt_len + mean_solution
-    )
-    result["forward_limit_tok_s"] = round(config.n / (ms / 1000), 1)
+    context = prompt_len + tree.compute.generated_tokens // max(1, config.n * 2)
+    limits = {}
+    for t in tuner.choices:
+        torch.set_num_threads(t)
+        limits[t] = engine.forward_ms(config.n, context)
+    best = min(limits, key=limits.get)
+    result["forward_limit_tok_s"] = round(config.n / (limits[best] / 1000), 1)
+    result["forward_limit_threads"] = best
     result["fraction_of_limit"] = round(result["decode_tok_s"] / result["forward_limit_tok_s"], 3)
+    result["thread_tuner_ms"] = tuner.table()
 
     if not args.quick:  # the same search without speculative next steps, for comparison
         plain = StepEngine(policy.model, policy.tokenizer, template, speculate=False)
@@ -213,7 +248,9 @@ def main(argv: list[str] | None = None) -> dict:
             plain.stats.decode_tokens / plain.stats.decode_s, 1
         )
 
-    if not args.skip_naive:
+    if not args.skip_naive:  # at the thread count the engine found fastest for full batches
+        torch.set_num_threads(tuner.best(config.n))
+        result["naive_threads"] = torch.get_num_threads()
         naive = NaiveGenerator(policy.model, policy.tokenizer, template)
         t0 = time.perf_counter()
         naive_tree = run(QUESTION, config, naive, NaivePRM())

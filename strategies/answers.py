@@ -101,6 +101,33 @@ def _boxed_answer(text: str) -> str | None:
     return None
 
 
+def answer_end(text: str, delimiter: str = "\n\n") -> int | None:
+    """Where a solution that has written its boxed answer ends: just past the first `delimiter`
+    after the first complete, non-empty box; None while there is no such box or no delimiter yet.
+
+    A step that writes the boxed answer ends the solution. When a generator writes the rest of a
+    solution in one go, this is where it should stop: what a small model writes after its answer
+    (a second "explanation", a new question) is not part of the solution.
+    """
+    boxes = list(_BOX_RE.finditer(text))
+    closing = _closing_braces(text) if boxes else {}
+    for match in boxes:
+        start = _SPACES_RE.match(text, match.end()).end()
+        if start < len(text) and text[start] == "{":
+            end = closing.get(start)
+            if end is None or not _strip_delimiters(text[start + 1 : end]):
+                continue
+            after = end + 1
+        else:
+            token = _BOX_TOKEN_RE.match(text, start)
+            if token is None or token.end() == len(text):  # the token may still be growing
+                continue
+            after = token.end()
+        cut = text.find(delimiter, after)
+        return None if cut < 0 else cut + len(delimiter)
+    return None
+
+
 def _phrase_answer(text: str) -> str | None:
     """The rest of the sentence after the last "final answer is" / "answer:" / "the answer is"."""
     for match in reversed(list(_PHRASE_RE.finditer(text))):

@@ -57,9 +57,11 @@ def _beam_search(
         run.next_iteration()
         counts = copies_per_beam(config.n, len(beams))
         if len(set(counts)) == 1:  # the usual case: M copies of each of N/M beams
-            candidates = run.expand([b.id for b in beams], counts[0])
+            candidates = yield from run.expand_stream([b.id for b in beams], counts[0])
         else:
-            candidates = run.expand([b.id for b, c in zip(beams, counts) for _ in range(c)])
+            candidates = yield from run.expand_stream(
+                [b.id for b, c in zip(beams, counts) for _ in range(c)]
+            )
         if lookahead and not run.last_iteration:
             _score_with_lookahead(run, candidates, lookahead)
         else:

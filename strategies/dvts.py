@@ -27,10 +27,7 @@ def dvts(question, config, generator, scorer) -> Iterator[SearchTree]:
     while heads and not run.last_iteration:
         run.next_iteration()
         order = list(heads)
-        candidates = run.expand([heads[k].id for k in order], m)
-        for i, k in enumerate(order):
-            for cand in candidates[i * m : (i + 1) * m]:
-                cand.subtree = k
+        candidates = yield from run.expand_stream([heads[k].id for k in order], m, subtrees=order)
         run.score(candidates)
         for i, k in enumerate(order):
             group = candidates[i * m : (i + 1) * m]

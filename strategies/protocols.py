@@ -8,7 +8,7 @@ and every call carries what it needs to be reproducible (the seed is in `Samplin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -74,4 +74,26 @@ class StepScorer(Protocol):
 
     def score(self, question: str, solutions: Sequence[Sequence[str]]) -> Scores:
         """Per-step scores in [0, 1] (higher: more likely correct) for each solution."""
+        ...
+
+
+@runtime_checkable
+class StreamingStepGenerator(StepGenerator, Protocol):
+    """A step generator that can also hand over each continuation as soon as it ends.
+
+    Optional: a search uses `stream_steps` when the generator has it, so a viewer sees steps
+    arrive inside an iteration instead of waiting for its slowest continuation.
+    """
+
+    def stream_steps(
+        self,
+        question: str,
+        partials: Sequence[Sequence[str]],
+        n: int,
+        sampling: Sampling,
+    ) -> Iterator[tuple[int, GeneratedStep]]:
+        """The results of `next_steps`, as `(i * n + j, step)` pairs in the order they end.
+
+        Every index in `range(len(partials) * n)` comes exactly once.
+        """
         ...

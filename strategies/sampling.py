@@ -21,14 +21,14 @@ def sample_solutions(run: SearchRun) -> Iterator[SearchTree]:
     """Grow N independent chains of steps until every one is finished (or the iteration limit)."""
     tree = run.tree
     run.next_iteration()
-    frontier = run.expand([tree.root.id], run.config.n)
+    frontier = yield from run.expand_stream([tree.root.id], run.config.n)
     yield run.tick()
     while True:
         frontier = [node for node in frontier if node.status == "active"]
         if not frontier:
             break
         run.next_iteration()
-        frontier = run.expand([node.id for node in frontier])
+        frontier = yield from run.expand_stream([node.id for node in frontier])
         yield run.tick()
 
 

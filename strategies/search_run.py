@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Literal
 
 from strategies.answers import extract_answer, group_answers, normalize
 from strategies.config import SearchConfig
-from strategies.protocols import Sampling, StepGenerator, StepScorer
+from strategies.protocols import GeneratedStep, Sampling, StepGenerator, StepScorer
 from strategies.tree import Node, SearchTree
 
 Pick = Literal["majority", "vanilla", "weighted"]
@@ -87,35 +87,87 @@ class SearchRun:
         return self.tree
 
     # ---- the shared expansion ----------------------------------------------------------------
-    def expand(self, parents: Sequence[int], n: int = 1, *, greedy: bool = False) -> list[Node]:
+    def expand_stream(
+        self,
+        parents: Sequence[int],
+        n: int = 1,
+        *,
+        greedy: bool = False,
+        subtrees: Sequence[int] | None = None,
+    ) -> Generator[SearchTree, None, list[Node]]:
         """Sample `n` next steps for each parent in one generator call; attach them as children.
 
-        Children come back grouped by parent, in order. A child that ends the solution (EOS,
-        token limit, empty step, or a boxed answer) is marked completed with its answer.
+        A generator function: when the step generator can stream (`stream_steps`), each child is
+        attached as soon as its step ends and the tree is yielded (marked `writing`), so a viewer
+        sees the iteration fill in; otherwise nothing is yielded. Either way it returns the
+        children (use `children = yield from run.expand_stream(...)`), grouped by parent, in
+        order. A child that ends the solution (EOS, token limit, empty step, or a boxed answer)
+        is marked completed with its answer. `subtrees` (one per parent) tags the children with
+        their DVTS subtree as they arrive; by default a child is in its parent's.
         """
         if not parents:
             return []
+        total = len(parents) * n
+        partials = [self.tree.steps(p) for p in parents]
+        sampling = self.sampling(greedy=greedy, to_end=self.last_iteration)
+        stream = getattr(self.generator, "stream_steps", None)
+        by_index: dict[int, Node] = {}
+        if stream is None:
+            results = self.generator.next_steps(self.question, partials, n, sampling)
+            if len(results) != len(parents) or any(len(r) != n for r in results):
+                raise RuntimeError("step generator returned the wrong number of continuations")
+            for i, steps in enumerate(results):
+                for j, step in enumerate(steps):
+                    by_index[i * n + j] = self._attach(parents, subtrees, i, step)
+        else:
+            steps = stream(self.question, partials, n, sampling)
+            try:
+                for index, step in steps:
+                    if not 0 <= index < total or index in by_index:
+                        raise RuntimeError(f"step generator streamed a bad index {index}")
+                    by_index[index] = self._attach(parents, subtrees, index // n, step)
+                    self.tree.writing = True
+                    yield self.tick()
+            finally:  # also when the viewer stops listening: the generator call ends too
+                self.tree.writing = False
+                close = getattr(steps, "close", None)
+                if close is not None:
+                    close()
+            if len(by_index) != total:
+                raise RuntimeError("step generator returned the wrong number of continuations")
+            # number the new nodes in call order, not arrival order: the finished tree (and every
+            # tie broken by node id) is then the same as without streaming
+            base = len(self.tree.nodes) - total
+            for k in range(total):
+                node = by_index[k]
+                node.id = base + k
+                self.tree.nodes[node.id] = node
+        self.tree.compute.generator_calls += 1
+        return [by_index[k] for k in range(total)]
+
+    def expand(self, parents: Sequence[int], n: int = 1, *, greedy: bool = False) -> list[Node]:
+        """`expand_stream` without the intermediate frames."""
+        frames = self.expand_stream(parents, n, greedy=greedy)
+        while True:
+            try:
+                next(frames)
+            except StopIteration as done:
+                return done.value
+
+    def _attach(
+        self, parents: Sequence[int], subtrees: Sequence[int] | None, i: int, step: GeneratedStep
+    ) -> Node:
         tree = self.tree
-        partials = [tree.steps(p) for p in parents]
-        results = self.generator.next_steps(
-            self.question, partials, n, self.sampling(greedy=greedy, to_end=self.last_iteration)
+        extra = {"subtree": subtrees[i]} if subtrees is not None else {}
+        child = tree.add_node(
+            parents[i], step.text, tokens=step.tokens, finish_reason=step.finish_reason, **extra
         )
-        if len(results) != len(parents) or any(len(r) != n for r in results):
-            raise RuntimeError("step generator returned the wrong number of continuations")
-        tree.compute.generator_calls += 1
-        children: list[Node] = []
-        for parent, steps in zip(parents, results):
-            for step in steps:
-                child = tree.add_node(
-                    parent, step.text, tokens=step.tokens, finish_reason=step.finish_reason
-                )
-                tree.compute.generated_tokens += step.tokens
-                if step.finished or is_final(step.text) or self.last_iteration:
-                    if not step.finished and is_final(step.text):
-                        child.finish_reason = "answer"
-                    self.complete(child)
-                children.append(child)
-        return children
+        tree.compute.generated_tokens += step.tokens
+        if step.finished or is_final(step.text) or self.last_iteration:
+            if not step.finished and is_final(step.text):
+                child.finish_reason = "answer"
+            self.complete(child)
+        return child
 
     def complete(self, node: Node) -> None:
         node.answer = extract_answer(self.tree.solution(node.id))

@@ -86,6 +86,8 @@ class SearchTree:
     votes: dict[str, dict[str, float]] = field(default_factory=dict)
     compute: Compute = field(default_factory=Compute)
     meta: dict[str, Any] = field(default_factory=dict)  # model, prm, device, precision, threads
+    # True in frames streamed while an iteration's steps are still arriving (not in the run JSON)
+    writing: bool = False
 
     def __post_init__(self) -> None:
         if not self.nodes:

@@ -81,3 +81,22 @@ class FakeScorer:
         tokens = sum(len(sol) for sol in solutions)
         self.tokens += tokens
         return Scores(steps, tokens)
+
+
+class StreamingFakeGenerator(FakeGenerator):
+    """FakeGenerator that also streams, handing steps over in a scrambled order (last first)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.closed = 0  # streams that ended (run out or closed by the caller)
+
+    def stream_steps(
+        self, question: str, partials: Sequence[Sequence[str]], n: int, sampling: Sampling
+    ):
+        results = self.next_steps(question, partials, n, sampling)
+        flat = [step for row in results for step in row]
+        try:
+            for index in reversed(range(len(flat))):
+                yield index, flat[index]
+        finally:
+            self.closed += 1

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategies.answers import answers_equal, extract_answer, group_answers, normalize
+from strategies.answers import (
+    answer_end,
+    answers_equal,
+    extract_answer,
+    group_answers,
+    normalize,
+)
 
 
 @pytest.mark.parametrize(
@@ -196,3 +202,31 @@ def test_group_answers_is_a_partition(answers: list[str | None]) -> None:
 @given(st.text(max_size=12), st.text(max_size=12))
 def test_answers_equal_never_raises_and_is_symmetric(a: str, b: str) -> None:
     assert answers_equal(a, b) == answers_equal(b, a)
+
+
+# ---- where a solution written to the end stops ------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "end"),
+    [
+        (
+            "The answer is \\boxed{50}\n\nExplanation: 12 x 8 = 96",
+            len("The answer is \\boxed{50}\n\n"),
+        ),
+        ("So \\boxed{\\frac{1}{2}}.\n\nQuestion: next", len("So \\boxed{\\frac{1}{2}}.\n\n")),
+        ("\\boxed 7\n\nmore", len("\\boxed 7\n\n")),
+        (
+            "a\n\nb = 3\n\n\\boxed{3} and \\boxed{4}\n\nc",
+            len("a\n\nb = 3\n\n\\boxed{3} and \\boxed{4}\n\n"),
+        ),
+        ("The answer is \\boxed{50}", None),  # its step has not ended yet
+        ("The answer is \\boxed{5\n\n0", None),  # the box is still open
+        (
+            "\\boxed{}\n\nThe answer is \\boxed{2}\n\n",
+            len("\\boxed{}\n\nThe answer is \\boxed{2}\n\n"),
+        ),
+        ("no answer\n\nhere\n\n", None),
+        ("\\boxed 7", None),  # `\boxed 7` may still grow into `\boxed 72`
+    ],
+)
+def test_answer_end(text, end):
+    assert answer_end(text) == end

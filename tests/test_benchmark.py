@@ -28,3 +28,25 @@ def test_benchmark_quick_prints_every_figure():
     assert set(result) >= KEYS
     assert result["engine_s"] > 0 and result["naive_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["speedup"] == pytest.approx(result["naive_s"] / result["engine_s"], rel=0.02)
+
+
+@pytest.mark.model
+def test_gpu_section_runs_end_to_end_on_a_tiny_model():
+    """The GPU section's code path (random checkpoint, loads per precision, engine search), run on
+    the CPU with a tiny shape so it cannot rot on machines without CUDA."""
+    from benchmarks.bench_gpu import QWEN25_15B, gpu_benchmark, qwen25_15b_config
+    from tests.tiny_prms import smollm2_tokenizer
+
+    assert qwen25_15b_config().num_hidden_layers == QWEN25_15B["num_hidden_layers"] == 28
+    tiny = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+    result = gpu_benchmark(
+        ["bf16", "nf4"], smollm2_tokenizer(), quick=True, device="cpu", shape=tiny
+    )
+    assert 9_000_000 < result["parameters"] < 11_000_000  # 151936 x 64 embeddings + 2 layers
+    for precision in ("bf16", "nf4"):
+        cell = result[precision]
+        assert cell["decode_tok_s_b16"] > 0 and cell["prefill_tok_s"] > 0
+        engine = cell["engine"]
+        assert engine["tokens"] > 0 and engine["nodes"] > 1
+        assert 0 < engine["fraction_of_limit"] <= 2
+    assert set(result["nf4_vs_bf16"]) == {"weights_memory", "decode_speed_b1", "decode_speed_b16"}

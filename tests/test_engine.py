@@ -126,3 +126,93 @@ def test_speculative_next_steps_change_nothing_but_speed(policy, engine):
     assert three_calls(engine) == three_calls(plain)
     assert engine.stats.prefetch_hits > hits  # the speculative path was really taken
     assert plain.stats.prefetch_hits == 0
+
+
+def test_streamed_steps_come_as_rows_end_and_match_next_steps(policy, engine):
+    from backend.engine import StepEngine
+
+    sampling = Sampling(temperature=0.8, max_step_tokens=40, seed=11)
+    partials = [[], ["Sara has 5 x 6 = 30 pencils.\n\n"]]
+    fresh = [StepEngine(policy.model, policy.tokenizer, engine.template) for _ in range(2)]
+    streamed = list(fresh[0].stream_steps(Q, partials, 3, sampling))
+    assert sorted(i for i, _ in streamed) == list(range(6))
+    tokens = [step.tokens for _, step in streamed]
+    assert tokens == sorted(tokens)  # rows decode in lockstep: shorter steps end first
+    assert tokens[0] < tokens[-1]  # ...and the first was handed over before the call ended
+    whole = fresh[1].next_steps(Q, partials, 3, sampling)
+    assert dict(streamed) == {
+        i * 3 + j: s for i, row in enumerate(whole) for j, s in enumerate(row)
+    }
+
+
+def test_a_solution_written_to_the_end_stops_after_its_boxed_answer(engine):
+    from backend.engine import RowState, _Row
+
+    text = "The answer is \\boxed{50}\n\nExplanation: There are 12 trays * 8 muffins = 96."
+    ids = engine.tokenizer.encode(text, add_special_tokens=False)
+    start = RowState([1, 2], [], prompt_len=2)
+    row = _Row(0, (), start, start.ids, [])
+    to_end = Sampling(temperature=0.0, to_end=True, max_solution_tokens=500)
+    for tok in ids:
+        row.new.append(tok)
+        step = engine._check_stop(row, to_end, 500)
+        if step is not None:
+            break
+    assert step is not None, "never stopped"
+    assert step.text == "The answer is \\boxed{50}\n\n"
+    k = len(row.new)  # it stopped at the first token that completes the delimiter
+    assert (step.finished, step.finish_reason, step.tokens) == (True, "answer", k)
+    assert "\n\n" in engine.tokenizer.decode(ids[:k])
+    assert "\n\n" not in engine.tokenizer.decode(ids[: k - 1])
+    # written step by step, the same text ends its step at the delimiter and goes on
+    row = _Row(0, (), start, start.ids, [])
+    for tok in ids:
+        row.new.append(tok)
+        step = engine._check_stop(row, GREEDY, 48)
+        if step is not None:
+            break
+    assert (step.finished, step.finish_reason) == (False, "delimiter")
+
+
+def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine):
+    """A to-the-end call may start from a whole step written ahead, and must then still write to
+    the end (not hand back the step written ahead as the whole rest of the solution)."""
+    from backend.engine import Prefetch, StepEngine, _sampling_key
+
+    to_end = Sampling(temperature=0.0, max_step_tokens=48, to_end=True, max_solution_tokens=200)
+    start: tuple[str, ...] = ()
+    fast = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    (s1,) = fast.next_steps(Q, [start], 1, GREEDY)[0]
+    (s2,) = fast.next_steps(Q, [start + (s1.text,)], 1, GREEDY)[0]
+    assert not s2.finished and "boxed" not in s2.text
+    # what a speculating row leaves behind: the next step of start + s1, written whole
+    base = fast.store[(Q, start + (s1.text,))]
+    after = fast.store[(Q, start + (s1.text, s2.text))]
+    tokens = after.ids[len(base.ids) :]
+    fast.prefetch[(Q, start + (s1.text,))] = Prefetch(
+        after, base.ids, tokens, s2, _sampling_key(GREEDY)
+    )
+    (got,) = fast.next_steps(Q, [start + (s1.text,)], 1, to_end)[0]
+    assert fast.stats.prefetch_hits == 1  # the written-ahead step was used
+    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    assert plain.next_steps(Q, [start], 1, GREEDY)[0] == [s1]  # the same cached path...
+    (want,) = plain.next_steps(Q, [start + (s1.text,)], 1, to_end)[0]  # ...then to the end
+    assert got.finished and got.text.startswith(s2.text) and len(got.text) > len(s2.text)
+    assert (got.text, got.tokens, got.finish_reason) == (want.text, want.tokens, want.finish_reason)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.7])
+def test_sampling_follows_the_distribution(top_p):
+    from backend.engine import _sample
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, -float("inf")]]).repeat(40000, 1)
+    sampling = Sampling(temperature=1.0, top_p=top_p)
+    picked = _sample(logits, sampling, torch.Generator().manual_seed(0))
+    freq = torch.bincount(picked, minlength=5).double() / len(picked)
+    p = torch.softmax(logits[0].double(), -1)
+    if top_p < 1.0:  # the nucleus: 3 (0.644) and 2 (0.237) reach 0.7; the rest is cut
+        p = torch.tensor([0.0, 0.0, 0.237, 0.644, 0.0], dtype=torch.double)
+        p = p / p.sum()
+    assert freq[4] == 0 and torch.allclose(freq, p, atol=0.01), (freq, p)
+    again = _sample(logits, sampling, torch.Generator().manual_seed(0))
+    assert torch.equal(picked, again)  # seeded: reproducible

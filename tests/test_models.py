@@ -59,9 +59,12 @@ def test_threads_env_is_validated(monkeypatch):
     monkeypatch.setenv("THINKTREE_THREADS", "1")
     try:
         assert models.configure_threads() == 1
-        monkeypatch.delenv("THINKTREE_THREADS")  # default: leave one core to the rest
+        monkeypatch.delenv("THINKTREE_THREADS")  # default: all cores at most, tuned per forward
         cores = len(os.sched_getaffinity(0))
-        assert models.configure_threads() == max(1, cores - 1)
+        assert models.configure_threads() == cores
+        from backend import threads
+
+        assert threads.tuner().choices == sorted({1, cores})
     finally:
         torch.set_num_threads(before)
 
@@ -140,3 +143,29 @@ def test_get_policy_loads_once_per_key_and_frees_the_old_model(first_load):
         assert old_model() is None
     finally:
         models._current = before
+
+
+def test_thread_tuner_keeps_the_faster_count_and_looks_again():
+    from backend.threads import ThreadTuner
+
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner([1, 2], samples=2, explore_every=10, block=2)
+        cost = {1: 0.050, 2: 0.020}  # a quiet machine: 2 threads win
+        chosen = []
+        for step in range(120):
+            if step == 60:
+                cost = {1: 0.050, 2: 0.400}  # another process takes a core: 2 threads crawl
+            used = tuner.before(16)
+            assert torch.get_num_threads() == used
+            tuner.after(16, used, cost[used])
+            chosen.append(used)
+        assert chosen[20:60].count(2) >= 30  # settled on 2...
+        assert chosen[-30:].count(1) >= 25  # ...and moved to 1 once 2 got slow
+        assert tuner.interval > 10  # each confirmed choice makes the next look rarer
+        assert tuner.best(16) == 1 and tuner.best(1) == 2  # unmeasured bucket: the most
+        assert set(tuner.table()["16+"]) == {1, 2}
+        fixed = ThreadTuner([1])
+        assert fixed.before(8) == 1 and fixed.fixed
+    finally:
+        torch.set_num_threads(before)

@@ -300,3 +300,65 @@ def test_random_steps_and_scores_never_break_a_run(data, strategy, how):
     for x in tree.nodes[1:]:
         assert tree.nodes[x.parent].depth == x.depth - 1
         assert x.score is None or 0 <= x.score <= 1
+
+
+# ---- steps streamed inside an iteration -------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["beam_search", "dvts", "weighted_best_of_n", "lookahead"])
+def test_streamed_steps_arrive_inside_iterations_and_change_nothing_else(strategy):
+    from tests.fakes import StreamingFakeGenerator
+
+    config = cfg(strategy, n=8, beam_width=2, max_iterations=4, seed=3)
+    plain = run("Q?", config, FakeGenerator(depth=3), FakeScorer())
+    streaming = StreamingFakeGenerator(depth=3)
+    frames = []
+    for tree in search("Q?", config, streaming, FakeScorer()):
+        frames.append((tree.writing, tree.iteration, len(tree.nodes), tree.done))
+    final, same = tree.to_dict(), plain.to_dict()
+    final["compute"].pop("wall_s"), same["compute"].pop("wall_s")
+    assert final == same  # the same search, node for node, whatever order the steps came in
+    writing = [f for f in frames if f[0]]
+    assert writing, "no frame was streamed inside an iteration"
+    # inside an iteration the tree grows one step per frame, before that iteration's own frame
+    for before, after in zip(frames, frames[1:]):
+        if after[0] and before[1] == after[1]:
+            assert after[2] == before[2] + 1
+    assert not frames[-1][0] and frames[-1][3]
+    # DVTS: a step is in its subtree from the frame it appears in
+    if strategy == "dvts":
+        for tree_frame in search("Q?", config, StreamingFakeGenerator(depth=3), FakeScorer()):
+            for node in tree_frame.nodes[1:]:
+                if node.parent != 0:
+                    assert node.subtree == tree_frame.nodes[node.parent].subtree
+            if tree_frame.writing and tree_frame.iteration == 1:
+                tags = {n.subtree for n in tree_frame.nodes[1:]}
+                assert tags <= set(range(config.n // config.beam_width))
+
+
+def test_a_stream_with_a_bad_index_is_an_error():
+    from tests.fakes import StreamingFakeGenerator
+
+    class Repeats(StreamingFakeGenerator):
+        def stream_steps(self, question, partials, n, sampling):
+            for _, step in super().stream_steps(question, partials, n, sampling):
+                yield 0, step
+
+    with pytest.raises(RuntimeError, match="bad index"):
+        run("Q?", cfg("beam_search", n=4, beam_width=2), Repeats(), FakeScorer())
+
+    class Short(StreamingFakeGenerator):
+        def stream_steps(self, question, partials, n, sampling):
+            yield from list(super().stream_steps(question, partials, n, sampling))[:-1]
+
+    with pytest.raises(RuntimeError, match="wrong number"):
+        run("Q?", cfg("beam_search", n=4, beam_width=2), Short(), FakeScorer())
+
+
+def test_a_viewer_that_stops_listening_ends_the_generator_call():
+    from tests.fakes import StreamingFakeGenerator
+
+    gen = StreamingFakeGenerator(depth=3)
+    frames = search("Q?", cfg("beam_search", n=8, beam_width=2), gen, FakeScorer())
+    first = next(frames)
+    assert first.writing and len(first.nodes) == 2 and gen.closed == 0
+    frames.close()  # e.g. the user pressed Stop
+    assert gen.closed == 1 and not first.writing
