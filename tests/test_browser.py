@@ -79,6 +79,11 @@ def test_first_example_runs_and_renders_the_tree(page):
     expect(page.locator("#prompt textarea")).to_have_value(re.compile("pencils"))
     page.click("#run-btn")
 
+    # steps are drawn as they end, before their iteration is over
+    _wait_status(page, "writing steps")
+    page.wait_for_selector("#tree-plot .js-plotly-plot svg .scatterlayer path.point")
+    page.screenshot(path=str(OUT / "explorer_writing.png"), full_page=True)
+
     # plotly's SVG inside the tree plot, with node markers drawn
     page.wait_for_selector(
         "#tree-plot .js-plotly-plot svg .scatterlayer path.point", timeout=RUN_TIMEOUT_MS

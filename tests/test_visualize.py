@@ -294,3 +294,15 @@ def test_votes_figure_without_answers() -> None:
     fig = votes_figure(SearchTree(question="q"))
     assert any(a.text == "no answers yet" for a in fig.layout.annotations)
     assert not [t for t in fig.data if isinstance(t, go.Bar)]
+
+
+def test_a_frame_streamed_inside_an_iteration_says_so() -> None:
+    tree = SearchTree(question="q", strategy="beam_search")
+    tree.iteration = 1
+    tree.add_node(0, "step one\n\n")  # arrived, not scored yet
+    tree.writing = True
+    title = tree_figure(tree).layout.title.text
+    assert "writing" in title and "not scored yet" in title
+    tree.writing = False
+    assert "writing" not in tree_figure(tree).layout.title.text
+    assert "writing" not in SearchTree.from_dict(tree.to_dict()).to_json()  # not in the run JSON

@@ -266,6 +266,8 @@ def _auto_title(tree: SearchTree) -> str:
         f"{steps} steps",
     ]
     parts.append(f"{done} answers")
+    if tree.writing:  # steps of this iteration still arriving: grey until the PRM scores them
+        parts.append("writing (grey: not scored yet)")
     if tree.answer is not None:
         parts.append(f"answer <b>{short(tree.answer, 30)}</b>")
     return " · ".join(parts)
