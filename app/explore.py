@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "compare": True,
 }
 INPUT_NAMES: tuple[str, ...] = tuple(DEFAULTS)
+APP_LIMITS = ("max_step_tokens", "max_solution_tokens")  # the API uses the explorer's too
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "thinktree-exports"
 # frames of steps arriving inside an iteration are drawn at most this often (the first at once):
 # drawing pauses the search, and a figure a second is plenty to watch an iteration fill in
@@ -213,7 +214,8 @@ def run_api(config: dict | str) -> dict:
 
     Keys: prompt, strategy, n, and optionally beam_width, max_steps, temperature, top_p,
     aggregation, lookahead, filter_duplicates, max_step_tokens, max_solution_tokens, seed, model,
-    prm, precision, expected. Unknown keys are an error.
+    prm, precision, expected. Unknown keys are an error. The token limits default to the
+    explorer's (64 per step, 512 per solution), not the library's.
     """
     try:
         if isinstance(config, str):
@@ -221,6 +223,8 @@ def run_api(config: dict | str) -> dict:
                 config = json.loads(config)
             except json.JSONDecodeError as err:
                 raise ValueError(f"The config is not valid JSON: {err.msg}.") from err
+        if isinstance(config, dict):  # the explorer's token limits, unless the config sets them
+            config = {k: DEFAULTS[k] for k in APP_LIMITS} | config
         request = RunRequest.from_dict(config)
         return run_to_end(request).to_dict()
     except Exception as err:

@@ -1,6 +1,6 @@
 """GPU section of the benchmark: a random-weight model of Qwen2.5-1.5B's shape, NF4 vs bf16, on CUDA.
 
-    .venv/bin/python -m benchmarks.bench_gpu [--tokenizer DIR] [--quick]
+    .venv/bin/python -m benchmarks.bench_gpu [--tokenizer DIR|none] [--quick]
 
 No hub is needed: the model is built from its config with random weights, saved once to a
 temporary folder and loaded back through the project's own loading arguments
@@ -155,15 +155,22 @@ def engine_search(model: Any, tokenizer: Any, quick: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokenizer", help="a tokenizer folder, for the step-engine search")
+    ap.add_argument(
+        "--tokenizer",
+        help="a tokenizer folder for the step-engine search (default: the embedded SmolLM2's "
+        "converted copy, when the app has run once); 'none' skips the search",
+    )
     ap.add_argument("--quick", action="store_true", help="small settings: a smoke run")
     ap.add_argument("--precisions", default="bf16,nf4")
     args = ap.parse_args(argv)
-    result = gpu_benchmark(
-        args.precisions.split(","),
-        AutoTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else None,
-        quick=args.quick,
-    )
+    folder = args.tokenizer
+    if folder is None:
+        from backend.models import models_cache_dir
+
+        embedded = models_cache_dir() / "smollm2-135m"
+        folder = str(embedded) if (embedded / "tokenizer.json").is_file() else "none"
+    tokenizer = AutoTokenizer.from_pretrained(folder) if folder != "none" else None
+    result = gpu_benchmark(args.precisions.split(","), tokenizer, quick=args.quick)
     print(json.dumps(result, indent=1))
     return result
 

@@ -4,7 +4,8 @@
     .venv/bin/python -m benchmarks.bench_search --quick    # smoke run (tiny settings)
 
 Prints one JSON object. Everything is measured side by side in one run, on the embedded model,
-with the same prompt, seed, N, M and number of iterations:
+with the same prompt, seeds, N, M and number of iterations (times are summed over --seeds
+searches, 3 by default: each seed samples different paths, so one search alone is noisy):
 - engine_s: beam search through StepEngine + the arithmetic PRM (the project's own path);
 - naive_s: the same search the way a straightforward port does it: every iteration, each
   candidate's prompt + partial solution is re-encoded and continued with `model.generate`, and
@@ -14,7 +15,9 @@ with the same prompt, seed, N, M and number of iterations:
   same context, at the faster thread count);
 - first_frame_s: request to the first streamed tree with steps in it (model loaded, new question);
 - cold_start_s (GGUF -> converted copy, in a fresh process) and warm_start_s (load of the copy);
-- peak_rss_mb of this process after the engine run; the precision and threads used.
+- peak_rss_mb of this process after the engine run; the precision and threads used;
+- with a CUDA device, the GPU section (`benchmarks/bench_gpu.py`): a random-weight model of
+  Qwen2.5-1.5B's shape in NF4 vs bf16, tokens/s and GPU memory.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import fields, replace
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from backend import threads as cpu_threads
 from backend.arithmetic_prm import ArithmeticPRM, check_step
-from backend.engine import StepEngine
+from backend.engine import EngineStats, StepEngine
 from backend.models import get_policy, load_policy
 from backend.prompts import PromptTemplate
 from strategies.answers import answer_end
@@ -169,11 +173,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=3, help="searches per path (times are summed)")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--skip-cold", action="store_true")
+    ap.add_argument("--skip-gpu", action="store_true", help="skip the CUDA section")
     args = ap.parse_args(argv)
     if args.quick:
-        args.n, args.beam_width, args.iterations = 4, 2, 1
+        args.n, args.beam_width, args.iterations, args.seeds = 4, 2, 1, 1
     config = SearchConfig(
         strategy="beam_search",
         n=args.n,
@@ -202,16 +208,33 @@ def main(argv: list[str] | None = None) -> dict:
         result["first_frame_s"] = round(time.perf_counter() - t0, 2)
         break
 
-    # the project's path
-    engine = StepEngine(policy.model, policy.tokenizer, template)
-    t0 = time.perf_counter()
-    tree = run(QUESTION, config, engine, ArithmeticPRM())
-    engine_s = time.perf_counter() - t0
-    st = engine.stats
+    limits = {}  # ms per batch-N forward, per thread count (see below)
+    probe = StepEngine(policy.model, policy.tokenizer, template)
+    probe_context = len(template.prompt_ids(policy.tokenizer, QUESTION)) + 40
+    for t in tuner.choices:
+        torch.set_num_threads(t)
+        limits[t] = probe.forward_ms(config.n, probe_context, steps=16)
+
+    # the project's path: one search per seed (sampled paths differ, so one seed is noisy)
+    seeds = [args.seed + k for k in range(args.seeds)]
+    engine_s, tokens, answers, stats, per_seed = 0.0, 0, [], EngineStats(), []
+    for seed in seeds:
+        engine = StepEngine(policy.model, policy.tokenizer, template)
+        t0 = time.perf_counter()
+        tree = run(QUESTION, replace(config, seed=seed), engine, ArithmeticPRM())
+        per_seed.append(round(time.perf_counter() - t0, 2))
+        engine_s += per_seed[-1]
+        tokens += tree.compute.generated_tokens
+        answers.append(tree.answer)
+        for f in fields(EngineStats):
+            setattr(stats, f.name, getattr(stats, f.name) + getattr(engine.stats, f.name))
+    st = stats
     result.update(
+        seeds=seeds,
         engine_s=round(engine_s, 2),
-        engine_tokens=tree.compute.generated_tokens,
-        engine_answer=tree.answer,
+        engine_s_per_seed=per_seed,
+        engine_tokens=tokens,
+        engine_answers=answers,
         decode_tok_s=round(st.decode_tokens / st.decode_s, 1),
         engine_time_split={
             "decode_s": round(st.decode_s, 2),
@@ -225,44 +248,45 @@ def main(argv: list[str] | None = None) -> dict:
         },
         peak_rss_mb=round(_rss_mb()),
     )
-    # the machine's limit: the engine's own raw one-token forward at batch N over a context of
-    # the search's mean length, at the faster thread count
-    prompt_len = len(template.prompt_ids(policy.tokenizer, QUESTION))
-    context = prompt_len + tree.compute.generated_tokens // max(1, config.n * 2)
-    limits = {}
+    # the machine's limit: the engine's own raw one-token forward at batch N over the prompt
+    # and 40 tokens (about the searches' mean context), at the faster thread count; measured
+    # before and after the searches (this machine is shared and noisy), the faster kept
     for t in tuner.choices:
         torch.set_num_threads(t)
-        limits[t] = engine.forward_ms(config.n, context)
+        limits[t] = min(limits[t], engine.forward_ms(config.n, probe_context, steps=16))
     best = min(limits, key=limits.get)
     result["forward_limit_tok_s"] = round(config.n / (limits[best] / 1000), 1)
     result["forward_limit_threads"] = best
     result["fraction_of_limit"] = round(result["decode_tok_s"] / result["forward_limit_tok_s"], 3)
     result["thread_tuner_ms"] = tuner.table()
 
-    if not args.quick:  # the same search without speculative next steps, for comparison
-        plain = StepEngine(policy.model, policy.tokenizer, template, speculate=False)
-        t0 = time.perf_counter()
-        run(QUESTION, config, plain, ArithmeticPRM())
-        result["engine_no_speculation_s"] = round(time.perf_counter() - t0, 2)
-        result["decode_tok_s_no_speculation"] = round(
-            plain.stats.decode_tokens / plain.stats.decode_s, 1
-        )
+    if not args.quick:  # the same searches without speculative next steps, for comparison
+        plain_s = 0.0
+        for seed in seeds:
+            plain = StepEngine(policy.model, policy.tokenizer, template, speculate=False)
+            t0 = time.perf_counter()
+            run(QUESTION, replace(config, seed=seed), plain, ArithmeticPRM())
+            plain_s += time.perf_counter() - t0
+        result["engine_no_speculation_s"] = round(plain_s, 2)
 
     if not args.skip_naive:  # at the thread count the engine found fastest for full batches
         torch.set_num_threads(tuner.best(config.n))
         result["naive_threads"] = torch.get_num_threads()
-        naive = NaiveGenerator(policy.model, policy.tokenizer, template)
-        t0 = time.perf_counter()
-        naive_tree = run(QUESTION, config, naive, NaivePRM())
-        naive_s = time.perf_counter() - t0
+        naive_s, naive_tokens, naive_per_seed = 0.0, 0, []
+        for seed in seeds:
+            naive = NaiveGenerator(policy.model, policy.tokenizer, template)
+            t0 = time.perf_counter()
+            naive_tree = run(QUESTION, replace(config, seed=seed), naive, NaivePRM())
+            naive_per_seed.append(round(time.perf_counter() - t0, 2))
+            naive_s += naive_per_seed[-1]
+            naive_tokens += naive_tree.compute.generated_tokens
         result.update(
             naive_s=round(naive_s, 2),
-            naive_tokens=naive_tree.compute.generated_tokens,
+            naive_s_per_seed=naive_per_seed,
+            naive_tokens=naive_tokens,
             speedup=round(naive_s / engine_s, 2),
             speedup_per_token=round(
-                (naive_s / max(1, naive_tree.compute.generated_tokens))
-                / (engine_s / max(1, tree.compute.generated_tokens)),
-                2,
+                (naive_s / max(1, naive_tokens)) / (engine_s / max(1, tokens)), 2
             ),
         )
     if not args.skip_cold and not args.quick:
@@ -271,6 +295,10 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         load_policy("smollm2-135m", policy.precision)
         result["warm_start_s"] = round(time.perf_counter() - t0, 2)
+    if torch.cuda.is_available() and not args.skip_gpu:  # the GPU section (benchmarks/bench_gpu)
+        from benchmarks.bench_gpu import gpu_benchmark
+
+        result["gpu"] = gpu_benchmark(["bf16", "nf4"], policy.tokenizer, quick=args.quick)
     print(json.dumps(result, indent=1))
     return result
 

@@ -72,6 +72,13 @@ def test_run_api_accepts_json_text(client, fake_models):
     run = client.predict('{"prompt": "1+1?", "strategy": "dvts", "n": 4}', api_name="/run")
     tree = SearchTree.from_dict(run)
     assert tree.done and tree.strategy == "dvts" and tree.meta["model"] == "fake"
+    # the explorer's token limits apply unless the config sets its own
+    assert (tree.config["max_step_tokens"], tree.config["max_solution_tokens"]) == (64, 512)
+    run = client.predict(
+        {"prompt": "1+1?", "strategy": "dvts", "n": 4, "max_solution_tokens": 1024},
+        api_name="/run",
+    )
+    assert SearchTree.from_dict(run).config["max_solution_tokens"] == 1024
 
 
 def test_bad_input_is_an_error_message_and_the_app_keeps_serving(client, fake_models):
