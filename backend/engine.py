@@ -171,6 +171,17 @@ class StepEngine:
         self.stats = EngineStats()
         self.lock = threading.Lock()
 
+    def _forward(self, ids, pos, cache: Cache, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One forward pass over `ids` at positions `pos`, extending `cache`; last-position logits."""
+        return self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits
+
     # ---- the machine's limit -------------------------------------------------------------------
     def forward_ms(self, batch: int, context: int, steps: int = 8, warmup: int = 2) -> float:
         """Median ms of one raw batched one-token forward over `context` cached positions.
@@ -191,13 +202,7 @@ class StepEngine:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 t0 = time.perf_counter()
-                self.model(
-                    input_ids=ids,
-                    position_ids=pos,
-                    past_key_values=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
+                self._forward(ids, pos, cache)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 if i >= warmup:
@@ -335,13 +340,7 @@ class StepEngine:
         cache = Cache(layers=layers)
         input_ids = torch.tensor([todo], device=self.device)
         pos = torch.arange(past, past + len(todo), device=self.device)[None]
-        self.model(
-            input_ids=input_ids,
-            position_ids=pos,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        self._forward(input_ids, pos, cache)
         self.stats.prefill_tokens += len(todo)
         self.stats.prefill_s += time.perf_counter() - t0
         kv = [(layer.keys[0], layer.values[0]) for layer in layers]
@@ -421,14 +420,7 @@ class StepEngine:
         while any(r is not None and r.out is not None for r in slot):
             used = tuner.before(len(slot)) if tuner is not None else 0
             tf = time.perf_counter()
-            logits = self.model(
-                input_ids=inputs,
-                attention_mask=mask,
-                position_ids=pos,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1, : self.vocab]
+            logits = self._forward(inputs, pos, cache, mask)[:, -1, : self.vocab]
             spent = time.perf_counter() - tf
             if tuner is not None:
                 tuner.after(len(slot), used, spent)

@@ -30,8 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
+from typing import Any
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -45,6 +46,7 @@ from strategies.answers import answer_end
 from strategies.config import SearchConfig
 from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling, Scores
 from strategies.registry import run, search
+from strategies.tree import SearchTree
 
 QUESTION = (
     "A baker makes 12 trays of 8 muffins. She sells 57 muffins and gives away 15. "
@@ -165,6 +167,20 @@ def cold_and_warm_start(precision: str) -> dict[str, float]:
     return out
 
 
+def timed_searches(
+    config: SearchConfig, seeds: list[int], make: Callable[[], tuple[Any, Any]]
+) -> tuple[list[float], list[SearchTree]]:
+    """Run the benchmark question once per seed, each with a fresh (generator, PRM) from `make`;
+    the seconds of each search and its tree."""
+    seconds, trees = [], []
+    for seed in seeds:
+        generator, prm = make()
+        t0 = time.perf_counter()
+        trees.append(run(QUESTION, replace(config, seed=seed), generator, prm))
+        seconds.append(round(time.perf_counter() - t0, 2))
+    return seconds, trees
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
@@ -217,15 +233,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     # the project's path: one search per seed (sampled paths differ, so one seed is noisy)
     seeds = [args.seed + k for k in range(args.seeds)]
-    engine_s, tokens, answers, stats, per_seed = 0.0, 0, [], EngineStats(), []
-    for seed in seeds:
-        engine = StepEngine(policy.model, policy.tokenizer, template)
-        t0 = time.perf_counter()
-        tree = run(QUESTION, replace(config, seed=seed), engine, ArithmeticPRM())
-        per_seed.append(round(time.perf_counter() - t0, 2))
-        engine_s += per_seed[-1]
-        tokens += tree.compute.generated_tokens
-        answers.append(tree.answer)
+    engines: list[StepEngine] = []
+
+    def engine_and_prm():
+        engines.append(StepEngine(policy.model, policy.tokenizer, template))
+        return engines[-1], ArithmeticPRM()
+
+    per_seed, trees = timed_searches(config, seeds, engine_and_prm)
+    engine_s = sum(per_seed)
+    tokens = sum(t.compute.generated_tokens for t in trees)
+    answers = [t.answer for t in trees]
+    stats = EngineStats()
+    for engine in engines:
         for f in fields(EngineStats):
             setattr(stats, f.name, getattr(stats, f.name) + getattr(engine.stats, f.name))
     st = stats
@@ -261,25 +280,26 @@ def main(argv: list[str] | None = None) -> dict:
     result["thread_tuner_ms"] = tuner.table()
 
     if not args.quick:  # the same searches without speculative next steps, for comparison
-        plain_s = 0.0
-        for seed in seeds:
-            plain = StepEngine(policy.model, policy.tokenizer, template, speculate=False)
-            t0 = time.perf_counter()
-            run(QUESTION, replace(config, seed=seed), plain, ArithmeticPRM())
-            plain_s += time.perf_counter() - t0
-        result["engine_no_speculation_s"] = round(plain_s, 2)
+        plain_s, _ = timed_searches(
+            config,
+            seeds,
+            lambda: (
+                StepEngine(policy.model, policy.tokenizer, template, speculate=False),
+                ArithmeticPRM(),
+            ),
+        )
+        result["engine_no_speculation_s"] = round(sum(plain_s), 2)
 
     if not args.skip_naive:  # at the thread count the engine found fastest for full batches
         torch.set_num_threads(tuner.best(config.n))
         result["naive_threads"] = torch.get_num_threads()
-        naive_s, naive_tokens, naive_per_seed = 0.0, 0, []
-        for seed in seeds:
-            naive = NaiveGenerator(policy.model, policy.tokenizer, template)
-            t0 = time.perf_counter()
-            naive_tree = run(QUESTION, replace(config, seed=seed), naive, NaivePRM())
-            naive_per_seed.append(round(time.perf_counter() - t0, 2))
-            naive_s += naive_per_seed[-1]
-            naive_tokens += naive_tree.compute.generated_tokens
+        naive_per_seed, naive_trees = timed_searches(
+            config,
+            seeds,
+            lambda: (NaiveGenerator(policy.model, policy.tokenizer, template), NaivePRM()),
+        )
+        naive_s = sum(naive_per_seed)
+        naive_tokens = sum(t.compute.generated_tokens for t in naive_trees)
         result.update(
             naive_s=round(naive_s, 2),
             naive_s_per_seed=naive_per_seed,
