@@ -55,6 +55,9 @@ def status_line(tree: SearchTree) -> str:
 def compute_markdown(tree: SearchTree) -> str:
     """What the run cost and where it ran (tree.compute, tree.meta)."""
     c, m = tree.compute, tree.meta
+    precision = m.get("precision", "?")
+    if m.get("small_batch_int8"):
+        precision += f" (int8 weights at ≤ {m['small_batch_int8']} rows)"
     lines = [
         "| compute used | |",
         "|---|---|",
@@ -63,7 +66,7 @@ def compute_markdown(tree: SearchTree) -> str:
         f"| generator / PRM calls | {c.generator_calls} / {c.scorer_calls} |",
         f"| seconds | {c.wall_s:.1f} |",
         f"| model | {m.get('model', '?')} · PRM {m.get('prm', '?')} |",
-        f"| device · precision · threads | {m.get('device', '?')} · {m.get('precision', '?')} · "
+        f"| device · precision · threads | {m.get('device', '?')} · {precision} · "
         f"{m.get('threads', '?')} |",
     ]
     chosen = m.get("compute_optimal")

@@ -7,7 +7,10 @@ How it is fast on two CPU cores:
   and shared by every candidate (rows are gathered, repeated and left-padded once per call);
 - decoding writes into a preallocated KV slab instead of concatenating per token;
 - a row leaves the batch when its step ends (at the step delimiter, EOS or a token limit); the
-  batch is compacted once a quarter of it has finished rather than after every row.
+  batch is compacted once a quarter of it has finished rather than after every row, and steps
+  are handed to the caller as they end (`stream_steps`);
+- on the CPU, batches of at most 4 rows (the tails of a search) read int8 weights
+  (backend/small_batch.py), and the thread count is tuned per batch size (backend/threads.py).
 Each stored row keeps its KV for all tokens but the last ("pending") one; the next call feeds
 the pending tokens first, so a stored row needs no logits and a new prompt needs no special case.
 """
@@ -26,6 +29,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from backend import threads as cpu_threads
 from backend.prompts import PromptTemplate
+from backend.small_batch import SmallBatchInt8Linear
 from strategies.answers import answer_end
 from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling
 
@@ -144,14 +148,22 @@ class StepEngine:
         *,
         keep_calls: int = 3,
         compact_fraction: float = 0.25,
-        speculate: bool = True,
+        speculate: bool = False,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.template = template
         self.keep_calls = keep_calls  # rows unused for this many calls are dropped
         self.compact_fraction = compact_fraction
-        self.speculate = speculate  # idle rows write the next step ahead (see _decode)
+        # idle rows write the next step ahead (see _decode). Off by default: summed over three
+        # seeds of the benchmark it was a wash (117 s with, 120 s without), since only one of a
+        # beam's continuations can start from it, and it keeps the batch above the small sizes
+        # that run on int8 weights
+        self.speculate = speculate
+        # batches of at most this many rows run faster than larger ones (backend/small_batch.py)
+        self.small_batch_rows = max(
+            (m.rows for m in model.modules() if isinstance(m, SmallBatchInt8Linear)), default=0
+        )
         self.device = next(model.parameters()).device
         eos = {tokenizer.eos_token_id, model.config.eos_token_id}
         for name in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
@@ -382,9 +394,10 @@ class StepEngine:
         """Decode one step for every row as one batch; yields (index, step, new state) per row
         as soon as its step ends (the state is None when the solution ended).
 
-        A row whose step ends on the delimiter while others are still writing goes on writing its
-        next step speculatively (the batch would otherwise run below its width); what it writes is
-        kept as a prefetch for that partial solution and used when the next call asks for it.
+        With `speculate` on, a row whose step ends on the delimiter while others are still
+        writing goes on writing its next step speculatively (the batch would otherwise run below
+        its width); what it writes is kept as a prefetch for that partial solution and used when
+        the next call asks for it.
         """
         t0 = time.perf_counter()
         b = len(rows)
@@ -453,8 +466,20 @@ class StepEngine:
                 ended.clear()
                 t1 = time.perf_counter()
             live = [p for p, row in enumerate(slot) if row is not None]
-            if not any(slot[p].out is not None for p in live):
+            real = sum(slot[p].out is not None for p in live)
+            if not real:
                 break
+            if real <= self.small_batch_rows < len(live):
+                # the few rows left would decode faster alone (int8 weights at small batches):
+                # speculative rows stop here, keeping what they wrote
+                for p in live:
+                    row = slot[p]
+                    if row.out is None:
+                        if row.new:
+                            state = self._row_state(row, layers, p)
+                            self._keep_prefetch(question, row, None, state, sampling)
+                        slot[p] = None
+                live = [p for p in live if slot[p] is not None]
             dead = len(slot) - len(live)
             if dead and dead >= max(1, self.compact_fraction * len(slot)):
                 idx = torch.tensor(live, device=self.device)

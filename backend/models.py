@@ -32,6 +32,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backend import catalog as model_catalog
+from backend import small_batch
 from backend import threads as cpu_threads
 from backend.quantization import weights_kwargs
 
@@ -82,6 +83,8 @@ class LoadedModel:
     precision: str  # the resolved precision, never "auto"
     threads: int  # torch.get_num_threads() after loading
     load_s: float
+    # forwards of at most this many rows read int8 weights (backend/small_batch.py); 0: never
+    small_batch_int8: int = 0
 
 
 def _find_gguf(package: str, filename: str) -> Path | None:
@@ -299,10 +302,14 @@ def load_policy(
         model = AutoModelForCausalLM.from_pretrained(location, **_weights_kwargs(precision, device))
         tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(location), location)
     model.eval()
+    small = 0
+    if device == "cpu" and precision == "bf16" and small_batch.attach(model):
+        small = small_batch.DEFAULT_ROWS  # the tails of a search decode 1-4 rows at a time
 
     loaded = LoadedModel(
-        model, tokenizer, name, source, device, precision, threads, time.perf_counter() - start
-    )
+        model, tokenizer, name, source, device, precision, threads, time.perf_counter() - start,
+        small,
+    )  # fmt: skip
     logger.info(
         "loaded %s (%s, %s on %s, %d threads) in %.1f s",
         name, source, precision, device, threads, loaded.load_s,

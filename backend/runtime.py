@@ -51,6 +51,7 @@ class Runtime:
             "prompt": self.prompt_name,
             "device": p.device,
             "precision": p.precision,
+            "small_batch_int8": p.small_batch_int8,
             "threads": p.threads,
         }
 

@@ -107,9 +107,11 @@ def test_to_end_writes_past_the_delimiter(engine):
 
 
 def test_speculative_next_steps_change_nothing_but_speed(policy, engine):
+    """Off by default (a wash, measured), but when on it must not change what is written."""
     from backend.engine import StepEngine
 
-    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    plain = StepEngine(policy.model, policy.tokenizer, engine.template)  # off by default
+    ahead = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=True)
     starts = [["Sara has 5 boxes.\n\n"], ["Each box has 6 pencils, so 5 x 6 = 30.\n\n"], []]
 
     def three_calls(eng):
@@ -122,10 +124,14 @@ def test_speculative_next_steps_change_nothing_but_speed(policy, engine):
                 break
         return texts
 
-    hits = engine.stats.prefetch_hits
-    assert three_calls(engine) == three_calls(plain)
-    assert engine.stats.prefetch_hits > hits  # the speculative path was really taken
-    assert plain.stats.prefetch_hits == 0
+    assert three_calls(ahead) == three_calls(plain)
+    assert ahead.stats.prefetch_hits > 0  # the speculative path was really taken
+    assert plain.stats.prefetch_hits == 0 and plain.stats.speculative_tokens == 0
+    # with int8 weights for small batches, speculation stops once few real rows are left
+    ahead_small = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=True)
+    ahead_small.small_batch_rows = 2
+    assert three_calls(ahead_small) == three_calls(plain)
+    assert ahead_small.stats.speculative_tokens < ahead.stats.speculative_tokens
 
 
 def test_streamed_steps_come_as_rows_end_and_match_next_steps(policy, engine):
@@ -181,7 +187,7 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
 
     to_end = Sampling(temperature=0.0, max_step_tokens=48, to_end=True, max_solution_tokens=200)
     start: tuple[str, ...] = ()
-    fast = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    fast = StepEngine(policy.model, policy.tokenizer, engine.template)
     (s1,) = fast.next_steps(Q, [start], 1, GREEDY)[0]
     (s2,) = fast.next_steps(Q, [start + (s1.text,)], 1, GREEDY)[0]
     assert not s2.finished and "boxed" not in s2.text
@@ -194,7 +200,7 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
     )
     (got,) = fast.next_steps(Q, [start + (s1.text,)], 1, to_end)[0]
     assert fast.stats.prefetch_hits == 1  # the written-ahead step was used
-    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    plain = StepEngine(policy.model, policy.tokenizer, engine.template)
     assert plain.next_steps(Q, [start], 1, GREEDY)[0] == [s1]  # the same cached path...
     (want,) = plain.next_steps(Q, [start + (s1.text,)], 1, to_end)[0]  # ...then to the end
     assert got.finished and got.text.startswith(s2.text) and len(got.text) > len(s2.text)

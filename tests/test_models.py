@@ -169,3 +169,44 @@ def test_thread_tuner_keeps_the_faster_count_and_looks_again():
         assert fixed.before(8) == 1 and fixed.fixed
     finally:
         torch.set_num_threads(before)
+
+
+def test_small_batches_read_int8_weights_and_large_ones_bf16(monkeypatch):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from backend import small_batch
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    plain = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    plain.load_state_dict(model.state_dict())
+    assert small_batch.attach(model, rows=2) == 2 * 7 + 1  # q k v o gate up down, and the head
+    head = model.lm_head
+    assert isinstance(head, small_batch.SmallBatchInt8Linear)
+    assert head.weight is model.model.embed_tokens.weight  # still tied, nothing copied in bf16
+    ids = torch.randint(0, 300, (4, 6))
+    with torch.inference_mode():
+        big = model(ids[:, :1], use_cache=False).logits  # 4 rows: the bf16 path, exactly
+        assert torch.equal(big, plain(ids[:, :1], use_cache=False).logits)
+        one = model(ids[:1, :1], use_cache=False).logits.float()  # 1 row: int8 weights
+        ref = plain(ids[:1, :1], use_cache=False).logits.float()
+    assert not torch.equal(one, ref)
+    assert (one - ref).abs().max() <= 0.05 * ref.abs().max()
+    assert one.argmax(-1).equal(ref.argmax(-1))
+    monkeypatch.setenv("THINKTREE_SMALL_BATCH_INT8", "0")
+    assert small_batch.attach(plain) == 0
+
+
+@pytest.mark.model
+def test_the_cpu_default_uses_int8_weights_for_small_batches():
+    loaded = models.get_policy("smollm2-135m", "auto")
+    assert (loaded.device, loaded.precision) == ("cpu", "bf16")
+    assert loaded.small_batch_int8 == 4
+    from backend import small_batch
+
+    layers = [m for m in loaded.model.modules() if isinstance(m, small_batch.SmallBatchInt8Linear)]
+    assert len(layers) == 30 * 7 + 1
