@@ -484,7 +484,6 @@ class StepEngine:
             if dead and dead >= max(1, self.compact_fraction * len(slot)):
                 idx = torch.tensor(live, device=self.device)
                 cache.batch_select_indices(idx)
-                # stored states keep views of the old slabs, which stay valid
                 mask, pos = mask[idx], pos[idx]
                 tokens = [tokens[p] for p in live]
                 slot = [slot[p] for p in live]
@@ -499,10 +498,19 @@ class StepEngine:
         self.stats.decode_s += time.perf_counter() - t1
 
     def _row_state(self, row: _Row, layers: list[SlabLayer], p: int) -> RowState:
-        """The row's ids so far with views of its KV in the slab (everything but the newest id)."""
+        """The row's ids so far with a copy of its KV from the slab (all but the newest id).
+
+        A copy, not a view: a view would keep the whole slab (every row of the batch) alive for
+        as long as the state is stored, and each compaction makes a new slab, so views of the
+        rows that ended before it pinned a chain of slabs (3.1 GB peak vs 1.5 GB measured).
+        """
         end = layers[0].length
         kv = [
-            (lay.keys[p, :, row.offset : end], lay.values[p, :, row.offset : end]) for lay in layers
+            (
+                lay.keys[p, :, row.offset : end].clone(),
+                lay.values[p, :, row.offset : end].clone(),
+            )
+            for lay in layers
         ]
         state = RowState(row.base_ids + row.new, kv, row.start.prompt_len)
         assert end - row.offset == len(state.ids) - 1
