@@ -148,17 +148,17 @@ class StepEngine:
         *,
         keep_calls: int = 3,
         compact_fraction: float = 0.25,
-        speculate: bool = False,
+        speculate: bool = True,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.template = template
         self.keep_calls = keep_calls  # rows unused for this many calls are dropped
         self.compact_fraction = compact_fraction
-        # idle rows write the next step ahead (see _decode). Off by default: summed over three
-        # seeds of the benchmark it was a wash (117 s with, 120 s without), since only one of a
-        # beam's continuations can start from it, and it keeps the batch above the small sizes
-        # that run on int8 weights
+        # idle rows write the next step ahead (see _decode). Its effect is within the benchmark's
+        # noise (three seeds: 117 s with vs 120 s without; with int8 small batches 88 vs 103 s):
+        # only one of a beam's continuations can start from it. It stops once few real rows are
+        # left, so the tails still run at the small (int8) batch sizes
         self.speculate = speculate
         # batches of at most this many rows run faster than larger ones (backend/small_batch.py)
         self.small_batch_rows = max(

@@ -107,11 +107,11 @@ def test_to_end_writes_past_the_delimiter(engine):
 
 
 def test_speculative_next_steps_change_nothing_but_speed(policy, engine):
-    """Off by default (a wash, measured), but when on it must not change what is written."""
+    """Writing next steps ahead may change the speed, never what is written."""
     from backend.engine import StepEngine
 
-    plain = StepEngine(policy.model, policy.tokenizer, engine.template)  # off by default
-    ahead = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=True)
+    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    ahead = StepEngine(policy.model, policy.tokenizer, engine.template)  # on by default
     starts = [["Sara has 5 boxes.\n\n"], ["Each box has 6 pencils, so 5 x 6 = 30.\n\n"], []]
 
     def three_calls(eng):
@@ -187,7 +187,7 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
 
     to_end = Sampling(temperature=0.0, max_step_tokens=48, to_end=True, max_solution_tokens=200)
     start: tuple[str, ...] = ()
-    fast = StepEngine(policy.model, policy.tokenizer, engine.template)
+    fast = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
     (s1,) = fast.next_steps(Q, [start], 1, GREEDY)[0]
     (s2,) = fast.next_steps(Q, [start + (s1.text,)], 1, GREEDY)[0]
     assert not s2.finished and "boxed" not in s2.text
@@ -200,7 +200,7 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
     )
     (got,) = fast.next_steps(Q, [start + (s1.text,)], 1, to_end)[0]
     assert fast.stats.prefetch_hits == 1  # the written-ahead step was used
-    plain = StepEngine(policy.model, policy.tokenizer, engine.template)
+    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
     assert plain.next_steps(Q, [start], 1, GREEDY)[0] == [s1]  # the same cached path...
     (want,) = plain.next_steps(Q, [start + (s1.text,)], 1, to_end)[0]  # ...then to the end
     assert got.finished and got.text.startswith(s2.text) and len(got.text) > len(s2.text)
