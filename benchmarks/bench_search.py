@@ -1,6 +1,7 @@
 """Benchmark: beam search through the step engine vs a naive port, and vs the machine's limit.
 
     .venv/bin/python -m benchmarks.bench_search            # full run (~3-5 min on 2 cores)
+    .venv/bin/python -m benchmarks.bench_search --no-speculation   # + the engine without it
     .venv/bin/python -m benchmarks.bench_search --quick    # smoke run (tiny settings)
 
 Prints one JSON object. Everything is measured side by side in one run, on the embedded model,
@@ -193,6 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--skip-gpu", action="store_true", help="skip the CUDA section")
+    ap.add_argument(
+        "--no-speculation",
+        action="store_true",
+        help="also time the engine without speculative next steps (adds about a minute)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.beam_width, args.iterations, args.seeds = 4, 2, 1, 1
@@ -279,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["fraction_of_limit"] = round(result["decode_tok_s"] / result["forward_limit_tok_s"], 3)
     result["thread_tuner_ms"] = tuner.table()
 
-    if not args.quick:  # the same searches without speculative next steps, for comparison
+    if args.no_speculation:  # the same searches without speculative next steps, for comparison
         plain_s, _ = timed_searches(
             config,
             seeds,
