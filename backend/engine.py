@@ -178,6 +178,7 @@ class StepEngine:
         pieces = tokenizer.batch_decode([[i] for i in range(vocab)])
         self.newline_ids = {i for i, piece in enumerate(pieces) if "\n" in piece}
         self.store: dict[tuple[str, tuple[str, ...]], RowState] = {}
+        self._head: RowState | None = None  # the template's prompt before the question
         self.prefetch: dict[tuple[str, tuple[str, ...]], Prefetch] = {}
         self.calls = 0
         self.stats = EngineStats()
@@ -319,8 +320,7 @@ class StepEngine:
                 k -= 1
             base = self.store.get((question, steps[:k]))
             if base is None:
-                prompt = self.template.prompt_ids(self.tokenizer, question)
-                base = self._prefill(prompt, None)
+                base = self._prompt_state(question)
                 self.store[(question, ())] = base
             state = base
             if k < len(steps):
@@ -329,6 +329,30 @@ class StepEngine:
                 self.store[(question, steps)] = state
         state.used = self.calls
         return state
+
+    def _prompt_state(self, question: str) -> RowState:
+        """The question's prompt, read on top of the template's fixed head when it starts with it.
+
+        The head (system line, worked examples: everything before the question) is the same for
+        every question, so it is read once per engine; a new question then prefills only its own
+        tokens (about 40 instead of ~290 with the few-shot template).
+        """
+        prompt = self.template.prompt_ids(self.tokenizer, question)
+        if self._head is None:
+            a = self.template.prompt_ids(self.tokenizer, "A")
+            b = self.template.prompt_ids(self.tokenizer, "B")
+            n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            self._head = self._prefill(a[:n], None) if n >= 2 else RowState([], [], 0)
+        head = self._head
+        if (
+            len(head.ids) >= 2
+            and prompt[: len(head.ids)] == head.ids
+            and len(prompt) > len(head.ids)
+        ):
+            state = self._prefill(prompt[len(head.ids) :], head)
+            state.prompt_len = len(prompt)
+            return state
+        return self._prefill(prompt, None)
 
     def _prefill(self, ids: list[int], base: RowState | None) -> RowState:
         """Encode `ids` (after `base`, if given) at batch 1; the last id stays pending."""

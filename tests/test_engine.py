@@ -222,3 +222,22 @@ def test_sampling_follows_the_distribution(top_p):
     assert freq[4] == 0 and torch.allclose(freq, p, atol=0.01), (freq, p)
     again = _sample(logits, sampling, torch.Generator().manual_seed(0))
     assert torch.equal(picked, again)  # seeded: reproducible
+
+
+def test_a_new_question_reads_only_its_own_tokens(policy, engine):
+    """The template's fixed head is read once; a new question prefills its own tokens, and
+    decodes exactly as from a prompt read whole."""
+    from backend.engine import StepEngine
+
+    fresh = StepEngine(policy.model, policy.tokenizer, engine.template)
+    other = "Tom buys 4 packs of 6 pens and loses 5 pens. How many pens does he have?"
+    fresh.next_steps(other, [[]], 1, GREEDY)
+    read = fresh.stats.prefill_tokens
+    (step,) = fresh.next_steps(Q, [[]], 1, GREEDY)[0]
+    prompt = engine.template.prompt_ids(policy.tokenizer, Q)
+    assert fresh.stats.prefill_tokens - read < len(prompt) // 3  # not the whole prompt again
+    state = fresh.store[(Q, ())]
+    assert state.ids == prompt and state.prompt_len == len(prompt)
+    assert not step.finished
+    got = fresh.store[(Q, (step.text,))].ids[len(prompt) :]  # the step's ids as generated
+    assert got == reference(policy, prompt, len(got))
