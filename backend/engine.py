@@ -269,16 +269,13 @@ class StepEngine:
         for i, key in enumerate(keys):
             for j in range(n):
                 pre = self._take_prefetch(question, key, sampling) if j == 0 else None
-                if pre is not None and pre.step is not None and sampling.to_end:
-                    pre_step = _as_whole_solution(pre.step)
-                    if pre_step.finished:  # the prefetched step already ends the solution
-                        ready.append((i * n + j, pre_step, None))
+                if pre is not None and pre.step is not None:  # a whole step written ahead
+                    # written to the end, it is only the start, unless it ends the solution
+                    step = _as_whole_solution(pre.step) if sampling.to_end else pre.step
+                    if step.finished or not sampling.to_end:
+                        ready.append((i * n + j, step, None if step.finished else pre.state))
                         continue
-                if pre is not None and pre.step is not None and not sampling.to_end:
-                    # a whole step written while speculating
-                    state = pre.state if not pre.step.finished else None
-                    ready.append((i * n + j, pre.step, state))
-                elif pre is not None:  # continue from what was written ahead
+                if pre is not None:  # continue from what was written ahead
                     rows.append(_Row(i * n + j, key, pre.state, pre.base_ids, list(pre.tokens)))
                 else:
                     state = self._state(question, key)

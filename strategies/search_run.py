@@ -145,15 +145,6 @@ class SearchRun:
         self.tree.compute.generator_calls += 1
         return [by_index[k] for k in range(total)]
 
-    def expand(self, parents: Sequence[int], n: int = 1, *, greedy: bool = False) -> list[Node]:
-        """`expand_stream` without the intermediate frames."""
-        frames = self.expand_stream(parents, n, greedy=greedy)
-        while True:
-            try:
-                next(frames)
-            except StopIteration as done:
-                return done.value
-
     def _attach(
         self, parents: Sequence[int], subtrees: Sequence[int] | None, i: int, step: GeneratedStep
     ) -> Node:
@@ -200,13 +191,6 @@ class SearchRun:
                 n.score = float(s)
             if n.agg_score is None or n is node:
                 n.agg_score = aggregate(step_scores[: i + 1], how)
-
-    def expand_and_score(
-        self, parents: Sequence[int], n: int = 1, *, greedy: bool = False
-    ) -> list[Node]:
-        children = self.expand(parents, n, greedy=greedy)
-        self.score(children)
-        return children
 
     def prune(self, nodes: Sequence[Node]) -> None:
         for node in nodes:
