@@ -28,6 +28,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from backend import threads as cpu_threads
+from backend.precision import sync
 from backend.prompts import PromptTemplate
 from backend.small_batch import SmallBatchInt8Linear
 from strategies.answers import answer_end
@@ -212,12 +213,10 @@ class StepEngine:
             times = []
             for i in range(warmup + steps):
                 pos = torch.full((batch, 1), context + i, device=self.device)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
+                sync(self.device)
                 t0 = time.perf_counter()
                 self._forward(ids, pos, cache)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
+                sync(self.device)
                 if i >= warmup:
                     times.append(time.perf_counter() - t0)
             return 1000 * sorted(times)[len(times) // 2]

@@ -21,9 +21,9 @@ def _device_of(model: PreTrainedModel) -> torch.device:
     return next(model.parameters()).device
 
 
-def _sync(device: torch.device) -> None:
-    # CUDA kernels run asynchronously; without a sync the timer measures only the launch.
-    if device.type == "cuda":
+def sync(device: torch.device | str) -> None:
+    """Wait for the device: CUDA kernels run asynchronously, so a timer would see only the launch."""
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -57,11 +57,11 @@ def measure_decode_ms(
     next_ids = out.logits[:, -1:].argmax(-1).repeat_interleave(batch, dim=0)  # (batch, 1)
     times = []
     for step in range(warmup + steps):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         out = model(next_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         next_ids = out.logits[:, -1:].argmax(-1)
-        _sync(device)
+        sync(device)
         if step >= warmup:
             times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
@@ -77,12 +77,12 @@ def measure_prefill_s(
     model(ids[:, :8], use_cache=True, logits_to_keep=1)  # warm up kernels and allocator
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         model(
             ids, past_key_values=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1
         )
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

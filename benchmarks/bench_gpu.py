@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2
 
 from backend.arithmetic_prm import ArithmeticPRM
 from backend.engine import StepEngine
-from backend.precision import measure_decode_ms, measure_prefill_s
+from backend.precision import measure_decode_ms, measure_prefill_s, sync
 from backend.prompts import PromptTemplate
 from backend.quantization import weights_kwargs
 from strategies.config import SearchConfig
@@ -56,11 +56,6 @@ def qwen25_15b_config(**overrides: Any) -> Qwen2Config:
 
 def _gib(n: float) -> float:
     return round(n / 2**30, 3)
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _free(device: str) -> None:
@@ -96,7 +91,7 @@ def measure_precision(
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(folder, **weights_kwargs(precision, device))
     model.eval()
-    _sync(device)
+    sync(device)
     cell: dict[str, Any] = {
         "load_s": round(time.perf_counter() - t0, 2),
         "weights_gib": _gib(model.get_memory_footprint()),
@@ -131,10 +126,10 @@ def engine_search(model: Any, tokenizer: Any, quick: bool) -> dict[str, Any]:
     )
     engine = StepEngine(model, tokenizer, PromptTemplate.load("smollm2_fewshot"))
     device = engine.device.type
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     tree = run(QUESTION, config, engine, ArithmeticPRM())
-    _sync(device)
+    sync(device)
     wall = time.perf_counter() - t0
     st = engine.stats
     decode_tok_s = st.decode_tokens / max(st.decode_s, 1e-9)
