@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from backend import fast_decode
 from backend import threads as cpu_threads
 from backend.precision import sync
 from backend.prompts import PromptTemplate
@@ -44,9 +45,22 @@ class RowState:
     """A partial solution the model has read: token ids (last one pending) and their KV."""
 
     ids: list[int]
-    kv: KV  # covers ids[:-1]
+    kv: KV  # covers ids[:-1] (after `prefix`'s positions, when there is one)
     prompt_len: int  # how many of the ids are the prompt (the rest is the solution so far)
     used: int = 0  # the call that last produced or used it (for eviction)
+    # the question prompt's KV, shared (not copied) by the states decoded with a shared prefix
+    prefix: KV | None = None
+
+    def layer_kv(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Layer i's keys and values for all of ids[:-1] (joined with the prefix's), or None."""
+        if self.prefix is None:
+            return self.kv[i] if self.kv else None
+        if not self.kv or self.kv[i][0].shape[1] == 0:
+            return self.prefix[i]
+        return (
+            torch.cat([self.prefix[i][0], self.kv[i][0]], 1),
+            torch.cat([self.prefix[i][1], self.kv[i][1]], 1),
+        )
 
 
 @dataclass
@@ -103,6 +117,9 @@ class SlabLayer(DynamicLayer):
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
         super().__init__()
         self.k_slab, self.v_slab, self.length = keys, values, length
+        # (keys, values) of shape (heads, P, dim) that every row attends to before the slab's
+        # positions (read once for all rows: backend/fast_decode.py); None: no shared prefix
+        self.prefix: tuple[torch.Tensor, torch.Tensor] | None = None
         self.dtype, self.device = keys.dtype, keys.device
         self.is_initialized = True
         self._views()
@@ -166,6 +183,8 @@ class StepEngine:
             (m.rows for m in model.modules() if isinstance(m, SmallBatchInt8Linear)), default=0
         )
         self.device = next(model.parameters()).device
+        # a lean one-token forward over the slabs where the model allows (backend/fast_decode.py)
+        self.fast = fast_decode.for_model(model)
         eos = {tokenizer.eos_token_id, model.config.eos_token_id}
         for name in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
             tid = tokenizer.convert_tokens_to_ids(name)
@@ -185,8 +204,16 @@ class StepEngine:
         self.stats = EngineStats()
         self.lock = threading.Lock()
 
-    def _forward(self, ids, pos, cache: Cache, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """One forward pass over `ids` at positions `pos`, extending `cache`; last-position logits."""
+    def _forward(
+        self, ids, pos, cache: Cache, mask: torch.Tensor | None = None, stock: bool = False
+    ) -> torch.Tensor:
+        """One forward pass over `ids` at positions `pos`, extending `cache`; last-position logits.
+
+        One-token steps take the lean decoder when there is one, unless `stock` asks for the
+        model's own forward.
+        """
+        if self.fast is not None and ids.shape[1] == 1 and not stock:
+            return self.fast(ids, pos, cache.layers, mask)
         return self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -197,17 +224,32 @@ class StepEngine:
         ).logits
 
     # ---- the machine's limit -------------------------------------------------------------------
-    def forward_ms(self, batch: int, context: int, steps: int = 8, warmup: int = 2) -> float:
+    def forward_ms(
+        self,
+        batch: int,
+        context: int,
+        steps: int = 8,
+        warmup: int = 2,
+        stock: bool = False,
+        shared: int = 0,
+    ) -> float:
         """Median ms of one raw batched one-token forward over `context` cached positions.
 
-        The same forward the decode loop runs (preallocated KV slab, no padding, no sampling or
-        stopping logic): the limit the engine's decoding is measured against.
+        The forward the decode loop runs (preallocated KV slab, no padding, no sampling or
+        stopping logic; with the lean decoder, the first `shared` positions are one prefix that
+        all rows share, as a question's prompt is), or with `stock` the model's own forward over
+        a slab of the same size: the machine's limit for the model.
         """
+        shared = 0 if stock or self.fast is None else shared
         with self.lock, torch.inference_mode():
             layers = []
             for _ in range(self.model.config.num_hidden_layers):
-                k, v = self._empty_slab(batch, context + warmup + steps + 1)
-                layers.append(SlabLayer(k, v, context))
+                k, v = self._empty_slab(batch, context - shared + warmup + steps + 1)
+                layer = SlabLayer(k, v, context - shared)
+                if shared:
+                    kp, vp = self._empty_slab(1, shared)
+                    layer.prefix = (kp[0], vp[0])
+                layers.append(layer)
             cache = Cache(layers=layers)
             ids = torch.randint(100, self.vocab, (batch, 1), device=self.device)
             times = []
@@ -215,7 +257,7 @@ class StepEngine:
                 pos = torch.full((batch, 1), context + i, device=self.device)
                 sync(self.device)
                 t0 = time.perf_counter()
-                self._forward(ids, pos, cache)
+                self._forward(ids, pos, cache, stock=stock)
                 sync(self.device)
                 if i >= warmup:
                     times.append(time.perf_counter() - t0)
@@ -358,10 +400,10 @@ class StepEngine:
             return RowState(
                 all_ids, base.kv if base else [], base.prompt_len if base else len(all_ids)
             )
-        past = len(base.kv[0][0][0]) if base and base.kv else 0
+        past = len(base.ids) - 1 if base else 0
         layers = []
         for i in range(self.model.config.num_hidden_layers):
-            k0, v0 = base.kv[i] if base and base.kv else (None, None)
+            k0, v0 = (base.layer_kv(i) if base else None) or (None, None)
             k, v = self._empty_slab(1, past + len(todo))
             if k0 is not None:
                 k[0, :, :past], v[0, :, :past] = k0, v0
@@ -421,7 +463,12 @@ class StepEngine:
         """
         t0 = time.perf_counter()
         b = len(rows)
-        lengths = [len(r.start.ids) - 1 for r in rows]  # cached positions per row
+        cached = [len(r.start.ids) - 1 for r in rows]  # cached positions per row
+        # with the lean decoder, the question's prompt is one shared prefix that every row's
+        # attention reads once (backend/fast_decode.py); the slab holds what follows it
+        prefix = self._shared_prefix(question, rows) if self.fast is not None else None
+        shared = rows[0].start.prompt_len - 1 if prefix is not None else 0
+        lengths = [n - shared for n in cached]  # positions per row in the slab
         width = max(lengths)
         budget = sampling.max_solution_tokens if sampling.to_end else sampling.max_step_tokens
         capacity = width + 1 + min(budget, 64)
@@ -429,15 +476,23 @@ class StepEngine:
         for i in range(self.model.config.num_hidden_layers):
             k, v = self._empty_slab(b, capacity)
             for j, r in enumerate(rows):
-                if lengths[j]:
-                    k[j, :, width - lengths[j] : width] = r.start.kv[i][0]
-                    v[j, :, width - lengths[j] : width] = r.start.kv[i][1]
-            layers.append(SlabLayer(k, v, width))
+                if not lengths[j]:
+                    continue
+                if prefix is not None and r.start.prefix is not None:
+                    kj, vj = r.start.kv[i]  # already split after the prompt
+                else:
+                    kj, vj = r.start.layer_kv(i)
+                    kj, vj = kj[:, shared:], vj[:, shared:]
+                k[j, :, width - lengths[j] : width] = kj
+                v[j, :, width - lengths[j] : width] = vj
+            layer = SlabLayer(k, v, width)
+            layer.prefix = prefix[i] if prefix is not None else None
+            layers.append(layer)
         cache = Cache(layers=layers)
         mask = torch.zeros(b, width + 1, dtype=torch.long, device=self.device)
         for j, n in enumerate(lengths):
             mask[j, width - n :] = 1
-        pos = torch.tensor(lengths, device=self.device)[:, None]
+        pos = torch.tensor(cached, device=self.device)[:, None]
         inputs = torch.tensor([r.start.ids[-1] for r in rows], device=self.device)[:, None]
         for j, r in enumerate(rows):
             r.offset = width - lengths[j]
@@ -517,6 +572,25 @@ class StepEngine:
                 self._keep_prefetch(question, row, None, self._row_state(row, layers, p), sampling)
         self.stats.decode_s += time.perf_counter() - t1
 
+    def _shared_prefix(self, question: str, rows: list[_Row]) -> KV | None:
+        """The prompt's KV (all positions but its pending last token) for rows of one question.
+
+        None when some row does not start with the whole prompt cached (no shared part).
+        """
+        prompt_len = rows[0].start.prompt_len
+        if prompt_len < 2 or any(
+            r.start.prompt_len != prompt_len or len(r.start.ids) < prompt_len for r in rows
+        ):
+            return None
+        for r in rows:  # a state split after the prompt holds the prompt's KV as its prefix
+            if r.start.prefix is not None:
+                return r.start.prefix
+        prompt = self.store.get((question, ()))
+        if prompt is None or prompt.prompt_len != prompt_len:
+            prompt = rows[0].start
+        n = prompt_len - 1
+        return [(k[:, :n], v[:, :n]) for k, v in (prompt.layer_kv(i) for i in range(len(prompt.kv)))]
+
     def _row_state(self, row: _Row, layers: list[SlabLayer], p: int) -> RowState:
         """The row's ids so far with a copy of its KV from the slab (all but the newest id).
 
@@ -532,8 +606,10 @@ class StepEngine:
             )
             for lay in layers
         ]
-        state = RowState(row.base_ids + row.new, kv, row.start.prompt_len)
-        assert end - row.offset == len(state.ids) - 1
+        prefix = [lay.prefix for lay in layers] if layers[0].prefix is not None else None
+        state = RowState(row.base_ids + row.new, kv, row.start.prompt_len, prefix=prefix)
+        shared = prefix[0][0].shape[1] if prefix else 0
+        assert end - row.offset + shared == len(state.ids) - 1
         return state
 
     def _keep_prefetch(

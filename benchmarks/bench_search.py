@@ -12,8 +12,12 @@ searches, 3 by default: each seed samples different paths, so one search alone i
   candidate's prompt + partial solution is re-encoded and continued with `model.generate`, and
   the PRM re-reads every whole partial solution (no caches);
 - decode_tok_s (tokens that became steps / time in the engine's decode loops) vs
-  forward_limit_tok_s (the engine's raw batched one-token forward with its KV cache at batch N,
-  same context, at the faster thread count);
+  forward_limit_tok_s: the model's own (transformers) batched one-token forward with a
+  preallocated KV cache at batch N, same context, at the faster thread count;
+  fraction_of_limit is their ratio. engine_forward_tok_s is the same forward through the engine's
+  lean decoder with the prompt as a shared prefix (backend/fast_decode.py), and occupancy =
+  decode_tok_s / engine_forward_tok_s: what the step-synchronous search leaves of its own forward
+  (rows idle while the iteration's longest step ends);
 - first_frame_s: request to the first streamed tree with steps in it (model loaded, a new
   question for an app that has served one before; first_frame_cold_s: its very first question);
 - cold_start_s (GGUF -> converted copy, in a fresh process) and warm_start_s (load of the copy);
@@ -236,12 +240,20 @@ def main(argv: list[str] | None = None) -> dict:
             result[label] = round(time.perf_counter() - t0, 2)
             break
 
-    limits = {}  # ms per batch-N forward, per thread count (see below)
+    limits, own = {}, {}  # ms per batch-N forward, per thread count (see below)
     probe = StepEngine(policy.model, policy.tokenizer, template)
-    probe_context = len(template.prompt_ids(policy.tokenizer, QUESTION)) + 40
-    for t in tuner.choices:
-        torch.set_num_threads(t)
-        limits[t] = probe.forward_ms(config.n, probe_context, steps=16)
+    prompt_len = len(template.prompt_ids(policy.tokenizer, QUESTION))
+    probe_context = prompt_len + 40
+
+    def measure_forwards():
+        for t in tuner.choices:
+            torch.set_num_threads(t)
+            ms = probe.forward_ms(config.n, probe_context, steps=16, stock=True)
+            limits[t] = min(limits.get(t, ms), ms)
+            ms = probe.forward_ms(config.n, probe_context, steps=16, shared=prompt_len - 1)
+            own[t] = min(own.get(t, ms), ms)
+
+    measure_forwards()
 
     # the project's path: one search per seed (sampled paths differ, so one seed is noisy)
     seeds = [args.seed + k for k in range(args.seeds)]
@@ -279,16 +291,17 @@ def main(argv: list[str] | None = None) -> dict:
         },
         peak_rss_mb=round(_rss_mb()),
     )
-    # the machine's limit: the engine's own raw one-token forward at batch N over the prompt
-    # and 40 tokens (about the searches' mean context), at the faster thread count; measured
+    # the machine's limit: the model's own one-token forward at batch N over the prompt and 40
+    # tokens (about the searches' mean context) with a preallocated KV cache, at the faster
+    # thread count; and the engine's lean forward over the same context. Both are measured
     # before and after the searches (this machine is shared and noisy), the faster kept
-    for t in tuner.choices:
-        torch.set_num_threads(t)
-        limits[t] = min(limits[t], engine.forward_ms(config.n, probe_context, steps=16))
+    measure_forwards()
     best = min(limits, key=limits.get)
     result["forward_limit_tok_s"] = round(config.n / (limits[best] / 1000), 1)
     result["forward_limit_threads"] = best
     result["fraction_of_limit"] = round(result["decode_tok_s"] / result["forward_limit_tok_s"], 3)
+    result["engine_forward_tok_s"] = round(config.n / (min(own.values()) / 1000), 1)
+    result["occupancy"] = round(result["decode_tok_s"] / result["engine_forward_tok_s"], 3)
     result["thread_tuner_ms"] = tuner.table()
 
     if args.no_speculation:  # the same searches without speculative next steps, for comparison

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KEYS = {
     "engine_s", "naive_s", "speedup", "decode_tok_s", "forward_limit_tok_s", "fraction_of_limit",
     "first_frame_s", "warm_start_s", "peak_rss_mb", "precision", "threads",
+    "engine_forward_tok_s", "occupancy",
 }  # fmt: skip
 
 
@@ -28,6 +29,9 @@ def test_benchmark_quick_prints_every_figure():
     assert set(result) >= KEYS
     assert result["engine_s"] > 0 and result["naive_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["speedup"] == pytest.approx(result["naive_s"] / result["engine_s"], rel=0.02)
+    assert result["occupancy"] == pytest.approx(
+        result["decode_tok_s"] / result["engine_forward_tok_s"], rel=0.02
+    )
 
 
 @pytest.mark.model

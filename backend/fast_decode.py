@@ -1,0 +1,206 @@
+"""A lean one-token forward pass for Llama- and Qwen2-style models over the engine's KV slabs.
+
+transformers' forward pass is general: per call it builds masks and position embeddings, dispatches
+each layer's attention through an interface, wraps every module call in hooks and returns output
+dataclasses. In a decode step of a small model on a CPU that bookkeeping is a large share of the
+time. This module runs the same arithmetic directly on the model's own weights:
+- q/k/v and gate/up are read as one fused matrix each (the model's parameters become views of it,
+  so no weight is stored twice);
+- attention for a single query token is two batched matmuls per layer with grouped-query heads
+  folded into the batch, softmax in fp32 as transformers' eager attention does;
+- the rotary embedding is computed once per forward by the model's own rotary module (so its
+  scaling variants apply), and applied to q and k;
+- linear layers with an int8 small-batch copy (backend/small_batch.py) read it at small batches.
+
+`FastDecoder.build(model)` returns None for anything it does not support (other architectures,
+quantized bitsandbytes weights, a GPU, norms or activations of other kinds); the engine then uses
+the model's own forward. Measured numbers are in `StepEngine`'s docstring and the README.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import os
+import weakref
+
+from backend.small_batch import SmallBatchInt8Linear
+
+SUPPORTED = ("llama", "qwen2")
+# returns the attention and its log-sum-exp per query (what merging two partial attentions needs)
+_FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its FastDecoder
+
+
+def enabled() -> bool:
+    return os.environ.get("THINKTREE_FAST_DECODE", "1") != "0"
+
+
+def for_model(model) -> FastDecoder | None:
+    """The model's FastDecoder (built once per model), or None when unsupported or turned off."""
+    if not enabled():
+        return None
+    if model not in _BUILT:
+        _BUILT[model] = FastDecoder.build(model)
+    return _BUILT[model]
+
+
+class _Linear:
+    """A (possibly fused) linear map: bf16/fp32 weights, optional bias, optional int8 copy."""
+
+    def __init__(self, parts: list[nn.Module]) -> None:
+        plain = [p.linear if isinstance(p, SmallBatchInt8Linear) else p for p in parts]
+        weights = [p.weight for p in plain]
+        if len(parts) == 1:
+            self.weight = weights[0].detach()
+        else:  # one matrix; the model's layers keep views of it (no copy stays behind)
+            self.weight = torch.cat([w.detach() for w in weights]).contiguous()
+            start = 0
+            for p, w in zip(plain, weights):
+                p.weight = nn.Parameter(self.weight[start : start + w.shape[0]], False)
+                start += w.shape[0]
+        biases = [p.bias for p in plain]
+        self.bias = None
+        if any(b is not None for b in biases):
+            self.bias = torch.cat(
+                [
+                    b.detach() if b is not None else w.new_zeros(w.shape[0])
+                    for b, w in zip(biases, weights)
+                ]
+            )
+        self.rows = 0
+        if all(isinstance(p, SmallBatchInt8Linear) for p in parts):
+            self.rows = min(p.rows for p in parts)
+            if len(parts) == 1:
+                self.q8, self.s8 = parts[0].qweight, parts[0].scales
+            else:
+                self.q8 = torch.cat([p.qweight for p in parts]).contiguous()
+                self.s8 = torch.cat([p.scales for p in parts]).contiguous()
+                start = 0
+                for p in parts:
+                    n = p.qweight.shape[0]
+                    p.qweight, p.scales = self.q8[start : start + n], self.s8[start : start + n]
+                    start += n
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x: (rows, in)
+        if x.shape[0] <= self.rows:
+            out = torch._weight_int8pack_mm(x, self.q8, self.s8)
+            return out if self.bias is None else out + self.bias
+        return F.linear(x, self.weight, self.bias)
+
+
+class FastDecoder:
+    """`decoder(ids, pos, layers, mask)`: last-position logits of a one-token decode step."""
+
+    def __init__(self, model) -> None:
+        cfg = model.config
+        inner = model.model
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+        self.eps = cfg.rms_norm_eps
+        self.embed = inner.embed_tokens.weight
+        self.rotary = inner.rotary_emb
+        self.norm = inner.norm.weight
+        self.layers = []
+        for layer in inner.layers:
+            att, mlp = layer.self_attn, layer.mlp
+            self.layers.append(
+                (
+                    layer.input_layernorm.weight,
+                    _Linear([att.q_proj, att.k_proj, att.v_proj]),
+                    _Linear([att.o_proj]),
+                    layer.post_attention_layernorm.weight,
+                    _Linear([mlp.gate_proj, mlp.up_proj]),
+                    _Linear([mlp.down_proj]),
+                )
+            )
+        self.head = _Linear([model.lm_head])
+        self.scale = self.head_dim**-0.5
+
+    @classmethod
+    def build(cls, model) -> FastDecoder | None:
+        """A decoder for `model`, or None when it is not a plain Llama/Qwen2 model on the CPU."""
+        cfg = model.config
+        try:
+            inner = model.model
+            linears = [model.lm_head]
+            for layer in inner.layers:
+                att, mlp = layer.self_attn, layer.mlp
+                linears += [att.q_proj, att.k_proj, att.v_proj, att.o_proj]
+                linears += [mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+                if type(layer.input_layernorm).__name__ not in ("LlamaRMSNorm", "Qwen2RMSNorm"):
+                    return None
+        except AttributeError:
+            return None
+        if cfg.model_type not in SUPPORTED or getattr(cfg, "hidden_act", "") != "silu":
+            return None
+        if getattr(cfg, "use_sliding_window", False):
+            return None
+        for lin in linears:
+            plain = lin.linear if isinstance(lin, SmallBatchInt8Linear) else lin
+            if type(plain) is not nn.Linear:  # bitsandbytes layers and the like
+                return None
+            if plain.weight.device.type != "cpu" or plain.weight.dtype not in (
+                torch.float32,
+                torch.bfloat16,
+            ):
+                return None
+        return cls(model)
+
+    def _rms(self, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        x = h.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * x.to(h.dtype)
+
+    def _cascade(self, q, keys, values, bias, prefix) -> torch.Tensor:
+        """Attention over a prefix shared by every row (read once) and each row's own suffix.
+
+        The rows' queries are the query positions of one attention over the shared prefix; the
+        two partial attentions are merged by their log-sum-exps (softmax over the union).
+        """
+        b, kv, g, d = q.shape
+        kp, vp = prefix  # (kv, P, d)
+        qp = q.transpose(0, 1).reshape(1, kv, b * g, d)
+        out_p, lse_p = _FLASH(qp, kp[None], vp[None], 0.0, False, attn_mask=None, scale=self.scale)
+        out_s, lse_s = _FLASH(q, keys, values, 0.0, False, attn_mask=bias, scale=self.scale)
+        out_p = out_p.view(kv, b, g, d).transpose(0, 1)
+        # weight of the prefix part: e^lse_p / (e^lse_p + e^lse_s)
+        w = torch.sigmoid(lse_p.view(kv, b, g).transpose(0, 1) - lse_s)[..., None]
+        return (out_s + (out_p - out_s) * w.to(out_s.dtype)).contiguous()
+
+    def __call__(self, ids, pos, layers, mask: torch.Tensor | None) -> torch.Tensor:
+        b = ids.shape[0]
+        h_, kv, d = self.heads, self.kv_heads, self.head_dim
+        g = h_ // kv
+        h = F.embedding(ids[:, 0], self.embed)  # (b, hidden)
+        cos, sin = self.rotary(h, pos)  # (b, 1, d)
+        cos, sin = cos.view(b, 1, d), sin.view(b, 1, d)
+        half = d // 2
+        bias = None
+        if mask is not None:  # left padding (0) -> -inf before the softmax
+            bias = torch.zeros(mask.shape, dtype=self.embed.dtype)
+            bias.masked_fill_(mask == 0, float("-inf"))
+            bias = bias.view(b, 1, 1, -1)
+        for (n1, qkv, o, n2, gu, down), cache in zip(self.layers, layers):
+            x = qkv(self._rms(h, n1)).view(b, h_ + 2 * kv, d)
+            qk = x[:, : h_ + kv]
+            rot = torch.cat([-qk[..., half:], qk[..., :half]], -1)
+            qk = qk * cos + rot * sin  # rotary embedding on q and k at once
+            # grouped-query heads: each kv head's g query heads act as g query positions
+            q = qk[:, :h_].view(b, kv, g, d)
+            k = qk[:, h_:].view(b, kv, 1, d)
+            v = x[:, h_ + kv :].view(b, kv, 1, d)
+            keys, values = cache.update(k, v)  # views of the slab: (b, kv, T, d)
+            prefix = getattr(cache, "prefix", None)
+            if prefix is None:
+                a = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=self.scale)
+            else:
+                a = self._cascade(q, keys, values, bias, prefix)
+            a = a.reshape(b, h_ * d)
+            h = h + o(a)
+            gate, up = gu(self._rms(h, n2)).chunk(2, -1)
+            h = h + down(F.silu(gate) * up)
+        return self.head(self._rms(h, self.norm))[:, None]

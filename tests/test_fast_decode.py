@@ -1,0 +1,167 @@
+"""The lean decoder (backend/fast_decode.py) computes what the model's own forward computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+from transformers.cache_utils import Cache, DynamicCache
+
+from backend import fast_decode, small_batch
+from backend.engine import SlabLayer, StepEngine
+from strategies.protocols import STEP_DELIMITER, Sampling
+
+PREFIX = [5, 17, 42, 99, 7, 3, 250, 31]  # shared by every row, as a question's prompt is
+SUFFIXES = [[], [12], [8, 9, 10], [200, 1]]  # each row's own tokens after it
+NEXT = [4, 77, 150, 60]  # the token each row feeds now (its "pending" one)
+
+
+def tiny(family: str, dtype=torch.float32, **extra):
+    torch.manual_seed(0)
+    common = dict(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    )  # fmt: skip
+    common.update(extra)
+    if family == "qwen2":  # q/k/v with biases
+        model = Qwen2ForCausalLM(Qwen2Config(tie_word_embeddings=True, **common))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    return model.to(dtype).eval()
+
+
+def row_kv(model, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer (keys, values) of shape (heads, len(ids), dim), from the model's own forward."""
+    cache = DynamicCache()
+    model(torch.tensor([ids]), past_key_values=cache, use_cache=True)
+    return [(layer.keys[0], layer.values[0]) for layer in cache.layers]
+
+
+def batch(model, skip: int):
+    """The rows as a left-padded slab without their first `skip` positions; mask; positions."""
+    kvs = [row_kv(model, PREFIX + s) for s in SUFFIXES]
+    lengths = [len(PREFIX) + len(s) - skip for s in SUFFIXES]
+    width = max(lengths)
+    layers = []
+    for i in range(model.config.num_hidden_layers):
+        k0 = kvs[0][i][0]
+        k = k0.new_zeros(len(kvs), k0.shape[0], width + 4, k0.shape[2])
+        v = torch.zeros_like(k)
+        for j, kv in enumerate(kvs):
+            k[j, :, width - lengths[j] : width] = kv[i][0][:, skip:]
+            v[j, :, width - lengths[j] : width] = kv[i][1][:, skip:]
+        layers.append(SlabLayer(k, v, width))
+    mask = torch.zeros(len(kvs), width + 1, dtype=torch.long)
+    for j, n in enumerate(lengths):
+        mask[j, width - n :] = 1
+    pos = torch.tensor([len(PREFIX) + len(s) for s in SUFFIXES])[:, None]
+    return layers, mask, pos
+
+
+def stock_logits(model, rows=slice(None)):
+    layers, mask, pos = batch(model, 0)
+    with torch.inference_mode():
+        return model(
+            input_ids=torch.tensor(NEXT)[:, None][rows],
+            attention_mask=mask[rows],
+            position_ids=pos[rows],
+            past_key_values=Cache(layers=[_rows(lay, rows) for lay in layers]),
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+
+
+def lean_logits(decoder, model, shared: bool, rows=slice(None)):
+    skip = len(PREFIX) if shared else 0
+    layers, mask, pos = batch(model, skip)
+    layers = [_rows(lay, rows) for lay in layers]
+    if shared:
+        for lay, (k, v) in zip(layers, row_kv(model, PREFIX)):
+            lay.prefix = (k, v)
+    with torch.inference_mode():
+        return decoder(torch.tensor(NEXT)[:, None][rows], pos[rows], layers, mask[rows])[:, -1]
+
+
+def _rows(layer: SlabLayer, rows) -> SlabLayer:
+    return SlabLayer(layer.k_slab[rows].clone(), layer.v_slab[rows].clone(), layer.length)
+
+
+@pytest.mark.parametrize(
+    "family,extra",
+    [("llama", {}), ("llama", {"attention_bias": True}), ("qwen2", {})],
+    ids=["llama", "llama-biases", "qwen2"],
+)
+@pytest.mark.parametrize("shared", [False, True], ids=["whole-slab", "shared-prefix"])
+def test_matches_the_models_own_forward(family, extra, shared):
+    model = tiny(family, **extra)
+    decoder = fast_decode.FastDecoder.build(model)
+    assert decoder is not None
+    ref = stock_logits(model)
+    got = lean_logits(decoder, model, shared)
+    assert got.shape == ref.shape == (len(NEXT), 300)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_weights_are_fused_into_views_not_copies():
+    model = tiny("llama")
+    before = stock_logits(model)
+    decoder = fast_decode.FastDecoder.build(model)
+    att = model.model.layers[0].self_attn
+    fused = decoder.layers[0][1].weight
+    for proj in (att.q_proj, att.k_proj, att.v_proj):  # views of the one q/k/v matrix
+        assert proj.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+    assert fused.shape == (64 + 2 * 32, 64)
+    assert torch.equal(stock_logits(model), before)  # the model's own forward is unchanged
+
+
+def test_int8_small_batches_and_bf16_large_ones_match_the_model():
+    model = tiny("llama", torch.bfloat16, tie_word_embeddings=True)
+    small_batch.attach(model, rows=2)
+    decoder = fast_decode.FastDecoder.build(model)
+    assert decoder is not None and decoder.layers[0][1].rows == 2
+    for rows in (slice(0, 1), slice(0, 2), slice(None)):  # int8, int8, bf16 weights
+        ref = stock_logits(model, rows).float()
+        got = lean_logits(decoder, model, True, rows).float()
+        assert (got - ref).abs().max() <= 0.02 * ref.abs().max()
+        assert got.argmax(-1).equal(ref.argmax(-1))
+
+
+def test_unsupported_models_get_no_lean_decoder(monkeypatch):
+    assert fast_decode.FastDecoder.build(tiny("llama", hidden_act="gelu")) is None
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100)).eval()
+    assert fast_decode.FastDecoder.build(gpt2) is None
+    monkeypatch.setenv("THINKTREE_FAST_DECODE", "0")
+    assert fast_decode.for_model(tiny("llama")) is None
+
+
+@pytest.mark.model
+def test_engine_steps_are_the_same_with_the_models_own_forward(policy, engine):
+    """The embedded model (fp32), two iterations with pruning and speculation: the lean decoder
+    with the prompt as a shared prefix writes the same steps as the model's own forward."""
+    assert engine.fast is not None
+    plain = StepEngine(policy.model, policy.tokenizer, engine.template)
+    plain.fast = None
+    q = "Ann has 3 bags of 9 apples and eats 4. How many apples are left?"
+    sampling = Sampling(seed=11, max_step_tokens=40)
+    runs = []
+    for eng in (engine, plain):
+        first = [s.text for s in eng.next_steps(q, [[]], 4, sampling)[0]]
+        kept = [[s] for s in first if STEP_DELIMITER in s][:2]
+        second = eng.next_steps(q, kept, 2, sampling)
+        runs.append((first, [[s.text for s in row] for row in second]))
+    assert runs[0] == runs[1]
+    # the rows decoded with the shared prefix keep only their own tokens' KV, and the prompt's
+    # KV once: every stored state points at the same prompt tensors
+    prompt = engine.store[(q, ())]
+    split = [s for (question, key), s in engine.store.items() if question == q and key]
+    assert split and all(s.prefix is not None for s in split)
+    for s in split:
+        assert s.kv[0][0].shape[1] == len(s.ids) - prompt.prompt_len
+        assert s.prefix[0][0].data_ptr() == prompt.kv[0][0].data_ptr()
