@@ -58,6 +58,8 @@ def compute_markdown(tree: SearchTree) -> str:
     precision = m.get("precision", "?")
     if m.get("small_batch_int8"):
         precision += f" (int8 weights at ≤ {m['small_batch_int8']} rows)"
+    if m.get("lean_decoder"):
+        precision += " · lean decoder, shared prompt"
     lines = [
         "| compute used | |",
         "|---|---|",

@@ -16,7 +16,7 @@ from gradio_client.exceptions import AppError
 import app.explore
 import backend.runtime
 from app.explore import DEFAULTS, explore, request_from_widgets
-from app.panels import STEP_COLUMNS, comparison_markdown, steps_table
+from app.panels import STEP_COLUMNS, comparison_markdown, compute_markdown, steps_table
 from app.teach import lesson_figure, lesson_tree
 from app.ui import INPUT_NAMES, OUTPUT_NAMES, load_examples
 from strategies.config import STRATEGY_NAMES
@@ -66,6 +66,7 @@ def test_run_api_on_embedded_model(client):
     for key in ("model", "precision", "threads", "device"):
         assert key in tree.meta
     assert tree.meta["model"] == "smollm2-135m"
+    assert tree.meta["lean_decoder"] is True  # SmolLM2 on a CPU decodes through fast_decode
 
 
 def test_run_api_accepts_json_text(client, fake_models):
@@ -174,6 +175,10 @@ def test_panels():
     majority = lesson_tree("majority_vote")
     text = comparison_markdown(tree, majority, expected="11")
     assert "Beam search" in text and "Majority voting" in text and "disagree" in text
+    tree.meta.update(device="cpu", precision="bf16", small_batch_int8=4, lean_decoder=True)
+    assert "bf16 (int8 weights at ≤ 4 rows) · lean decoder, shared prompt" in compute_markdown(tree)
+    tree.meta.update(small_batch_int8=0, lean_decoder=False)
+    assert "| cpu · bf16 · " in compute_markdown(tree)
 
 
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)
