@@ -101,24 +101,32 @@ class FastDecoder:
         self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
         self.eps = cfg.rms_norm_eps
+        self.hidden = (cfg.hidden_size,)
         self.embed = inner.embed_tokens.weight
+        self.dtype = self.embed.dtype
         self.rotary = inner.rotary_emb
-        self.norm = inner.norm.weight
+        self.norm = inner.norm.weight.detach().float()  # norms run on the fp32 residual stream
         self.layers = []
         for layer in inner.layers:
             att, mlp = layer.self_attn, layer.mlp
             self.layers.append(
                 (
-                    layer.input_layernorm.weight,
+                    layer.input_layernorm.weight.detach().float(),
                     _Linear([att.q_proj, att.k_proj, att.v_proj]),
                     _Linear([att.o_proj]),
-                    layer.post_attention_layernorm.weight,
+                    layer.post_attention_layernorm.weight.detach().float(),
                     _Linear([mlp.gate_proj, mlp.up_proj]),
                     _Linear([mlp.down_proj]),
                 )
             )
         self.head = _Linear([model.lm_head])
         self.scale = self.head_dim**-0.5
+        # rotate_half as a matrix: x @ R == cat(-x[half:], x[:half])
+        d, half = self.head_dim, self.head_dim // 2
+        rot = torch.zeros(d, d)
+        rot[torch.arange(half) + half, torch.arange(half)] = -1.0
+        rot[torch.arange(half), torch.arange(half) + half] = 1.0
+        self.rotate_half = rot
 
     @classmethod
     def build(cls, model) -> FastDecoder | None:
@@ -150,10 +158,16 @@ class FastDecoder:
                 return None
         return cls(model)
 
-    def _rms(self, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        x = h.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return weight * x.to(h.dtype)
+    def _norm(self, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(h, self.hidden, weight, self.eps).to(self.dtype)
+
+    def _rotation(self, pos: torch.Tensor) -> torch.Tensor:
+        """Per row, the rotary embedding at its position as one (d, d) matrix:
+        x @ M == x * cos + rotate_half(x) * sin (the model's rotary module gives cos and sin)."""
+        b, d = pos.shape[0], self.head_dim
+        cos, sin = self.rotary(self.norm, pos)  # (b, 1, d) in fp32
+        m = torch.diag_embed(cos.view(b, d)) + self.rotate_half * sin.view(b, 1, d)
+        return m.to(self.dtype)
 
     def _cascade(self, q, keys, values, bias, prefix) -> torch.Tensor:
         """Attention over a prefix shared by every row (read once) and each row's own suffix.
@@ -169,29 +183,25 @@ class FastDecoder:
         out_p = out_p.view(kv, b, g, d).transpose(0, 1)
         # weight of the prefix part: e^lse_p / (e^lse_p + e^lse_s)
         w = torch.sigmoid(lse_p.view(kv, b, g).transpose(0, 1) - lse_s)[..., None]
-        return (out_s + (out_p - out_s) * w.to(out_s.dtype)).contiguous()
+        return torch.lerp(out_s, out_p, w.to(out_s.dtype))
 
     def __call__(self, ids, pos, layers, mask: torch.Tensor | None) -> torch.Tensor:
         b = ids.shape[0]
         h_, kv, d = self.heads, self.kv_heads, self.head_dim
         g = h_ // kv
-        h = F.embedding(ids[:, 0], self.embed)  # (b, hidden)
-        cos, sin = self.rotary(h, pos)  # (b, 1, d)
-        cos, sin = cos.view(b, 1, d), sin.view(b, 1, d)
-        half = d // 2
+        h = F.embedding(ids[:, 0], self.embed).float()  # the residual stream, (b, hidden), fp32
+        rotation = self._rotation(pos)  # (b, d, d)
         bias = None
         if mask is not None:  # left padding (0) -> -inf before the softmax
-            bias = torch.zeros(mask.shape, dtype=self.embed.dtype)
+            bias = torch.zeros(mask.shape, dtype=self.dtype)
             bias.masked_fill_(mask == 0, float("-inf"))
             bias = bias.view(b, 1, 1, -1)
         for (n1, qkv, o, n2, gu, down), cache in zip(self.layers, layers):
-            x = qkv(self._rms(h, n1)).view(b, h_ + 2 * kv, d)
-            qk = x[:, : h_ + kv]
-            rot = torch.cat([-qk[..., half:], qk[..., :half]], -1)
-            qk = qk * cos + rot * sin  # rotary embedding on q and k at once
+            x = qkv(self._norm(h, n1)).view(b, h_ + 2 * kv, d)
+            qk = torch.bmm(x, rotation)  # the rotary embedding (its v rows are not used)
             # grouped-query heads: each kv head's g query heads act as g query positions
             q = qk[:, :h_].view(b, kv, g, d)
-            k = qk[:, h_:].view(b, kv, 1, d)
+            k = qk[:, h_ : h_ + kv].view(b, kv, 1, d)
             v = x[:, h_ + kv :].view(b, kv, 1, d)
             keys, values = cache.update(k, v)  # views of the slab: (b, kv, T, d)
             prefix = getattr(cache, "prefix", None)
@@ -199,8 +209,7 @@ class FastDecoder:
                 a = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=self.scale)
             else:
                 a = self._cascade(q, keys, values, bias, prefix)
-            a = a.reshape(b, h_ * d)
-            h = h + o(a)
-            gate, up = gu(self._rms(h, n2)).chunk(2, -1)
+            h = h + o(a.reshape(b, h_ * d))
+            gate, up = gu(self._norm(h, n2)).chunk(2, -1)
             h = h + down(F.silu(gate) * up)
-        return self.head(self._rms(h, self.norm))[:, None]
+        return self.head(self._norm(h, self.norm))[:, None]
