@@ -38,6 +38,8 @@ from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling
 log = logging.getLogger(__name__)
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape (heads, T, dim)
+# a batch down to this many rows reads the shared prompt from its own rows again (_unshare)
+UNSHARE_ROWS = 3
 
 
 @dataclass
@@ -562,6 +564,8 @@ class StepEngine:
                 mask, pos = mask[idx], pos[idx]
                 tokens = [tokens[p] for p in live]
                 slot = [slot[p] for p in live]
+            if layers[0].prefix is not None and len(slot) <= UNSHARE_ROWS:
+                mask = _unshare(layers, slot, mask)
             inputs = torch.tensor(tokens, device=self.device)[:, None]
             mask = torch.cat(
                 [mask, torch.ones(len(slot), 1, dtype=mask.dtype, device=self.device)], 1
@@ -652,6 +656,31 @@ class StepEngine:
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             return GeneratedStep(text, len(new), True, "length")
         return None
+
+
+def _unshare(layers: list[SlabLayer], slot: list[_Row | None], mask: torch.Tensor) -> torch.Tensor:
+    """Copy the shared prefix into each row's part of the slab; returns the widened mask.
+
+    For the last few rows of a batch one attention over the whole context is faster than the
+    two a shared prefix takes (batch 1: 21 vs 22.4 ms per step; batch 3: 26 vs 27.9 ms).
+    Row j's positions [offset, length) become [offset, length + P) with the prefix first.
+    """
+    p = layers[0].prefix[0].shape[1]
+    for lay in layers:
+        b, h, cap, d = lay.k_slab.shape
+        k = lay.k_slab.new_zeros(b, h, cap + p, d)
+        v = torch.zeros_like(k)
+        for j, row in enumerate(slot):
+            if row is None:
+                continue
+            o, n = row.offset, lay.length
+            k[j, :, o : o + p], v[j, :, o : o + p] = lay.prefix
+            k[j, :, o + p : n + p] = lay.k_slab[j, :, o:n]
+            v[j, :, o + p : n + p] = lay.v_slab[j, :, o:n]
+        lay.k_slab, lay.v_slab, lay.length, lay.prefix = k, v, lay.length + p, None
+        lay._views()
+    # every row's positions from its offset on are valid: P more of them now
+    return torch.cat([mask, mask.new_ones(mask.shape[0], p)], 1)
 
 
 def _as_whole_solution(step: GeneratedStep) -> GeneratedStep:

@@ -142,21 +142,35 @@ def test_unsupported_models_get_no_lean_decoder(monkeypatch):
 
 
 @pytest.mark.model
-def test_engine_steps_are_the_same_with_the_models_own_forward(policy, engine):
+def test_engine_steps_are_the_same_with_the_models_own_forward(policy, engine, monkeypatch):
     """The embedded model (fp32), two iterations with pruning and speculation: the lean decoder
-    with the prompt as a shared prefix writes the same steps as the model's own forward."""
+    with the prompt as a shared prefix (and, for the last rows of a batch, copied back into
+    their own rows) writes the same steps as the model's own forward."""
+    from backend import engine as engine_module
+
+    unshared = []
+    real_unshare = engine_module._unshare
+    monkeypatch.setattr(
+        engine_module,
+        "_unshare",
+        lambda layers, slot, mask: unshared.append(len(slot)) or real_unshare(layers, slot, mask),
+    )
     assert engine.fast is not None
     plain = StepEngine(policy.model, policy.tokenizer, engine.template)
     plain.fast = None
     q = "Ann has 3 bags of 9 apples and eats 4. How many apples are left?"
     sampling = Sampling(seed=11, max_step_tokens=40)
+    to_end = Sampling(seed=12, to_end=True, max_solution_tokens=100)
     runs = []
     for eng in (engine, plain):
         first = [s.text for s in eng.next_steps(q, [[]], 4, sampling)[0]]
         kept = [[s] for s in first if STEP_DELIMITER in s][:2]
         second = eng.next_steps(q, kept, 2, sampling)
-        runs.append((first, [[s.text for s in row] for row in second]))
+        # written to the end (no speculation): rows end one by one and the batch shrinks
+        third = eng.next_steps(q, kept[:1], 4, to_end)[0]
+        runs.append((first, [[s.text for s in row] for row in second], [s.text for s in third]))
     assert runs[0] == runs[1]
+    assert unshared and max(unshared) <= engine_module.UNSHARE_ROWS
     # the rows decoded with the shared prefix keep only their own tokens' KV, and the prompt's
     # KV once: every stored state points at the same prompt tensors
     prompt = engine.store[(q, ())]
