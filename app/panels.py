@@ -56,8 +56,13 @@ def compute_markdown(tree: SearchTree) -> str:
     """What the run cost and where it ran (tree.compute, tree.meta)."""
     c, m = tree.compute, tree.meta
     precision = m.get("precision", "?")
-    if m.get("small_batch_int8"):
-        precision += f" (int8 weights at ≤ {m['small_batch_int8']} rows)"
+    small = [
+        f"{label} weights at ≤ {m[key]} rows"
+        for key, label in (("small_batch_int4", "exact 4-bit"), ("small_batch_int8", "int8"))
+        if m.get(key)
+    ]
+    if small:
+        precision += f" ({', '.join(small)})"
     if m.get("lean_decoder"):
         precision += " · lean decoder, shared prompt"
     lines = [

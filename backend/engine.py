@@ -9,8 +9,13 @@ How it is fast on two CPU cores:
 - a row leaves the batch when its step ends (at the step delimiter, EOS or a token limit); the
   batch is compacted once a quarter of it has finished rather than after every row, and steps
   are handed to the caller as they end (`stream_steps`);
-- on the CPU, batches of at most 4 rows (the tails of a search) read int8 weights
-  (backend/small_batch.py), and the thread count is tuned per batch size (backend/threads.py).
+- on the CPU, batches of at most 8 rows (the tails of a search) read 4-bit or int8 copies of
+  the weights (backend/small_batch.py), and the thread count is tuned per batch size
+  (backend/threads.py);
+- one-token steps run through a lean decoder (backend/fast_decode.py) where the model allows:
+  the question's prompt is one shared prefix whose KV every row's attention reads once, so the
+  slab and the stored rows hold only each row's own tokens (the last few rows of a batch take
+  the prompt back into their rows, where one attention is faster than two).
 Each stored row keeps its KV for all tokens but the last ("pending") one; the next call feeds
 the pending tokens first, so a stored row needs no logits and a new prompt needs no special case.
 """
@@ -175,12 +180,12 @@ class StepEngine:
         self.template = template
         self.keep_calls = keep_calls  # rows unused for this many calls are dropped
         self.compact_fraction = compact_fraction
-        # idle rows write the next step ahead (see _decode). Its effect is within the benchmark's
-        # noise (three seeds: 117 s with vs 120 s without; with int8 small batches 88 vs 103 s):
-        # only one of a beam's continuations can start from it. It stops once few real rows are
-        # left, so the tails still run at the small (int8) batch sizes
+        # idle rows write the next step ahead (see _decode): over 8 seeds of the benchmark's
+        # search, 6.6 vs 7.05 ms per generated token with vs without (64.7 vs 75.4 s). Only one
+        # of a beam's continuations can start from it. It stops once few real rows are left, so
+        # the tails still run at the small (low-bit) batch sizes
         self.speculate = speculate
-        # batches of at most this many rows run faster than larger ones (backend/small_batch.py)
+        # batches of at most this many rows read low-bit weights (backend/small_batch.py)
         self.small_batch_rows = max(
             (m.rows for m in model.modules() if isinstance(m, SmallBatchInt8Linear)), default=0
         )
@@ -547,7 +552,7 @@ class StepEngine:
             if not real:
                 break
             if real <= self.small_batch_rows < len(live):
-                # the few rows left would decode faster alone (int8 weights at small batches):
+                # the few rows left would decode faster alone (low-bit weights at small batches):
                 # speculative rows stop here, keeping what they wrote
                 for p in live:
                     row = slot[p]

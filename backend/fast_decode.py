@@ -10,11 +10,22 @@ time. This module runs the same arithmetic directly on the model's own weights:
   folded into the batch, softmax in fp32 as transformers' eager attention does;
 - the rotary embedding is computed once per forward by the model's own rotary module (so its
   scaling variants apply), and applied to q and k;
-- linear layers with an int8 small-batch copy (backend/small_batch.py) read it at small batches.
+- linear layers with a low-bit small-batch copy (backend/small_batch.py) read it at small batches.
+
+- a prefix every row shares (the question's prompt, `SlabLayer.prefix`) is attended once for all
+  rows: the rows' queries are the query positions of one attention over it, and that attention
+  and each row's own part are merged by their log-sum-exps (cascade attention);
+- the residual stream stays in fp32 and RMSNorm is torch's fused op.
 
 `FastDecoder.build(model)` returns None for anything it does not support (other architectures,
 quantized bitsandbytes weights, a GPU, norms or activations of other kinds); the engine then uses
-the model's own forward. Measured numbers are in `StepEngine`'s docstring and the README.
+the model's own forward. `THINKTREE_FAST_DECODE=0` turns it off.
+
+Measured on the 2-core machine (SmolLM2-135M, bf16 with int8 weights for <= 4 rows, 2 threads,
+best of 3 rounds, ms per step, model's own forward -> lean -> lean with a 290-token shared
+prompt): 330 positions, batch 1 28.9 -> 23.3 -> 23.0, batch 4 36.3 -> 28.1 -> 28.4, batch 16
+72.9 -> 55.5 -> 48.5; 550 positions, batch 16 91.4 -> 78.3 -> 61.8. Teacher-forced top-1
+agreement with fp32 over 384 tokens: 0.977 (the model's own bf16 forward: 0.982).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from torch.nn import functional as F
 import os
 import weakref
 
-from backend.small_batch import SmallBatchInt8Linear
+from backend.small_batch import SmallBatchInt8Linear, small_matmul
 
 SUPPORTED = ("llama", "qwen2")
 # returns the attention and its log-sum-exp per query (what merging two partial attentions needs)
@@ -48,7 +59,8 @@ def for_model(model) -> FastDecoder | None:
 
 
 class _Linear:
-    """A (possibly fused) linear map: bf16/fp32 weights, optional bias, optional int8 copy."""
+    """A (possibly fused) linear map: bf16/fp32 weights, optional bias, optional low-bit copy
+    (int8 or exact 4-bit, backend/small_batch.py) for small batches."""
 
     def __init__(self, parts: list[nn.Module]) -> None:
         plain = [p.linear if isinstance(p, SmallBatchInt8Linear) else p for p in parts]
@@ -70,23 +82,26 @@ class _Linear:
                     for b, w in zip(biases, weights)
                 ]
             )
-        self.rows = 0
-        if all(isinstance(p, SmallBatchInt8Linear) for p in parts):
-            self.rows = min(p.rows for p in parts)
+        self.rows, self.kind = 0, None
+        low = [p for p in parts if isinstance(p, SmallBatchInt8Linear)]
+        if len(low) == len(parts) and len({p.kind for p in low}) == 1:
+            self.rows, self.kind = min(p.rows for p in low), low[0].kind
             if len(parts) == 1:
-                self.q8, self.s8 = parts[0].qweight, parts[0].scales
-            else:
-                self.q8 = torch.cat([p.qweight for p in parts]).contiguous()
-                self.s8 = torch.cat([p.scales for p in parts]).contiguous()
+                self.qweight, self.scales = low[0].qweight, low[0].scales
+            else:  # fused too, the layers keep views (4-bit scales are (groups, out, 2))
+                axis = 1 if self.kind == "int4" else 0
+                self.qweight = torch.cat([p.qweight for p in low]).contiguous()
+                self.scales = torch.cat([p.scales for p in low], axis).contiguous()
                 start = 0
-                for p in parts:
+                for p in low:
                     n = p.qweight.shape[0]
-                    p.qweight, p.scales = self.q8[start : start + n], self.s8[start : start + n]
+                    p.qweight = self.qweight[start : start + n]
+                    p.scales = self.scales.narrow(axis, start, n)
                     start += n
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x: (rows, in)
         if x.shape[0] <= self.rows:
-            out = torch._weight_int8pack_mm(x, self.q8, self.s8)
+            out = small_matmul(x, self.kind, self.qweight, self.scales)
             return out if self.bias is None else out + self.bias
         return F.linear(x, self.weight, self.bias)
 

@@ -83,8 +83,10 @@ class LoadedModel:
     precision: str  # the resolved precision, never "auto"
     threads: int  # torch.get_num_threads() after loading
     load_s: float
-    # forwards of at most this many rows read int8 weights (backend/small_batch.py); 0: never
+    # forwards of at most this many rows read int8 / exact 4-bit copies of the weights
+    # (backend/small_batch.py); 0: never
     small_batch_int8: int = 0
+    small_batch_int4: int = 0
 
 
 def _find_gguf(package: str, filename: str) -> Path | None:
@@ -302,13 +304,15 @@ def load_policy(
         model = AutoModelForCausalLM.from_pretrained(location, **_weights_kwargs(precision, device))
         tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(location), location)
     model.eval()
-    small = 0
+    small = {"int8": 0, "int4": 0}  # the tails of a search decode 1-8 rows at a time
     if device == "cpu" and precision == "bf16" and small_batch.attach(model):
-        small = small_batch.DEFAULT_ROWS  # the tails of a search decode 1-4 rows at a time
+        for m in model.modules():
+            if isinstance(m, small_batch.SmallBatchInt8Linear):
+                small[m.kind] = max(small[m.kind], m.rows)
 
     loaded = LoadedModel(
         model, tokenizer, name, source, device, precision, threads, time.perf_counter() - start,
-        small,
+        small["int8"], small["int4"],
     )  # fmt: skip
     logger.info(
         "loaded %s (%s, %s on %s, %d threads) in %.1f s",

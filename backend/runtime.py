@@ -52,6 +52,7 @@ class Runtime:
             "device": p.device,
             "precision": p.precision,
             "small_batch_int8": p.small_batch_int8,
+            "small_batch_int4": p.small_batch_int4,
             # decode steps through backend/fast_decode.py (prompt shared by all rows)
             "lean_decoder": getattr(self.generator, "fast", None) is not None,
             "threads": p.threads,

@@ -1,16 +1,23 @@
-"""Int8 weights for small batches on the CPU: the tails of a search decode 1-4 rows at a time.
+"""Low-bit weights for small batches on the CPU: the tails of a search decode 1-8 rows at a time.
 
 A decode step of a small model on a CPU streams every weight from memory whatever the batch, so a
 step at batch 1 costs about as much as one at batch 16. The tails of a search (the last rows of an
-iteration, a solution written to its end) run at batch 1-4 and set its wall time. For those forward
-passes a linear layer reads an int8 copy of its weights (per output channel, symmetric) through
-torch's weight-only int8 kernel instead of the bf16 weights: half the bytes. Larger batches keep
-the bf16 path, where that kernel is slower.
+iteration, a solution written to its end) run at small batches and set its wall time. For those
+forward passes a linear layer reads a low-bit copy of its weights instead of the bf16 ones:
+- exact 4-bit, when its weights take only 16 levels per group of 32 inputs. The embedded model's
+  layers come from a Q4_1 GGUF, which stores exactly that (min + q * d per block of 32), so the
+  4-bit copy is the GGUF's own weights again (up to bf16 rounding), at a quarter of the bytes.
+  torch's 4-bit kernel is faster than bf16 up to 8 rows;
+- int8 per output channel otherwise (the LM head, from the GGUF's Q8_0 embeddings; other
+  models), up to 4 rows: half the bytes; that kernel is slower than bf16 at 8 rows.
+Larger batches keep the bf16 path.
 
-Measured on the 2-core machine (SmolLM2-135M, 350-token context, 2 threads): ms per decode step
-bf16 -> int8 weights: batch 1 60 -> 30, batch 2 64 -> 46, batch 4 61 -> 48, batch 8 71 -> 84,
-batch 16 95 -> 107. Teacher-forced top-1 agreement with fp32: 0.976, the same as bf16's.
-`THINKTREE_SMALL_BATCH_INT8=0` turns it off.
+Measured on the 2-core machine (SmolLM2-135M, 2 threads, 390 positions, the lean decoder, best of
+4, ms per decode step), int8 -> 4-bit layers: batch 1 22.5 -> 16.7, batch 2 24.5 -> 18.5, batch 4
+32.7 -> 25.0, batch 8 51.4 -> 36.5. Int8 against bf16 (the model's own forward, 350 positions):
+batch 1 60 -> 30, batch 4 61 -> 48, batch 8 71 -> 84. Teacher-forced top-1 agreement with fp32
+over 384 tokens at batch 8 (4-bit layers): 0.979, bf16's being 0.974-0.982.
+`THINKTREE_SMALL_BATCH_INT8=0` turns both off.
 """
 
 from __future__ import annotations
@@ -21,19 +28,59 @@ import torch
 from torch import nn
 
 DEFAULT_ROWS = 4  # at most this many rows take the int8 path (batch 8 is already slower)
+INT4_ROWS = 8  # the 4-bit kernel still beats bf16 at 8 rows (18 vs 25 ms for 30 layers)
+GROUP = 32  # the 4-bit groups: Q4_1's blocks of 32 input weights
 _KERNEL = getattr(torch, "_weight_int8pack_mm", None)
+_INT4_KERNEL = getattr(torch, "_weight_int4pack_mm_for_cpu", None)
+_INT4_PACK = getattr(torch, "_convert_weight_to_int4pack_for_cpu", None)
+
+
+def exact_int4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(packed 4-bit weights, scales and zeros) when `w` (out, in) holds, in every group of 32
+    inputs, only the 16 levels min + q * (max - min) / 15 (up to bf16 rounding), as weights read
+    from a Q4_1 GGUF do; None otherwise (re-quantizing would then change the model).
+
+    torch's kernel computes (q - 8) * scale + zero per group, so scale = d and zero = min + 8d.
+    """
+    if _INT4_KERNEL is None or _INT4_PACK is None or w.shape[1] % GROUP:
+        return None
+    out, inp = w.shape
+    g = w.float().view(out, inp // GROUP, GROUP)
+    lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+    d = (hi - lo) / 15
+    q = torch.where(d > 0, (g - lo) / torch.where(d > 0, d, 1), 0).round().clamp(0, 15)
+    # bf16 rounds each value, and the min and max the levels are rebuilt from, by up to 2^-8 of
+    # their magnitude: allow 2^-6 of the group's largest one. Levels are ~1/7 of it apart, so
+    # weights that are not 4-bit (each value anywhere between levels) never pass
+    tol = torch.maximum(lo.abs(), hi.abs()) * 2.0**-6 + 1e-12
+    if ((q * d + lo - g).abs() > tol).any():
+        return None
+    packed = _INT4_PACK(q.view(out, inp).to(torch.int32), 1)
+    scale_zero = torch.stack([d[..., 0], (lo + 8 * d)[..., 0]], -1)  # (out, groups, 2)
+    return packed, scale_zero.transpose(0, 1).contiguous().to(torch.bfloat16)
 
 
 class SmallBatchInt8Linear(nn.Module):
-    """A bias-free Linear that reads int8 weights for inputs of at most `rows` rows."""
+    """A bias-free Linear that reads low-bit weights for inputs of at most `rows` rows.
 
-    def __init__(self, linear: nn.Linear, rows: int = DEFAULT_ROWS) -> None:
+    4-bit (`kind` "int4") when the weights are exactly 4-bit in groups of 32 (`exact_int4`: the
+    embedded model's layers come from a Q4_1 GGUF), for up to `INT4_ROWS` rows; else int8 per
+    output channel, for up to `rows` rows.
+    """
+
+    def __init__(self, linear: nn.Linear, rows: int = DEFAULT_ROWS, int4: bool = True) -> None:
         super().__init__()
         if linear.bias is not None:
             raise ValueError("only bias-free linear layers are supported")
         self.linear = linear  # the bf16 weights stay the model's parameters (tied ones too)
-        self.rows = rows
         w = linear.weight.detach().float()
+        four = exact_int4(w) if int4 else None
+        if four is not None:
+            self.kind, self.rows = "int4", max(rows, INT4_ROWS)
+            self.register_buffer("qweight", four[0], False)
+            self.register_buffer("scales", four[1], False)
+            return
+        self.kind, self.rows = "int8", rows
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
         self.register_buffer(
             "qweight", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), False
@@ -46,10 +93,17 @@ class SmallBatchInt8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
-        if rows > self.rows or x.dtype != self.scales.dtype:
+        if rows > self.rows or x.dtype != torch.bfloat16:
             return self.linear(x)
-        out = _KERNEL(x.reshape(rows, x.shape[-1]), self.qweight, self.scales)
+        out = small_matmul(x.reshape(rows, x.shape[-1]), self.kind, self.qweight, self.scales)
         return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def small_matmul(x: torch.Tensor, kind: str, qweight: torch.Tensor, scales: torch.Tensor):
+    """x (rows, in) @ W.T for low-bit weights stored by `SmallBatchInt8Linear`."""
+    if kind == "int4":
+        return _INT4_KERNEL(x, qweight, GROUP, scales)
+    return _KERNEL(x, qweight, scales)
 
 
 def enabled() -> bool:
@@ -57,7 +111,8 @@ def enabled() -> bool:
 
 
 def attach(model: nn.Module, rows: int = DEFAULT_ROWS) -> int:
-    """Give every bias-free Linear of the decoder layers and the LM head an int8 small-batch path.
+    """Give every bias-free Linear of the decoder layers and the LM head a small-batch path:
+    exact 4-bit where the weights are 4-bit in groups of 32, int8 otherwise.
 
     Returns how many layers were wrapped (0 when the kernel is missing or it is turned off). Only
     for bf16 models on the CPU.

@@ -175,9 +175,14 @@ def test_panels():
     majority = lesson_tree("majority_vote")
     text = comparison_markdown(tree, majority, expected="11")
     assert "Beam search" in text and "Majority voting" in text and "disagree" in text
-    tree.meta.update(device="cpu", precision="bf16", small_batch_int8=4, lean_decoder=True)
-    assert "bf16 (int8 weights at ≤ 4 rows) · lean decoder, shared prompt" in compute_markdown(tree)
-    tree.meta.update(small_batch_int8=0, lean_decoder=False)
+    tree.meta.update(
+        device="cpu", precision="bf16", small_batch_int8=4, small_batch_int4=8, lean_decoder=True
+    )
+    assert (
+        "bf16 (exact 4-bit weights at ≤ 8 rows, int8 weights at ≤ 4 rows) · lean decoder, "
+        "shared prompt" in compute_markdown(tree)
+    )
+    tree.meta.update(small_batch_int8=0, small_batch_int4=0, lean_decoder=False)
     assert "| cpu · bf16 · " in compute_markdown(tree)
 
 

@@ -201,12 +201,47 @@ def test_small_batches_read_int8_weights_and_large_ones_bf16(monkeypatch):
     assert small_batch.attach(plain) == 0
 
 
+def q4_1_weights(out: int, inp: int, seed: int = 0) -> torch.Tensor:
+    """Weights as a Q4_1 GGUF stores them: per 32 inputs, min + q * d with q in 0..15 (both ends
+    present, as ggml's quantizer sets d = (max - min) / 15), read into bf16."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (out, inp // 32, 32), generator=g).float()
+    q[..., 0], q[..., 1] = 0, 15
+    d = torch.rand(out, inp // 32, 1, generator=g) * 0.02 + 0.001
+    m = -d * (5 + 5 * torch.rand(out, inp // 32, 1, generator=g))  # groups straddle 0
+    return (q * d.half().float() + m.half().float()).view(out, inp).to(torch.bfloat16)
+
+
+def test_weights_that_are_4_bit_get_an_exact_4_bit_copy():
+    from backend import small_batch
+
+    w = q4_1_weights(96, 128)
+    packed, scale_zero = small_batch.exact_int4(w)
+    assert scale_zero.shape == (4, 96, 2)  # (groups, out, scale/zero)
+    x = torch.randn(3, 128, dtype=torch.bfloat16)
+    got = small_batch.small_matmul(x, "int4", packed, scale_zero).float()
+    ref = x.float() @ w.float().T
+    assert (got - ref).abs().max() <= 0.01 * ref.abs().max()
+    layer = small_batch.SmallBatchInt8Linear(torch.nn.Linear(128, 96, bias=False).to(torch.bfloat16))
+    assert layer.kind == "int8"  # random weights are not 4-bit: int8 as before
+    with torch.no_grad():
+        layer.linear.weight.copy_(w)
+    four = small_batch.SmallBatchInt8Linear(layer.linear)
+    assert (four.kind, four.rows) == ("int4", small_batch.INT4_ROWS)
+    # off the 16 levels by more than bf16 rounding: not exact, so no 4-bit copy
+    w2 = w.clone()
+    w2[5, 7] += 0.3 * (w[5, :32].float().max() - w[5, :32].float().min()).item() / 15
+    assert small_batch.exact_int4(w2) is None
+
+
 @pytest.mark.model
-def test_the_cpu_default_uses_int8_weights_for_small_batches():
+def test_the_cpu_default_uses_low_bit_weights_for_small_batches():
     loaded = models.get_policy("smollm2-135m", "auto")
     assert (loaded.device, loaded.precision) == ("cpu", "bf16")
-    assert loaded.small_batch_int8 == 4
+    # the layers come from a Q4_1 GGUF: exact 4-bit for <= 8 rows; the head (Q8_0) int8
+    assert (loaded.small_batch_int4, loaded.small_batch_int8) == (8, 4)
     from backend import small_batch
 
     layers = [m for m in loaded.model.modules() if isinstance(m, small_batch.SmallBatchInt8Linear)]
     assert len(layers) == 30 * 7 + 1
+    assert sum(m.kind == "int4" for m in layers) == 30 * 7
