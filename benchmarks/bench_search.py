@@ -6,7 +6,8 @@
 
 Prints one JSON object. Everything is measured side by side in one run, on the embedded model,
 with the same prompt, seeds, N, M and number of iterations (times are summed over --seeds
-searches, 3 by default: each seed samples different paths, so one search alone is noisy):
+searches, 3 by default: each seed samples different paths, so one search alone is noisy; the
+paths run interleaved seed by seed, so a change in the machine's load hits both):
 - engine_s: beam search through StepEngine + the arithmetic PRM (the project's own path);
 - naive_s: the same search the way a straightforward port does it: every iteration, each
   candidate's prompt + partial solution is re-encoded and continued with `model.generate`, and
@@ -21,7 +22,8 @@ searches, 3 by default: each seed samples different paths, so one search alone i
 - first_frame_s: request to the first streamed tree with steps in it (model loaded, a new
   question for an app that has served one before; first_frame_cold_s: its very first question);
 - cold_start_s (GGUF -> converted copy, in a fresh process) and warm_start_s (load of the copy);
-- peak_rss_mb of this process after the engine run; the precision and threads used;
+- peak_rss_mb of this process after the first engine search (before the naive port ran;
+  peak_rss_mb_with_naive after everything); the precision and threads used;
 - with a CUDA device, the GPU section (`benchmarks/bench_gpu.py`): a random-weight model of
   Qwen2.5-1.5B's shape in NF4 vs bf16, tokens/s and GPU memory.
 """
@@ -255,7 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     measure_forwards()
 
-    # the project's path: one search per seed (sampled paths differ, so one seed is noisy)
+    # one search per seed (sampled paths differ, so one seed is noisy) per path, interleaved
+    # seed by seed (the machine's load drifts; both paths see about the same)
     seeds = [args.seed + k for k in range(args.seeds)]
     engines: list[StepEngine] = []
 
@@ -263,7 +266,31 @@ def main(argv: list[str] | None = None) -> dict:
         engines.append(StepEngine(policy.model, policy.tokenizer, template))
         return engines[-1], ArithmeticPRM()
 
-    per_seed, trees = timed_searches(config, seeds, engine_and_prm)
+    def naive_and_prm():  # at the thread count the engine found fastest for full batches
+        torch.set_num_threads(tuner.best(config.n))
+        result["naive_threads"] = torch.get_num_threads()
+        return NaiveGenerator(policy.model, policy.tokenizer, template), NaivePRM()
+
+    def plain_and_prm():
+        return (
+            StepEngine(policy.model, policy.tokenizer, template, speculate=False),
+            ArithmeticPRM(),
+        )
+
+    paths = {"engine": engine_and_prm}
+    if args.no_speculation:  # the same searches without speculative next steps, for comparison
+        paths["no_speculation"] = plain_and_prm
+    if not args.skip_naive:
+        paths["naive"] = naive_and_prm
+    runs = {name: ([], []) for name in paths}
+    for k, seed in enumerate(seeds):
+        for name, make in paths.items():
+            seconds, trees = timed_searches(config, [seed], make)
+            runs[name][0].extend(seconds)
+            runs[name][1].extend(trees)
+            if k == 0 and name == "engine":  # before the naive port has run
+                result["peak_rss_mb"] = round(_rss_mb())
+    per_seed, trees = runs["engine"]
     engine_s = sum(per_seed)
     tokens = sum(t.compute.generated_tokens for t in trees)
     answers = [t.answer for t in trees]
@@ -289,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
             "prefetch_hits": st.prefetch_hits,
             "other_s": round(engine_s - st.decode_s - st.prefill_s - st.assemble_s, 2),
         },
-        peak_rss_mb=round(_rss_mb()),
+        peak_rss_mb_with_naive=round(_rss_mb()),
     )
     # the machine's limit: the model's own one-token forward at batch N over the prompt and 40
     # tokens (about the searches' mean context) with a preallocated KV cache, at the faster
@@ -303,26 +330,10 @@ def main(argv: list[str] | None = None) -> dict:
     result["engine_forward_tok_s"] = round(config.n / (min(own.values()) / 1000), 1)
     result["occupancy"] = round(result["decode_tok_s"] / result["engine_forward_tok_s"], 3)
     result["thread_tuner_ms"] = tuner.table()
-
-    if args.no_speculation:  # the same searches without speculative next steps, for comparison
-        plain_s, _ = timed_searches(
-            config,
-            seeds,
-            lambda: (
-                StepEngine(policy.model, policy.tokenizer, template, speculate=False),
-                ArithmeticPRM(),
-            ),
-        )
-        result["engine_no_speculation_s"] = round(sum(plain_s), 2)
-
-    if not args.skip_naive:  # at the thread count the engine found fastest for full batches
-        torch.set_num_threads(tuner.best(config.n))
-        result["naive_threads"] = torch.get_num_threads()
-        naive_per_seed, naive_trees = timed_searches(
-            config,
-            seeds,
-            lambda: (NaiveGenerator(policy.model, policy.tokenizer, template), NaivePRM()),
-        )
+    if "no_speculation" in runs:
+        result["engine_no_speculation_s"] = round(sum(runs["no_speculation"][0]), 2)
+    if "naive" in runs:
+        naive_per_seed, naive_trees = runs["naive"]
         naive_s = sum(naive_per_seed)
         naive_tokens = sum(t.compute.generated_tokens for t in naive_trees)
         result.update(
