@@ -598,7 +598,9 @@ class StepEngine:
         if prompt is None or prompt.prompt_len != prompt_len:
             prompt = rows[0].start
         n = prompt_len - 1
-        return [(k[:, :n], v[:, :n]) for k, v in (prompt.layer_kv(i) for i in range(len(prompt.kv)))]
+        return [
+            (k[:, :n], v[:, :n]) for k, v in (prompt.layer_kv(i) for i in range(len(prompt.kv)))
+        ]
 
     def _row_state(self, row: _Row, layers: list[SlabLayer], p: int) -> RowState:
         """The row's ids so far with a copy of its KV from the slab (all but the newest id).

@@ -30,12 +30,12 @@ agreement with fp32 over 384 tokens: 0.977 (the model's own bf16 forward: 0.982)
 
 from __future__ import annotations
 
+import os
+import weakref
+
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-import os
-import weakref
 
 from backend.small_batch import SmallBatchInt8Linear, small_matmul
 
@@ -221,7 +221,9 @@ class FastDecoder:
             keys, values = cache.update(k, v)  # views of the slab: (b, kv, T, d)
             prefix = getattr(cache, "prefix", None)
             if prefix is None:
-                a = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=self.scale)
+                a = F.scaled_dot_product_attention(
+                    q, keys, values, attn_mask=bias, scale=self.scale
+                )
             else:
                 a = self._cascade(q, keys, values, bias, prefix)
             h = h + o(a.reshape(b, h_ * d))

@@ -222,7 +222,9 @@ def test_weights_that_are_4_bit_get_an_exact_4_bit_copy():
     got = small_batch.small_matmul(x, "int4", packed, scale_zero).float()
     ref = x.float() @ w.float().T
     assert (got - ref).abs().max() <= 0.01 * ref.abs().max()
-    layer = small_batch.SmallBatchInt8Linear(torch.nn.Linear(128, 96, bias=False).to(torch.bfloat16))
+    layer = small_batch.SmallBatchInt8Linear(
+        torch.nn.Linear(128, 96, bias=False).to(torch.bfloat16)
+    )
     assert layer.kind == "int8"  # random weights are not 4-bit: int8 as before
     with torch.no_grad():
         layer.linear.weight.copy_(w)
