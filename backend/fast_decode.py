@@ -21,11 +21,11 @@ time. This module runs the same arithmetic directly on the model's own weights:
 quantized bitsandbytes weights, a GPU, norms or activations of other kinds); the engine then uses
 the model's own forward. `THINKTREE_FAST_DECODE=0` turns it off.
 
-Measured on the 2-core machine (SmolLM2-135M, bf16 with int8 weights for <= 4 rows, 2 threads,
-best of 3 rounds, ms per step, model's own forward -> lean -> lean with a 290-token shared
-prompt): 330 positions, batch 1 28.9 -> 23.3 -> 23.0, batch 4 36.3 -> 28.1 -> 28.4, batch 16
-72.9 -> 55.5 -> 48.5; 550 positions, batch 16 91.4 -> 78.3 -> 61.8. Teacher-forced top-1
-agreement with fp32 over 384 tokens: 0.977 (the model's own bf16 forward: 0.982).
+Measured on the 2-core machine (SmolLM2-135M, bf16 with low-bit weights for <= 8 rows, 2
+threads, best of 3, ms per step; the model's own forward -> lean -> lean with a 290-token shared
+prompt), 330 positions: batch 1 24.7 -> 16.5 -> 18.4, batch 4 32.9 -> 24.9 -> 25.6, batch 16
+80.3 -> 62.8 -> 54.4; 550 positions, batch 16 94.9 -> 74.3 -> 65.4. Teacher-forced top-1
+agreement with fp32 over 384 tokens: 0.979, the same as the model's own bf16 forward.
 """
 
 from __future__ import annotations
