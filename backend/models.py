@@ -305,7 +305,11 @@ def load_policy(
         tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(location), location)
     model.eval()
     small = {"int8": 0, "int4": 0}  # the tails of a search decode 1-8 rows at a time
-    if device == "cpu" and precision == "bf16" and small_batch.attach(model):
+    # a converted copy's low-bit copies are kept beside it (its weights never change)
+    keep = (
+        converted / small_batch.CACHE_FILE if gguf is not None and _is_complete(converted) else None
+    )
+    if device == "cpu" and precision == "bf16" and small_batch.attach(model, cache=keep):
         for m in model.modules():
             if isinstance(m, small_batch.SmallBatchInt8Linear):
                 small[m.kind] = max(small[m.kind], m.rows)

@@ -17,15 +17,23 @@ Measured on the 2-core machine (SmolLM2-135M, 2 threads, 390 positions, the lean
 32.7 -> 25.0, batch 8 51.4 -> 36.5. Int8 against bf16 (the model's own forward, 350 positions):
 batch 1 60 -> 30, batch 4 61 -> 48, batch 8 71 -> 84. Teacher-forced top-1 agreement with fp32
 over 384 tokens at batch 8 (4-bit layers): 0.979, bf16's being 0.974-0.982.
-`THINKTREE_SMALL_BATCH_INT8=0` turns both off.
+`THINKTREE_SMALL_BATCH_INT8=0` turns both off. Computing the copies takes ~1.3 s of a load on 2
+cores, so for a converted model they are kept in a file beside it (`attach(cache=...)`).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = "1"  # of the cache file's layout and of how the copies are computed
+CACHE_FILE = "small_batch.safetensors"
 
 DEFAULT_ROWS = 4  # at most this many rows take the int8 path (batch 8 is already slower)
 INT4_ROWS = 8  # the 4-bit kernel still beats bf16 at 8 rows (18 vs 25 ms for 30 layers)
@@ -45,17 +53,18 @@ def exact_int4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     if _INT4_KERNEL is None or _INT4_PACK is None or w.shape[1] % GROUP:
         return None
     out, inp = w.shape
-    g = w.float().view(out, inp // GROUP, GROUP)
-    lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+    g = w.view(out, inp // GROUP, GROUP).to(torch.float32, copy=True)  # changed in place below
+    lo, hi = torch.aminmax(g, dim=-1, keepdim=True)
     d = (hi - lo) / 15
-    q = torch.where(d > 0, (g - lo) / torch.where(d > 0, d, 1), 0).round().clamp(0, 15)
     # bf16 rounds each value, and the min and max the levels are rebuilt from, by up to 2^-8 of
-    # their magnitude: allow 2^-6 of the group's largest one. Levels are ~1/7 of it apart, so
-    # weights that are not 4-bit (each value anywhere between levels) never pass
-    tol = torch.maximum(lo.abs(), hi.abs()) * 2.0**-6 + 1e-12
-    if ((q * d + lo - g).abs() > tol).any():
+    # their magnitude: allow 2^-6 of the group's largest one, in units of the level spacing.
+    # Levels are ~1/7 of it apart, so weights that are not 4-bit never pass
+    tol = torch.maximum(lo.abs(), hi.abs()).mul_(2.0**-6).add_(1e-12).div_(d.clamp(min=1e-30))
+    r = g.sub_(lo).div_(d.clamp(min=1e-30))  # in level units (in place: g is a copy)
+    q = r.round()
+    if (r.sub_(q).abs_() > tol).any():
         return None
-    packed = _INT4_PACK(q.view(out, inp).to(torch.int32), 1)
+    packed = _INT4_PACK(q.clamp_(0, 15).view(out, inp).to(torch.int32), 1)
     scale_zero = torch.stack([d[..., 0], (lo + 8 * d)[..., 0]], -1)  # (out, groups, 2)
     return packed, scale_zero.transpose(0, 1).contiguous().to(torch.bfloat16)
 
@@ -68,24 +77,25 @@ class SmallBatchInt8Linear(nn.Module):
     output channel, for up to `rows` rows.
     """
 
-    def __init__(self, linear: nn.Linear, rows: int = DEFAULT_ROWS, int4: bool = True) -> None:
+    def __init__(
+        self,
+        linear: nn.Linear,
+        rows: int = DEFAULT_ROWS,
+        int4: bool = True,
+        stored: tuple[str, torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """`stored`: (kind, qweight, scales) computed for these weights before (`attach`'s cache)."""
         super().__init__()
         if linear.bias is not None:
             raise ValueError("only bias-free linear layers are supported")
         self.linear = linear  # the bf16 weights stay the model's parameters (tied ones too)
-        w = linear.weight.detach().float()
-        four = exact_int4(w) if int4 else None
-        if four is not None:
-            self.kind, self.rows = "int4", max(rows, INT4_ROWS)
-            self.register_buffer("qweight", four[0], False)
-            self.register_buffer("scales", four[1], False)
-            return
-        self.kind, self.rows = "int8", rows
-        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
-        self.register_buffer(
-            "qweight", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), False
-        )
-        self.register_buffer("scales", scale.to(linear.weight.dtype), False)
+        if stored is None:
+            four = exact_int4(linear.weight.detach()) if int4 else None
+            stored = ("int4", *four) if four is not None else ("int8", *_int8(linear.weight))
+        kind, qweight, scales = stored
+        self.kind, self.rows = kind, max(rows, INT4_ROWS) if kind == "int4" else rows
+        self.register_buffer("qweight", qweight, False)
+        self.register_buffer("scales", scales, False)
 
     @property
     def weight(self) -> torch.Tensor:  # code that inspects `.weight` sees the real weights
@@ -99,6 +109,14 @@ class SmallBatchInt8Linear(nn.Module):
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
+def _int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output channel: (weights, scales in the weights' dtype)."""
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale.to(weight.dtype)
+
+
 def small_matmul(x: torch.Tensor, kind: str, qweight: torch.Tensor, scales: torch.Tensor):
     """x (rows, in) @ W.T for low-bit weights stored by `SmallBatchInt8Linear`."""
     if kind == "int4":
@@ -110,21 +128,75 @@ def enabled() -> bool:
     return _KERNEL is not None and os.environ.get("THINKTREE_SMALL_BATCH_INT8", "1") != "0"
 
 
-def attach(model: nn.Module, rows: int = DEFAULT_ROWS) -> int:
+def attach(model: nn.Module, rows: int = DEFAULT_ROWS, cache: Path | None = None) -> int:
     """Give every bias-free Linear of the decoder layers and the LM head a small-batch path:
     exact 4-bit where the weights are 4-bit in groups of 32, int8 otherwise.
 
     Returns how many layers were wrapped (0 when the kernel is missing or it is turned off). Only
-    for bf16 models on the CPU.
+    for bf16 models on the CPU. `cache`: a file that keeps the low-bit copies for weights that do
+    not change (a converted model's folder): read when it matches the model's weights file, written
+    otherwise (computing them takes ~1.3 s of a 2-core load).
     """
     if not enabled():
         return 0
-    wrapped = 0
-    for parent in list(model.modules()):
+    stored = _read_cache(cache) if cache is not None else {}
+    kept: dict[str, tuple[str, torch.Tensor, torch.Tensor]] = {}
+    for prefix, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear) and child.bias is None:
                 if child.weight.dtype != torch.bfloat16 or child.weight.device.type != "cpu":
                     continue
-                setattr(parent, name, SmallBatchInt8Linear(child, rows))
-                wrapped += 1
-    return wrapped
+                key = f"{prefix}.{name}" if prefix else name
+                pre = stored.get(key)
+                if pre is not None and pre[1].shape[0] != child.weight.shape[0]:
+                    pre = None  # not these weights
+                layer = SmallBatchInt8Linear(child, rows, stored=pre)
+                kept[key] = (layer.kind, layer.qweight, layer.scales)
+                setattr(parent, name, layer)
+    if cache is not None and kept and set(kept) != set(stored):
+        _write_cache(cache, kept)
+    return len(kept)
+
+
+def _stamp(cache: Path) -> str:
+    """The weights file the cache was computed from, as its size and modification time."""
+    weights = cache.parent / "model.safetensors"
+    st = weights.stat() if weights.exists() else None
+    return f"{CACHE_VERSION}:{st.st_size}:{st.st_mtime_ns}" if st else ""
+
+
+def _read_cache(cache: Path) -> dict[str, tuple[str, torch.Tensor, torch.Tensor]]:
+    from safetensors import safe_open
+
+    if not cache.exists():
+        return {}
+    try:
+        with safe_open(str(cache), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("stamp") != _stamp(cache) or not meta["stamp"]:
+                return {}
+            kinds = json.loads(meta["kinds"])
+            return {
+                key: (kind, f.get_tensor(f"{key}.qweight"), f.get_tensor(f"{key}.scales"))
+                for key, kind in kinds.items()
+            }
+    except Exception:  # a damaged or foreign file: compute again (and rewrite it)
+        log.warning("ignoring the small-batch weights cache %s", cache, exc_info=True)
+        return {}
+
+
+def _write_cache(cache: Path, kept: dict[str, tuple[str, torch.Tensor, torch.Tensor]]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for key, (_, q, s) in kept.items():
+        tensors[f"{key}.qweight"], tensors[f"{key}.scales"] = q.contiguous(), s.contiguous()
+    meta = {"stamp": _stamp(cache), "kinds": json.dumps({k: v[0] for k, v in kept.items()})}
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, cache)  # atomic: a reader sees the old file or the new one
+    except Exception:  # a read-only or full disk: the next load computes them again
+        log.warning("could not write the small-batch weights cache %s", cache, exc_info=True)
+    finally:
+        tmp.unlink(missing_ok=True)

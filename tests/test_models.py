@@ -236,6 +236,56 @@ def test_weights_that_are_4_bit_get_an_exact_4_bit_copy():
     assert small_batch.exact_int4(w2) is None
 
 
+def test_low_bit_copies_are_kept_beside_a_converted_model(tmp_path, monkeypatch):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from backend import small_batch
+
+    def model():
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+        )  # fmt: skip
+        m = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+        with torch.no_grad():
+            for i, layer in enumerate(m.model.layers):  # 4-bit layers, as from a Q4_1 GGUF
+                att, mlp = layer.self_attn, layer.mlp
+                linears = [att.q_proj, att.k_proj, att.v_proj, att.o_proj]
+                for j, lin in enumerate(linears + [mlp.gate_proj, mlp.up_proj, mlp.down_proj]):
+                    lin.weight.copy_(q4_1_weights(*lin.weight.shape, seed=10 * i + j))
+        return m
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")  # what the cache is stamped with
+    cache = tmp_path / small_batch.CACHE_FILE
+    first = model()
+    assert small_batch.attach(first, cache=cache) == 2 * 7 + 1 and cache.exists()
+
+    def layers(m):
+        return [x for x in m.modules() if isinstance(x, small_batch.SmallBatchInt8Linear)]
+
+    assert [x.kind for x in layers(first)].count("int4") == 2 * 7  # the head stays int8
+    # a later load reads the copies instead of computing them
+    computed = []
+    real = small_batch.exact_int4
+    monkeypatch.setattr(small_batch, "exact_int4", lambda w: computed.append(1) or real(w))
+    second = model()
+    assert small_batch.attach(second, cache=cache) == 2 * 7 + 1 and not computed
+    for a, b in zip(layers(first), layers(second)):
+        assert a.kind == b.kind and torch.equal(a.qweight, b.qweight)
+        assert torch.equal(a.scales, b.scales)
+    # other weights (the file they were computed from changed): computed again, file rewritten
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    small_batch.attach(model(), cache=cache)
+    assert len(computed) == 2 * 7 + 1
+    computed.clear()
+    small_batch.attach(model(), cache=cache)
+    assert not computed
+    # a damaged file is ignored
+    cache.write_bytes(b"not a safetensors file")
+    assert small_batch.attach(model(), cache=cache) == 2 * 7 + 1 and computed
+
+
 @pytest.mark.model
 def test_the_cpu_default_uses_low_bit_weights_for_small_batches():
     loaded = models.get_policy("smollm2-135m", "auto")
