@@ -472,8 +472,11 @@ class StepEngine:
         b = len(rows)
         cached = [len(r.start.ids) - 1 for r in rows]  # cached positions per row
         # with the lean decoder, the question's prompt is one shared prefix that every row's
-        # attention reads once (backend/fast_decode.py); the slab holds what follows it
-        prefix = self._shared_prefix(question, rows) if self.fast is not None else None
+        # attention reads once (backend/fast_decode.py); the slab holds what follows it. A few
+        # rows read it from their own rows (see _unshare)
+        prefix = None
+        if self.fast is not None and b > UNSHARE_ROWS:
+            prefix = self._shared_prefix(question, rows)
         shared = rows[0].start.prompt_len - 1 if prefix is not None else 0
         lengths = [n - shared for n in cached]  # positions per row in the slab
         width = max(lengths)
