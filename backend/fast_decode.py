@@ -84,20 +84,29 @@ class _Linear:
             )
         self.rows, self.kind = 0, None
         low = [p for p in parts if isinstance(p, SmallBatchInt8Linear)]
-        if len(low) == len(parts) and len({p.kind for p in low}) == 1:
+        # torch packs 4-bit weights in blocks of 64 output rows: packed parts join into the packing
+        # of the joined weights only when every part but the last fills whole blocks
+        joinable = all(p.qweight.shape[0] % 64 == 0 for p in low[:-1] if p.kind == "int4")
+        if len(low) == len(parts) and len({p.kind for p in low}) == 1 and joinable:
             self.rows, self.kind = min(p.rows for p in low), low[0].kind
             if len(parts) == 1:
                 self.qweight, self.scales = low[0].qweight, low[0].scales
-            else:  # fused too, the layers keep views (4-bit scales are (groups, out, 2))
-                axis = 1 if self.kind == "int4" else 0
+            else:  # fused too; the layers keep views of the weights
                 self.qweight = torch.cat([p.qweight for p in low]).contiguous()
-                self.scales = torch.cat([p.scales for p in low], axis).contiguous()
                 start = 0
                 for p in low:
                     n = p.qweight.shape[0]
                     p.qweight = self.qweight[start : start + n]
-                    p.scales = self.scales.narrow(axis, start, n)
                     start += n
+                if self.kind == "int4":  # scales are (groups, out, 2): a slice would be strided,
+                    self.scales = torch.cat([p.scales for p in low], 1)  # so this one is a copy
+                else:
+                    self.scales = torch.cat([p.scales for p in low]).contiguous()
+                    start = 0
+                    for p in low:
+                        n = p.scales.shape[0]
+                        p.scales = self.scales[start : start + n]
+                        start += n
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x: (rows, in)
         if x.shape[0] <= self.rows:

@@ -133,6 +133,46 @@ def test_int8_small_batches_and_bf16_large_ones_match_the_model():
         assert got.argmax(-1).equal(ref.argmax(-1))
 
 
+def test_the_models_own_forward_is_unchanged_with_4_bit_small_batches():
+    """Fusing must leave every layer's own low-bit copy intact: the engine still prefills short
+    texts (a few tokens: rows <= 8, the 4-bit path) through the model's own forward."""
+    from tests.test_models import q4_1_weights
+
+    def four_bit(**shape):
+        model = tiny("llama", torch.bfloat16, tie_word_embeddings=True, **shape)
+        with torch.no_grad():
+            for i, layer in enumerate(model.model.layers):
+                att, mlp = layer.self_attn, layer.mlp
+                linears = [att.q_proj, att.k_proj, att.v_proj, att.o_proj]
+                for j, lin in enumerate(linears + [mlp.gate_proj, mlp.up_proj, mlp.down_proj]):
+                    lin.weight.copy_(q4_1_weights(*lin.weight.shape, seed=10 * i + j))
+        small_batch.attach(model)
+        return model
+
+    # k and v of 32 rows: their packed 4-bit rows cannot be joined (torch packs blocks of 64),
+    # so the fused q/k/v has no low-bit path; gate/up (128 rows each) keep theirs
+    decoder = fast_decode.FastDecoder.build(four_bit())
+    assert decoder.layers[0][1].rows == 0 and decoder.layers[0][4].kind == "int4"
+    # head_dim 64, one kv head: q 128 rows, k and v 64: all joinable
+    model = four_bit(hidden_size=128, num_attention_heads=2, num_key_value_heads=1,
+                     intermediate_size=256)  # fmt: skip
+    assert model.model.layers[0].self_attn.q_proj.kind == "int4"
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        before = [model(ids[:, :n]).logits for n in (1, 3, 5)]
+        decoder = fast_decode.FastDecoder.build(model)
+        after = [model(ids[:, :n]).logits for n in (1, 3, 5)]
+    assert decoder is not None and decoder.layers[0][1].kind == "int4"
+    assert decoder.layers[0][1].rows == small_batch.INT4_ROWS
+    for a, b in zip(before, after):
+        assert torch.equal(a, b)
+    # and the lean decoder's fused 4-bit path computes the same step
+    got = lean_logits(decoder, model, True, slice(0, 2)).float()
+    ref = stock_logits(model, slice(0, 2)).float()
+    assert (got - ref).abs().max() <= 0.02 * ref.abs().max()
+    assert got.argmax(-1).equal(ref.argmax(-1))
+
+
 def test_unsupported_models_get_no_lean_decoder(monkeypatch):
     assert fast_decode.FastDecoder.build(tiny("llama", hidden_act="gelu")) is None
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100)).eval()
