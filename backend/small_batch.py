@@ -16,7 +16,7 @@ Measured on the 2-core machine (SmolLM2-135M, 2 threads, 390 positions, the lean
 4, ms per decode step), int8 -> 4-bit layers: batch 1 22.5 -> 16.7, batch 2 24.5 -> 18.5, batch 4
 32.7 -> 25.0, batch 8 51.4 -> 36.5. Int8 against bf16 (the model's own forward, 350 positions):
 batch 1 60 -> 30, batch 4 61 -> 48, batch 8 71 -> 84. Teacher-forced top-1 agreement with fp32
-over 384 tokens at batch 8 (4-bit layers): 0.979, bf16's being 0.974-0.982.
+over 384 tokens at batch 8 (4-bit layers, the model's own forward): 0.982; bf16 alone 0.974-0.982.
 `THINKTREE_SMALL_BATCH_INT8=0` turns both off. Computing the copies takes ~1.3 s of a load on 2
 cores, so for a converted model they are kept in a file beside it (`attach(cache=...)`).
 """
