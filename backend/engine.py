@@ -36,7 +36,7 @@ from backend import fast_decode
 from backend import threads as cpu_threads
 from backend.precision import sync
 from backend.prompts import PromptTemplate
-from backend.small_batch import SmallBatchInt8Linear
+from backend.small_batch import SmallBatchLinear
 from strategies.answers import answer_end
 from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling
 
@@ -187,7 +187,7 @@ class StepEngine:
         self.speculate = speculate
         # batches of at most this many rows read low-bit weights (backend/small_batch.py)
         self.small_batch_rows = max(
-            (m.rows for m in model.modules() if isinstance(m, SmallBatchInt8Linear)), default=0
+            (m.rows for m in model.modules() if isinstance(m, SmallBatchLinear)), default=0
         )
         self.device = next(model.parameters()).device
         # a lean one-token forward over the slabs where the model allows (backend/fast_decode.py)

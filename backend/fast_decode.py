@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backend.small_batch import SmallBatchInt8Linear, small_matmul
+from backend.small_batch import SmallBatchLinear, small_matmul
 
 SUPPORTED = ("llama", "qwen2")
 # returns the attention and its log-sum-exp per query (what merging two partial attentions needs)
@@ -63,7 +63,7 @@ class _Linear:
     (int8 or exact 4-bit, backend/small_batch.py) for small batches."""
 
     def __init__(self, parts: list[nn.Module]) -> None:
-        plain = [p.linear if isinstance(p, SmallBatchInt8Linear) else p for p in parts]
+        plain = [p.linear if isinstance(p, SmallBatchLinear) else p for p in parts]
         weights = [p.weight for p in plain]
         if len(parts) == 1:
             self.weight = weights[0].detach()
@@ -83,7 +83,7 @@ class _Linear:
                 ]
             )
         self.rows, self.kind = 0, None
-        low = [p for p in parts if isinstance(p, SmallBatchInt8Linear)]
+        low = [p for p in parts if isinstance(p, SmallBatchLinear)]
         # torch packs 4-bit weights in blocks of 64 output rows: packed parts join into the packing
         # of the joined weights only when every part but the last fills whole blocks
         joinable = all(p.qweight.shape[0] % 64 == 0 for p in low[:-1] if p.kind == "int4")
@@ -172,7 +172,7 @@ class FastDecoder:
         if getattr(cfg, "use_sliding_window", False):
             return None
         for lin in linears:
-            plain = lin.linear if isinstance(lin, SmallBatchInt8Linear) else lin
+            plain = lin.linear if isinstance(lin, SmallBatchLinear) else lin
             if type(plain) is not nn.Linear:  # bitsandbytes layers and the like
                 return None
             if plain.weight.device.type != "cpu" or plain.weight.dtype not in (

@@ -311,7 +311,7 @@ def load_policy(
     )
     if device == "cpu" and precision == "bf16" and small_batch.attach(model, cache=keep):
         for m in model.modules():
-            if isinstance(m, small_batch.SmallBatchInt8Linear):
+            if isinstance(m, small_batch.SmallBatchLinear):
                 small[m.kind] = max(small[m.kind], m.rows)
 
     loaded = LoadedModel(

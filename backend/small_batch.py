@@ -69,7 +69,7 @@ def exact_int4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     return packed, scale_zero.transpose(0, 1).contiguous().to(torch.bfloat16)
 
 
-class SmallBatchInt8Linear(nn.Module):
+class SmallBatchLinear(nn.Module):
     """A bias-free Linear that reads low-bit weights for inputs of at most `rows` rows.
 
     4-bit (`kind` "int4") when the weights are exactly 4-bit in groups of 32 (`exact_int4`: the
@@ -81,7 +81,6 @@ class SmallBatchInt8Linear(nn.Module):
         self,
         linear: nn.Linear,
         rows: int = DEFAULT_ROWS,
-        int4: bool = True,
         stored: tuple[str, torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         """`stored`: (kind, qweight, scales) computed for these weights before (`attach`'s cache)."""
@@ -90,7 +89,7 @@ class SmallBatchInt8Linear(nn.Module):
             raise ValueError("only bias-free linear layers are supported")
         self.linear = linear  # the bf16 weights stay the model's parameters (tied ones too)
         if stored is None:
-            four = exact_int4(linear.weight.detach()) if int4 else None
+            four = exact_int4(linear.weight.detach())
             stored = ("int4", *four) if four is not None else ("int8", *_int8(linear.weight))
         kind, qweight, scales = stored
         self.kind, self.rows = kind, max(rows, INT4_ROWS) if kind == "int4" else rows
@@ -118,7 +117,7 @@ def _int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def small_matmul(x: torch.Tensor, kind: str, qweight: torch.Tensor, scales: torch.Tensor):
-    """x (rows, in) @ W.T for low-bit weights stored by `SmallBatchInt8Linear`."""
+    """x (rows, in) @ W.T for low-bit weights stored by `SmallBatchLinear`."""
     if kind == "int4":
         return _INT4_KERNEL(x, qweight, GROUP, scales)
     return _KERNEL(x, qweight, scales)
@@ -150,7 +149,7 @@ def attach(model: nn.Module, rows: int = DEFAULT_ROWS, cache: Path | None = None
                 pre = stored.get(key)
                 if pre is not None and pre[1].shape[0] != child.weight.shape[0]:
                     pre = None  # not these weights
-                layer = SmallBatchInt8Linear(child, rows, stored=pre)
+                layer = SmallBatchLinear(child, rows, stored=pre)
                 kept[key] = (layer.kind, layer.qweight, layer.scales)
                 setattr(parent, name, layer)
     if cache is not None and kept and set(kept) != set(stored):

@@ -127,7 +127,7 @@ def test_speculative_next_steps_change_nothing_but_speed(policy, engine):
     assert three_calls(ahead) == three_calls(plain)
     assert ahead.stats.prefetch_hits > 0  # the speculative path was really taken
     assert plain.stats.prefetch_hits == 0 and plain.stats.speculative_tokens == 0
-    # with int8 weights for small batches, speculation stops once few real rows are left
+    # with low-bit weights for small batches, speculation stops once few real rows are left
     ahead_small = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=True)
     ahead_small.small_batch_rows = 2
     assert three_calls(ahead_small) == three_calls(plain)

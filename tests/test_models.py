@@ -186,7 +186,7 @@ def test_small_batches_read_int8_weights_and_large_ones_bf16(monkeypatch):
     plain.load_state_dict(model.state_dict())
     assert small_batch.attach(model, rows=2) == 2 * 7 + 1  # q k v o gate up down, and the head
     head = model.lm_head
-    assert isinstance(head, small_batch.SmallBatchInt8Linear)
+    assert isinstance(head, small_batch.SmallBatchLinear)
     assert head.weight is model.model.embed_tokens.weight  # still tied, nothing copied in bf16
     ids = torch.randint(0, 300, (4, 6))
     with torch.inference_mode():
@@ -222,13 +222,11 @@ def test_weights_that_are_4_bit_get_an_exact_4_bit_copy():
     got = small_batch.small_matmul(x, "int4", packed, scale_zero).float()
     ref = x.float() @ w.float().T
     assert (got - ref).abs().max() <= 0.01 * ref.abs().max()
-    layer = small_batch.SmallBatchInt8Linear(
-        torch.nn.Linear(128, 96, bias=False).to(torch.bfloat16)
-    )
+    layer = small_batch.SmallBatchLinear(torch.nn.Linear(128, 96, bias=False).to(torch.bfloat16))
     assert layer.kind == "int8"  # random weights are not 4-bit: int8 as before
     with torch.no_grad():
         layer.linear.weight.copy_(w)
-    four = small_batch.SmallBatchInt8Linear(layer.linear)
+    four = small_batch.SmallBatchLinear(layer.linear)
     assert (four.kind, four.rows) == ("int4", small_batch.INT4_ROWS)
     # off the 16 levels by more than bf16 rounding: not exact, so no 4-bit copy
     w2 = w.clone()
@@ -262,7 +260,7 @@ def test_low_bit_copies_are_kept_beside_a_converted_model(tmp_path, monkeypatch)
     assert small_batch.attach(first, cache=cache) == 2 * 7 + 1 and cache.exists()
 
     def layers(m):
-        return [x for x in m.modules() if isinstance(x, small_batch.SmallBatchInt8Linear)]
+        return [x for x in m.modules() if isinstance(x, small_batch.SmallBatchLinear)]
 
     assert [x.kind for x in layers(first)].count("int4") == 2 * 7  # the head stays int8
     # a later load reads the copies instead of computing them
@@ -294,6 +292,6 @@ def test_the_cpu_default_uses_low_bit_weights_for_small_batches():
     assert (loaded.small_batch_int4, loaded.small_batch_int8) == (8, 4)
     from backend import small_batch
 
-    layers = [m for m in loaded.model.modules() if isinstance(m, small_batch.SmallBatchInt8Linear)]
+    layers = [m for m in loaded.model.modules() if isinstance(m, small_batch.SmallBatchLinear)]
     assert len(layers) == 30 * 7 + 1
     assert sum(m.kind == "int4" for m in layers) == 30 * 7
