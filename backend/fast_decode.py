@@ -58,6 +58,19 @@ def for_model(model) -> FastDecoder | None:
     return _BUILT[model]
 
 
+def _join(parts: list[nn.Module], name: str) -> torch.Tensor:
+    """The parts' `name` tensors joined along their first dimension; each part then holds a view
+    of its rows of the joined tensor instead of its own (a parameter stays a parameter)."""
+    joined = torch.cat([getattr(p, name).detach() for p in parts]).contiguous()
+    start = 0
+    for p in parts:
+        old = getattr(p, name)
+        view = joined[start : start + old.shape[0]]
+        setattr(p, name, nn.Parameter(view, False) if isinstance(old, nn.Parameter) else view)
+        start += old.shape[0]
+    return joined
+
+
 class _Linear:
     """A (possibly fused) linear map: bf16/fp32 weights, optional bias, optional low-bit copy
     (int8 or exact 4-bit, backend/small_batch.py) for small batches."""
@@ -65,14 +78,8 @@ class _Linear:
     def __init__(self, parts: list[nn.Module]) -> None:
         plain = [p.linear if isinstance(p, SmallBatchLinear) else p for p in parts]
         weights = [p.weight for p in plain]
-        if len(parts) == 1:
-            self.weight = weights[0].detach()
-        else:  # one matrix; the model's layers keep views of it (no copy stays behind)
-            self.weight = torch.cat([w.detach() for w in weights]).contiguous()
-            start = 0
-            for p, w in zip(plain, weights):
-                p.weight = nn.Parameter(self.weight[start : start + w.shape[0]], False)
-                start += w.shape[0]
+        # one matrix; the model's layers keep views of it (no copy stays behind)
+        self.weight = weights[0].detach() if len(parts) == 1 else _join(plain, "weight")
         biases = [p.bias for p in plain]
         self.bias = None
         if any(b is not None for b in biases):
@@ -92,21 +99,11 @@ class _Linear:
             if len(parts) == 1:
                 self.qweight, self.scales = low[0].qweight, low[0].scales
             else:  # fused too; the layers keep views of the weights
-                self.qweight = torch.cat([p.qweight for p in low]).contiguous()
-                start = 0
-                for p in low:
-                    n = p.qweight.shape[0]
-                    p.qweight = self.qweight[start : start + n]
-                    start += n
+                self.qweight = _join(low, "qweight")
                 if self.kind == "int4":  # scales are (groups, out, 2): a slice would be strided,
                     self.scales = torch.cat([p.scales for p in low], 1)  # so this one is a copy
                 else:
-                    self.scales = torch.cat([p.scales for p in low]).contiguous()
-                    start = 0
-                    for p in low:
-                        n = p.scales.shape[0]
-                        p.scales = self.scales[start : start + n]
-                        start += n
+                    self.scales = _join(low, "scales")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x: (rows, in)
         if x.shape[0] <= self.rows:

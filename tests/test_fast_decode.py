@@ -136,16 +136,11 @@ def test_int8_small_batches_and_bf16_large_ones_match_the_model():
 def test_the_models_own_forward_is_unchanged_with_4_bit_small_batches():
     """Fusing must leave every layer's own low-bit copy intact: the engine still prefills short
     texts (a few tokens: rows <= 8, the 4-bit path) through the model's own forward."""
-    from tests.test_models import q4_1_weights
+    from tests.test_models import q4_1_layers
 
     def four_bit(**shape):
         model = tiny("llama", torch.bfloat16, tie_word_embeddings=True, **shape)
-        with torch.no_grad():
-            for i, layer in enumerate(model.model.layers):
-                att, mlp = layer.self_attn, layer.mlp
-                linears = [att.q_proj, att.k_proj, att.v_proj, att.o_proj]
-                for j, lin in enumerate(linears + [mlp.gate_proj, mlp.up_proj, mlp.down_proj]):
-                    lin.weight.copy_(q4_1_weights(*lin.weight.shape, seed=10 * i + j))
+        q4_1_layers(model)
         small_batch.attach(model)
         return model
 

@@ -234,6 +234,16 @@ def test_weights_that_are_4_bit_get_an_exact_4_bit_copy():
     assert small_batch.exact_int4(w2) is None
 
 
+def q4_1_layers(model) -> None:
+    """Give every decoder layer's linear maps Q4_1-style weights (`q4_1_weights`)."""
+    with torch.no_grad():
+        for i, layer in enumerate(model.model.layers):
+            att, mlp = layer.self_attn, layer.mlp
+            linears = [att.q_proj, att.k_proj, att.v_proj, att.o_proj]
+            for j, lin in enumerate(linears + [mlp.gate_proj, mlp.up_proj, mlp.down_proj]):
+                lin.weight.copy_(q4_1_weights(*lin.weight.shape, seed=10 * i + j))
+
+
 def test_low_bit_copies_are_kept_beside_a_converted_model(tmp_path, monkeypatch):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -246,12 +256,7 @@ def test_low_bit_copies_are_kept_beside_a_converted_model(tmp_path, monkeypatch)
             num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
         )  # fmt: skip
         m = LlamaForCausalLM(config).to(torch.bfloat16).eval()
-        with torch.no_grad():
-            for i, layer in enumerate(m.model.layers):  # 4-bit layers, as from a Q4_1 GGUF
-                att, mlp = layer.self_attn, layer.mlp
-                linears = [att.q_proj, att.k_proj, att.v_proj, att.o_proj]
-                for j, lin in enumerate(linears + [mlp.gate_proj, mlp.up_proj, mlp.down_proj]):
-                    lin.weight.copy_(q4_1_weights(*lin.weight.shape, seed=10 * i + j))
+        q4_1_layers(m)  # as from a Q4_1 GGUF
         return m
 
     (tmp_path / "model.safetensors").write_bytes(b"weights")  # what the cache is stamped with
