@@ -245,17 +245,11 @@ def q4_1_layers(model) -> None:
 
 
 def test_low_bit_copies_are_kept_beside_a_converted_model(tmp_path, monkeypatch):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from backend import small_batch
+    from tests.test_fast_decode import tiny
 
     def model():
-        torch.manual_seed(0)
-        config = LlamaConfig(
-            vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-        )  # fmt: skip
-        m = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+        m = tiny("llama", torch.bfloat16, tie_word_embeddings=True)
         q4_1_layers(m)  # as from a Q4_1 GGUF
         return m
 
