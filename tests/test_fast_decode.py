@@ -214,3 +214,26 @@ def test_engine_steps_are_the_same_with_the_models_own_forward(policy, engine, m
     for s in split:
         assert s.kv[0][0].shape[1] == len(s.ids) - prompt.prompt_len
         assert s.prefix[0][0].data_ptr() == prompt.kv[0][0].data_ptr()
+
+
+def test_bf16_weights_are_read_in_onednns_layout_with_the_same_results(monkeypatch):
+    """bf16 layers keep a copy of their weights reordered once for oneDNN's linear kernel (a
+    plain bf16 linear reorders them at every call); it computes the same bits."""
+    if not fast_decode.packing_enabled():
+        pytest.skip("this torch build has no oneDNN linear")
+    model = tiny("qwen2", torch.bfloat16)  # biases on q/k/v too
+    decoder = fast_decode.FastDecoder.build(model)
+    linears = [lin for layer in decoder.layers for lin in layer[1:] if hasattr(lin, "packed")]
+    linears.append(decoder.head)
+    assert all(lin.packed is not None for lin in linears)
+    x = torch.randn(16, 64, dtype=torch.bfloat16)
+    for lin in linears[:3]:  # the fused q/k/v (with its bias), o, the fused gate/up
+        want = torch.nn.functional.linear(x[:, : lin.weight.shape[1]], lin.weight, lin.bias)
+        assert torch.equal(lin(x[:, : lin.weight.shape[1]]), want)
+    packed = lean_logits(decoder, model, True)
+    for lin in linears:
+        lin.packed = None
+    assert torch.equal(packed, lean_logits(decoder, model, True))
+    monkeypatch.setenv("THINKTREE_PACKED_WEIGHTS", "0")
+    assert fast_decode._packed(model.lm_head.weight) is None
+    assert fast_decode._packed(model.lm_head.weight.float()) is None  # fp32 keeps MKL's path
