@@ -72,6 +72,8 @@ class ArithmeticPRM:
     wrong: float = 0.1  # some calculation is wrong
     unchecked: float = 0.5  # nothing checkable in the step
     name: ClassVar[str] = "arithmetic"
+    # scoring is cheap (no model): a search may score steps while others are still being written
+    cheap: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         for field_name in ("right", "wrong", "unchecked"):

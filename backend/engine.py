@@ -15,7 +15,11 @@ How it is fast on two CPU cores:
 - one-token steps run through a lean decoder (backend/fast_decode.py) where the model allows:
   the question's prompt is one shared prefix whose KV every row's attention reads once, so the
   slab and the stored rows hold only each row's own tokens (the last few rows of a batch take
-  the prompt back into their rows, where one attention is faster than two).
+  the prompt back into their rows, where one attention is faster than two);
+- next steps are written ahead while an iteration's last rows finish (see `_decode`): a row whose
+  step has ended goes on with its next step, and when the search hints which continuations it
+  will keep (`Sampling.keep` and `.rank`, which a beam search gives with a cheap PRM), the likely
+  survivors are copied so that each continuation the next call asks for is already under way.
 Each stored row keeps its KV for all tokens but the last ("pending") one; the next call feeds
 the pending tokens first, so a stored row needs no logits and a new prompt needs no special case.
 """
@@ -45,6 +49,9 @@ log = logging.getLogger(__name__)
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape (heads, T, dim)
 # a batch down to this many rows reads the shared prompt from its own rows again (_unshare)
 UNSHARE_ROWS = 3
+# speculation (see StepEngine._decode): at most this many continuations of one partial solution
+# are written ahead (the app's default beam width)
+FORKS = 4
 
 
 @dataclass
@@ -81,6 +88,7 @@ class EngineStats:
     forward_rows: int = 0  # rows summed over the decode forwards (mean batch = rows / forwards)
     decode_tokens: int = 0  # tokens of the steps returned (prefetched ones included)
     speculative_tokens: int = 0  # tokens written ahead for the next call
+    copied_rows: int = 0  # rows added to write more continuations of a likely survivor ahead
     prefetch_hits: int = 0  # next steps that started from a prefetch
     prefill_s: float = 0.0  # prompts and foreign text read at batch 1
     prefill_tokens: int = 0
@@ -108,6 +116,7 @@ class _Row:
     base_ids: list[int]  # ids before the current step
     new: list[int]  # the current step's tokens so far
     offset: int = 0  # where this row's KV starts in the slab (left padding)
+    fork: bool = False  # a copy of a row that writes ahead (another continuation of its key)
 
 
 def _sampling_key(s: Sampling) -> tuple:
@@ -124,6 +133,7 @@ class SlabLayer(DynamicLayer):
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
         super().__init__()
         self.k_slab, self.v_slab, self.length = keys, values, length
+        self.rows = keys.shape[0]  # the batch's rows: the first `rows` of the slab
         # (keys, values) of shape (heads, P, dim) that every row attends to before the slab's
         # positions (read once for all rows: backend/fast_decode.py); None: no shared prefix
         self.prefix: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -132,15 +142,15 @@ class SlabLayer(DynamicLayer):
         self._views()
 
     def _views(self) -> None:
-        self.keys = self.k_slab[:, :, : self.length]
-        self.values = self.v_slab[:, :, : self.length]
+        self.keys = self.k_slab[: self.rows, :, : self.length]
+        self.values = self.v_slab[: self.rows, :, : self.length]
 
     def update(self, key_states, value_states, *args, **kwargs):
         q = key_states.shape[-2]
         if self.length + q > self.k_slab.shape[2]:  # out of room: grow by half
             self._grow(self.length + q + self.k_slab.shape[2] // 2)
-        self.k_slab[:, :, self.length : self.length + q] = key_states
-        self.v_slab[:, :, self.length : self.length + q] = value_states
+        self.k_slab[: self.rows, :, self.length : self.length + q] = key_states
+        self.v_slab[: self.rows, :, self.length : self.length + q] = value_states
         self.length += q
         self._views()
         return self.keys, self.values
@@ -159,6 +169,20 @@ class SlabLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self.k_slab = self.k_slab[indices]
         self.v_slab = self.v_slab[indices]
+        self.rows = len(indices)
+        self._views()
+
+    def add_rows(self, n: int, room: int) -> None:
+        """n more rows at the end of the batch (their contents are the caller's to write); when
+        the slab is out of rows it is reallocated with room for `room`."""
+        if self.rows + n > self.k_slab.shape[0]:
+            _, h, cap, d = self.k_slab.shape
+            k = self.k_slab.new_zeros(max(room, self.rows + n), h, cap, d)
+            v = torch.zeros_like(k)
+            k[: self.rows, :, : self.length] = self.k_slab[: self.rows, :, : self.length]
+            v[: self.rows, :, : self.length] = self.v_slab[: self.rows, :, : self.length]
+            self.k_slab, self.v_slab = k, v
+        self.rows += n
         self._views()
 
 
@@ -174,6 +198,7 @@ class StepEngine:
         keep_calls: int = 3,
         compact_fraction: float = 0.25,
         speculate: bool = True,
+        forks: int = FORKS,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -181,10 +206,11 @@ class StepEngine:
         self.keep_calls = keep_calls  # rows unused for this many calls are dropped
         self.compact_fraction = compact_fraction
         # idle rows write the next step ahead (see _decode): over 8 seeds of the benchmark's
-        # search, 6.6 vs 7.05 ms per generated token with vs without (64.7 vs 75.4 s). Only one
-        # of a beam's continuations can start from it. It stops once few real rows are left, so
-        # the tails still run at the small (low-bit) batch sizes
+        # search, 6.6 vs 7.05 ms per generated token with vs without (64.7 vs 75.4 s), one
+        # continuation per row. With the search's hints, up to `forks` continuations of each
+        # likely survivor (8 seeds: 49.7 vs 63.6 s, 4.83 vs 6.12 ms per token, against one)
         self.speculate = speculate
+        self.forks = max(1, forks)
         # batches of at most this many rows read low-bit weights (backend/small_batch.py)
         self.small_batch_rows = max(
             (m.rows for m in model.modules() if isinstance(m, SmallBatchLinear)), default=0
@@ -206,7 +232,7 @@ class StepEngine:
         self.newline_ids = {i for i, piece in enumerate(pieces) if "\n" in piece}
         self.store: dict[tuple[str, tuple[str, ...]], RowState] = {}
         self._head: RowState | None = None  # the template's prompt before the question
-        self.prefetch: dict[tuple[str, tuple[str, ...]], Prefetch] = {}
+        self.prefetch: dict[tuple[str, tuple[str, ...]], list[Prefetch]] = {}
         self.calls = 0
         self.stats = EngineStats()
         self.lock = threading.Lock()
@@ -316,7 +342,7 @@ class StepEngine:
         rows: list[_Row] = []
         for i, key in enumerate(keys):
             for j in range(n):
-                pre = self._take_prefetch(question, key, sampling) if j == 0 else None
+                pre = self._take_prefetch(question, key, sampling)
                 if pre is not None and pre.step is not None:  # a whole step written ahead
                     # written to the end, it is only the start, unless it ends the solution
                     step = _as_whole_solution(pre.step) if sampling.to_end else pre.step
@@ -328,7 +354,16 @@ class StepEngine:
                 else:
                     state = self._state(question, key)
                     rows.append(_Row(i * n + j, key, state, state.ids, []))
-        decoded = self._decode(question, rows, sampling) if rows else iter(())
+        # continuations written ahead for a likely survivor (one the search ranks among the ones
+        # it keeps): as many as this call asked for per partial (a beam search's next call asks
+        # as many), else the default; without a ranking, one per row that ends its step
+        fan = 1
+        if sampling.rank is not None and sampling.keep > 0:
+            fan = min(n, self.forks) if len(keys) > 1 else self.forks
+        # steps written ahead whole: ranked with the rest, and a likely survivor among them goes
+        # on writing ahead (its next step) while the batch decodes
+        ahead = [(i, keys[i // n] + (step.text,), st) for i, step, st in ready if st is not None]
+        decoded = self._decode(question, rows, sampling, fan, ahead) if rows else iter(())
         for index, step, state in itertools.chain(ready, decoded):
             self.stats.decode_tokens += step.tokens
             if state is not None:  # an unfinished step: keep its cache for the next call
@@ -340,9 +375,10 @@ class StepEngine:
     def _take_prefetch(
         self, question: str, key: tuple[str, ...], sampling: Sampling
     ) -> Prefetch | None:
-        pre = self.prefetch.pop((question, key), None)
-        if pre is None:
+        waiting = self.prefetch.get((question, key))
+        if not waiting:
             return None
+        pre = waiting.pop(0)
         # what was written ahead (always step by step) may start a continuation written to the
         # end, whatever its step limit; a step-by-step call needs the very same settings
         wanted = _sampling_key(sampling)
@@ -445,10 +481,10 @@ class StepEngine:
         ]
         for key in stale:
             del self.store[key]
-        for key in [
-            k for k, p in self.prefetch.items() if self.calls - p.state.used >= self.keep_calls
-        ]:
-            del self.prefetch[key]
+        for key, waiting in list(self.prefetch.items()):
+            waiting[:] = [p for p in waiting if self.calls - p.state.used < self.keep_calls]
+            if not waiting:
+                del self.prefetch[key]
         questions = {}
         for key, s in self.store.items():  # keep the prompts of the 4 most recent questions
             if not key[1]:
@@ -458,7 +494,12 @@ class StepEngine:
 
     # ---- batched decoding ----------------------------------------------------------------
     def _decode(
-        self, question: str, rows: list[_Row], sampling: Sampling
+        self,
+        question: str,
+        rows: list[_Row],
+        sampling: Sampling,
+        fan: int = 1,
+        ahead: Sequence[tuple[int, tuple[str, ...], RowState]] = (),
     ) -> Iterator[tuple[int, GeneratedStep, RowState | None]]:
         """Decode one step for every row as one batch; yields (index, step, new state) per row
         as soon as its step ends (the state is None when the solution ended).
@@ -466,10 +507,36 @@ class StepEngine:
         With `speculate` on, a row whose step ends on the delimiter while others are still
         writing goes on writing its next step speculatively (the batch would otherwise run below
         its width); what it writes is kept as a prefetch for that partial solution and used when
-        the next call asks for it.
+        the next call asks for it. Once few real rows are left, speculative rows stop (the tail
+        then runs at the low-bit small-batch sizes), but those of likely survivors.
+
+        With the search's hints (`sampling.keep` and `.rank`; `fan` > 1), every row that ends its
+        step is ranked among those ended so far, as the search will rank it; while it is among
+        the `keep` best, it gets `fan` - 1 copies (rows with its KV, copied at the step boundary)
+        that each write a next step independently, so every continuation the next call asks of a
+        survivor has a head start; a key that drops out of the best loses its copies. Steps taken
+        whole from what was written ahead (`ahead`) are ranked too, and the likely survivors among
+        them write their next step ahead in this batch. None of this changes what is sampled:
+        a continuation written ahead is a sample of the same distribution, only started earlier.
         """
         t0 = time.perf_counter()
+        speculate = self.speculate and not sampling.to_end
+        fan = fan if speculate else 1
+        keep = sampling.keep if fan > 1 else 0
+        ranked: list[tuple[float, int, tuple[str, ...]]] = []  # (-rank, index, key) of ended rows
+        favored: set[tuple[str, ...]] = set()  # the keys ranked among the `keep` best so far
+        if keep and ahead:  # steps that were written ahead whole: the likely survivors go on
+            for index, key, _ in ahead:
+                _rerank(ranked, favored, keep, (sampling.rank(key), index, key), [])
+            rows = rows + [
+                _Row(None, key, state, state.ids, [], fork=c > 0)
+                for _, key, state in ahead
+                if key in favored
+                for c in range(fan)
+            ]
+            self.stats.copied_rows += sum(r.fork for r in rows)
         b = len(rows)
+        room = b + (fan - 1) * keep  # rows the batch may grow to (copies for the likely survivors)
         cached = [len(r.start.ids) - 1 for r in rows]  # cached positions per row
         # with the lean decoder, the question's prompt is one shared prefix that every row's
         # attention reads once (backend/fast_decode.py); the slab holds what follows it. A few
@@ -511,7 +578,6 @@ class StepEngine:
         gen = torch.Generator(device=self.device)
         if sampling.seed is not None:
             gen.manual_seed(int(sampling.seed))
-        speculate = self.speculate and not sampling.to_end
         slot: list[_Row | None] = list(rows)  # batch position -> row; None once it stopped
         ended: list[tuple[int, GeneratedStep, RowState | None]] = []
         tuner = cpu_threads.tuner() if self.device.type == "cpu" else None
@@ -526,6 +592,7 @@ class StepEngine:
             self.stats.decode_forwards += 1
             self.stats.forward_rows += len(slot)
             tokens = _sample(logits.float(), sampling, gen).tolist()
+            forks: list[int] = []  # likely survivors that begin writing ahead: copy them
             for p, row in enumerate(slot):
                 if row is None:
                     continue
@@ -541,8 +608,14 @@ class StepEngine:
                 else:  # a speculative step that ended: the next call gets it without decoding
                     self._keep_prefetch(question, row, step, state, sampling)
                 if state is not None and speculate and row.out is not None:
-                    row.out, row.key = None, row.key + (step.text,)
+                    index, row.out, row.key = row.out, None, row.key + (step.text,)
                     row.base_ids, row.new = state.ids, []
+                    if keep:
+                        _rerank(ranked, favored, keep, (sampling.rank(row.key), index, row.key), slot)
+                        if row.key in favored:
+                            forks.append(p)
+                        else:  # not among the best ended so far: the search will not keep it
+                            slot[p] = None
                 else:
                     slot[p] = None
             if ended:
@@ -556,15 +629,20 @@ class StepEngine:
                 break
             if real <= self.small_batch_rows < len(live):
                 # the few rows left would decode faster alone (low-bit weights at small batches):
-                # speculative rows stop here, keeping what they wrote
+                # speculative rows stop here, keeping what they wrote (but those of likely
+                # survivors, which the next call will most probably continue)
                 for p in live:
                     row = slot[p]
-                    if row.out is None:
+                    if row.out is None and row.key not in favored:
                         if row.new:
                             state = self._row_state(row, layers, p)
                             self._keep_prefetch(question, row, None, state, sampling)
                         slot[p] = None
                 live = [p for p in live if slot[p] is not None]
+            forks = [p for p in forks if slot[p] is not None and slot[p].key in favored]
+            if forks:
+                tokens, mask, pos = self._fork(layers, slot, forks, fan - 1, room, tokens, mask, pos)
+                live = [p for p, row in enumerate(slot) if row is not None]
             dead = len(slot) - len(live)
             if dead and dead >= max(1, self.compact_fraction * len(slot)):
                 idx = torch.tensor(live, device=self.device)
@@ -583,6 +661,50 @@ class StepEngine:
             if row is not None and row.out is None and row.new:
                 self._keep_prefetch(question, row, None, self._row_state(row, layers, p), sampling)
         self.stats.decode_s += time.perf_counter() - t1
+
+    def _fork(
+        self,
+        layers: list[SlabLayer],
+        slot: list[_Row | None],
+        parents: list[int],
+        copies: int,
+        room: int,
+        tokens: list[int],
+        mask: torch.Tensor,
+        pos: torch.Tensor,
+    ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """Give each parent row (one that has just begun writing ahead) up to `copies` more rows
+        that write the same next step independently, in stopped rows' places or new rows at the
+        end, as long as the batch stays within `room` rows; round-robin over the parents, in
+        batch order. Updates `slot` in place; returns the batch's tokens, mask and positions."""
+        free = [p for p, row in enumerate(slot) if row is None]
+        wanted = [p for k in range(copies) for p in parents][: len(free) + room - len(slot)]
+        if not wanted:
+            return tokens, mask, pos
+        new = len(wanted) - len(free)
+        if new > 0:  # the batch grows: new rows at the end
+            start = len(slot)
+            for lay in layers:
+                lay.add_rows(new, room)
+            mask = torch.cat([mask, mask.new_zeros(new, mask.shape[1])])
+            pos = torch.cat([pos, pos.new_zeros(new, 1)])
+            tokens = tokens + [0] * new
+            slot.extend([None] * new)
+            free += range(start, start + new)
+        targets = free[: len(wanted)]
+        src = torch.tensor(wanted, device=self.device)
+        dst = torch.tensor(targets, device=self.device)
+        for lay in layers:  # the parents' rows as they are now (the step boundary)
+            n = lay.length
+            lay.k_slab[dst, :, :n] = lay.k_slab[src, :, :n]
+            lay.v_slab[dst, :, :n] = lay.v_slab[src, :, :n]
+        mask[dst], pos[dst] = mask[src], pos[src]
+        self.stats.copied_rows += len(wanted)
+        for p, q in zip(wanted, targets):
+            parent = slot[p]
+            tokens[q] = tokens[p]
+            slot[q] = _Row(None, parent.key, parent.start, parent.base_ids, [], parent.offset, True)
+        return tokens, mask, pos
 
     def _shared_prefix(self, question: str, rows: list[_Row]) -> KV | None:
         """The prompt's KV (all positions but its pending last token) for rows of one question.
@@ -639,7 +761,7 @@ class StepEngine:
         pre_state = state if state is not None else RowState(row.base_ids, [], row.start.prompt_len)
         pre = Prefetch(pre_state, row.base_ids, list(row.new), step, _sampling_key(sampling))
         pre.state.used = self.calls
-        self.prefetch[(question, row.key)] = pre
+        self.prefetch.setdefault((question, row.key), []).append(pre)
 
     def _check_stop(self, row: _Row, sampling: Sampling, budget: int) -> GeneratedStep | None:
         """The finished step if this row should stop after its newest token, else None."""
@@ -668,6 +790,30 @@ class StepEngine:
         return None
 
 
+def _rerank(
+    ranked: list[tuple[float, int, tuple[str, ...]]],
+    favored: set[tuple[str, ...]],
+    keep: int,
+    ended: tuple[float, int, tuple[str, ...]],
+    slot: list[_Row | None],
+) -> None:
+    """Add a row that just ended its step, as (rank, index, key), to the ranking of the ended
+    ones, and make `favored` the keys of the `keep` best (higher rank first, ties to the lower
+    index, as a beam search keeps them; never one ranked -inf, a solution that ended). A key
+    that is not among them now never will be (rows that end later only push keys out), so a
+    key that drops out of them stops writing ahead: its rows in `slot` stop."""
+    rank, index, key = ended
+    ranked.append((-rank, index, key))
+    ranked.sort(key=lambda r: r[:2])
+    best = {k for r, _, k in ranked[:keep] if r != float("inf")}
+    for lost in favored - best:
+        for q, row in enumerate(slot):
+            if row is not None and row.out is None and row.key == lost:
+                slot[q] = None
+    favored.clear()
+    favored.update(best)
+
+
 def _unshare(layers: list[SlabLayer], slot: list[_Row | None], mask: torch.Tensor) -> torch.Tensor:
     """Copy the shared prefix into each row's part of the slab; returns the widened mask.
 
@@ -677,8 +823,8 @@ def _unshare(layers: list[SlabLayer], slot: list[_Row | None], mask: torch.Tenso
     """
     p = layers[0].prefix[0].shape[1]
     for lay in layers:
-        b, h, cap, d = lay.k_slab.shape
-        k = lay.k_slab.new_zeros(b, h, cap + p, d)
+        _, h, cap, d = lay.k_slab.shape
+        k = lay.k_slab.new_zeros(lay.rows, h, cap + p, d)
         v = torch.zeros_like(k)
         for j, row in enumerate(slot):
             if row is None:

@@ -56,11 +56,13 @@ def _beam_search(
     while beams and len(completed) < config.n and not run.last_iteration:
         run.next_iteration()
         counts = copies_per_beam(config.n, len(beams))
+        # the generator may write ahead for the `keep` best (lookahead ranks by its rollouts)
+        hint = 0 if lookahead else keep
         if len(set(counts)) == 1:  # the usual case: M copies of each of N/M beams
-            candidates = yield from run.expand_stream([b.id for b in beams], counts[0])
+            candidates = yield from run.expand_stream([b.id for b in beams], counts[0], keep=hint)
         else:
             candidates = yield from run.expand_stream(
-                [b.id for b, c in zip(beams, counts) for _ in range(c)]
+                [b.id for b, c in zip(beams, counts) for _ in range(c)], keep=hint
             )
         if lookahead and not run.last_iteration:
             _score_with_lookahead(run, candidates, lookahead)

@@ -8,8 +8,8 @@ and every call carries what it needs to be reproducible (the seed is in `Samplin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 STEP_DELIMITER = "\n\n"
@@ -25,6 +25,12 @@ class Sampling:
     max_solution_tokens: int = 2048  # a solution longer than this is finished ("length")
     seed: int | None = None  # None: not reproducible
     to_end: bool = False  # ignore the step delimiter and write the rest of the solution
+    # Hints about what the search will do with the results; they never change what is sampled.
+    # A generator may write next steps ahead (speculatively) for the continuations the search
+    # is likely to keep: `keep` of them, the best by `rank` (higher first, ties to the earlier
+    # continuation), which a search gives when it can rank a partial solution cheaply
+    rank: Callable[[Sequence[str]], float] | None = field(default=None, compare=False, repr=False)
+    keep: int = 0
 
     @property
     def greedy(self) -> bool:

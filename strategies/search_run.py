@@ -60,8 +60,13 @@ class SearchRun:
     def question(self) -> str:
         return self.tree.question
 
-    def sampling(self, *, greedy: bool = False, to_end: bool = False) -> Sampling:
-        """Sampling settings for the next generator call; each call gets its own derived seed."""
+    def sampling(self, *, greedy: bool = False, to_end: bool = False, keep: int = 0) -> Sampling:
+        """Sampling settings for the next generator call; each call gets its own derived seed.
+
+        `keep`: how many of the call's continuations the search will keep, best by PRM score
+        (beam search); with a cheap scorer the generator then also gets the ranking (`rank`), so
+        it can write ahead for the likely survivors.
+        """
         c = self.config
         self._calls += 1
         return Sampling(
@@ -71,7 +76,17 @@ class SearchRun:
             max_solution_tokens=c.max_solution_tokens,
             seed=(c.seed * 1_000_003 + self._calls) % 2**63,
             to_end=to_end,
+            rank=self._rank if keep and getattr(self.scorer, "cheap", False) else None,
+            keep=keep,
         )
+
+    def _rank(self, steps: Sequence[str]) -> float:
+        """A partial solution's score as the search will rank it; -inf once it ends the solution
+        (the search keeps only open ones)."""
+        if not steps or is_final(steps[-1]):
+            return float("-inf")
+        scores = self.scorer.score(self.question, [list(steps)]).steps[0]
+        return aggregate(scores, self.config.aggregation)
 
     def next_iteration(self) -> int:
         self.tree.iteration += 1
@@ -94,6 +109,7 @@ class SearchRun:
         *,
         greedy: bool = False,
         subtrees: Sequence[int] | None = None,
+        keep: int = 0,
     ) -> Generator[SearchTree, None, list[Node]]:
         """Sample `n` next steps for each parent in one generator call; attach them as children.
 
@@ -103,13 +119,15 @@ class SearchRun:
         children (use `children = yield from run.expand_stream(...)`), grouped by parent, in
         order. A child that ends the solution (EOS, token limit, empty step, or a boxed answer)
         is marked completed with its answer. `subtrees` (one per parent) tags the children with
-        their DVTS subtree as they arrive; by default a child is in its parent's.
+        their DVTS subtree as they arrive; by default a child is in its parent's. `keep`: how many
+        children the search will keep by score (a hint for the generator, see `sampling`).
         """
         if not parents:
             return []
         total = len(parents) * n
         partials = [self.tree.steps(p) for p in parents]
-        sampling = self.sampling(greedy=greedy, to_end=self.last_iteration)
+        to_end = self.last_iteration
+        sampling = self.sampling(greedy=greedy, to_end=to_end, keep=0 if to_end else keep)
         stream = getattr(self.generator, "stream_steps", None)
         by_index: dict[int, Node] = {}
         if stream is None:

@@ -195,9 +195,9 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
     base = fast.store[(Q, start + (s1.text,))]
     after = fast.store[(Q, start + (s1.text, s2.text))]
     tokens = after.ids[len(base.ids) :]
-    fast.prefetch[(Q, start + (s1.text,))] = Prefetch(
-        after, base.ids, tokens, s2, _sampling_key(GREEDY)
-    )
+    fast.prefetch[(Q, start + (s1.text,))] = [
+        Prefetch(after, base.ids, tokens, s2, _sampling_key(GREEDY))
+    ]
     (got,) = fast.next_steps(Q, [start + (s1.text,)], 1, to_end)[0]
     assert fast.stats.prefetch_hits == 1  # the written-ahead step was used
     plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
@@ -241,3 +241,61 @@ def test_a_new_question_reads_only_its_own_tokens(policy, engine):
     assert not step.finished
     got = fresh.store[(Q, (step.text,))].ids[len(prompt) :]  # the step's ids as generated
     assert got == reference(policy, prompt, len(got))
+
+
+def test_ranking_picks_the_rows_to_copy_and_stops_the_copies_of_the_rest():
+    from backend.engine import RowState, _rerank, _Row
+
+    state = RowState([1, 2], [], prompt_len=1)
+    a, b, c = ("a\n\n",), ("b\n\n",), ("c \\boxed{3}",)
+    ranked, favored = [], set()
+    slot = [_Row(None, a, state, state.ids, [], fork=True), _Row(None, a, state, state.ids, [])]
+    _rerank(ranked, favored, 1, (0.5, 3, a), slot)
+    assert favored == {a}
+    _rerank(ranked, favored, 1, (0.5, 1, b), slot)  # the same rank: the earlier one is kept
+    assert favored == {b}
+    assert slot == [None, None]  # a (and its copy) stop writing ahead: it will not be kept
+    _rerank(ranked, favored, 3, (float("-inf"), 0, c), slot)  # an ended solution: never kept
+    assert c not in favored
+
+
+def test_likely_survivors_are_written_ahead_in_as_many_copies_as_the_next_call_asks(
+    policy, engine
+):
+    """With the search's hints (how many it keeps and how it ranks them), the rows the search
+    will likely keep are copied when their step ends and each copy writes a next step ahead; the
+    next call takes one per continuation. Greedy, every copy must write what the plain path
+    writes (which also checks the copied caches)."""
+    from dataclasses import replace
+
+    from backend.engine import StepEngine
+
+    def rank(steps) -> float:  # shorter partial solutions first
+        return -float(len("".join(steps)))
+
+    hinted = replace(GREEDY, rank=rank, keep=2)
+    starts = [["Sara has 5 boxes.\n\n"], ["Each box has 6 pencils, so 5 x 6 = 30.\n\n"], []]
+
+    def three_calls(eng):
+        texts, partials = [], starts
+        for _ in range(3):
+            rows = eng.next_steps(Q, partials, 2, hinted)
+            texts.append([[s.text for s in row] for row in rows])
+            children = []
+            for p, row in zip(partials, rows):
+                for s in row:
+                    if not s.finished and p + [s.text] not in children:
+                        children.append(p + [s.text])
+            partials = sorted(children, key=lambda c: -rank(c))[:2]  # stable: ties by order
+            if not partials:
+                break
+        return texts
+
+    ahead = StepEngine(policy.model, policy.tokenizer, engine.template)
+    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    assert three_calls(ahead) == three_calls(plain)
+    assert ahead.stats.copied_rows > 0  # rows were copied to write ahead...
+    assert ahead.stats.prefetch_hits >= 2  # ...and more than one continuation started from them
+    single = StepEngine(policy.model, policy.tokenizer, engine.template, forks=1)
+    assert three_calls(single) == three_calls(plain)
+    assert single.stats.copied_rows == 0  # one continuation per row only

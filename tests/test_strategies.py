@@ -362,3 +362,53 @@ def test_a_viewer_that_stops_listening_ends_the_generator_call():
     assert first.writing and len(first.nodes) == 2 and gen.closed == 0
     frames.close()  # e.g. the user pressed Stop
     assert gen.closed == 1 and not first.writing
+
+
+# ---- hints for a generator that writes ahead ---------------------------------------------------
+class _CheapScorer(FakeScorer):
+    cheap = True  # a scorer a search may call while steps are still being written
+
+
+class _Recording(FakeGenerator):
+    """Records each call's sampling hints, and what the hint ranks each continuation."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hints: list[tuple[int, list[float] | None]] = []
+
+    def next_steps(self, question, partials, n, sampling):
+        results = super().next_steps(question, partials, n, sampling)
+        ranks = None
+        if sampling.rank is not None:
+            ranks = [sampling.rank(list(p) + [s.text]) for p, row in zip(partials, results) for s in row]
+        self.hints.append((sampling.keep, ranks))
+        return results
+
+
+@pytest.mark.parametrize("how", ["last", "min"])
+def test_beam_search_hints_which_continuations_it_will_keep(how):
+    """A beam search tells the generator how many continuations it keeps and, with a cheap
+    scorer, ranks them the way it selects them: the `keep` best by that rank (ties to the
+    earlier one) are exactly the beams it goes on with."""
+    n, m = 8, 2
+    gen = _Recording(depth=4)
+    config = cfg("beam_search", n=n, beam_width=m, aggregation=how, max_iterations=4)
+    tree = run("q", config, gen, _CheapScorer())
+    assert [keep for keep, _ in gen.hints] == [n // m] * 3 + [0]  # not when writing to the end
+    for it, (keep, ranks) in enumerate(gen.hints[:3], start=1):
+        new = sorted((x for x in tree.nodes if x.iteration == it), key=lambda x: x.id)
+        assert len(ranks) == len(new) == n
+        for x, r in zip(new, ranks):  # the hint's rank is the score the search selects by
+            assert r == (float("-inf") if x.status == "completed" else x.agg_score)
+        best = sorted(range(n), key=lambda i: (-ranks[i], i))[:keep]
+        kept = {x.id for x in new if tree.children(x.id)}
+        assert {new[i].id for i in best if ranks[i] > float("-inf")} == kept
+
+
+def test_no_ranking_without_a_cheap_scorer_or_with_lookahead():
+    gen = _Recording(depth=4)
+    run("q", cfg("beam_search", n=8, beam_width=2), gen, FakeScorer())
+    assert gen.hints[0] == (4, None)  # how many it keeps, but no ranking (scoring is not cheap)
+    gen = _Recording(depth=4)
+    run("q", cfg("lookahead", n=8, beam_width=2, lookahead=1), gen, _CheapScorer())
+    assert all(h == (0, None) for h in gen.hints)  # lookahead ranks by rollouts it has not run
