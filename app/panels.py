@@ -64,7 +64,8 @@ def compute_markdown(tree: SearchTree) -> str:
     if small:
         precision += f" ({', '.join(small)})"
     if m.get("lean_decoder"):
-        precision += " · lean decoder, shared prompt"
+        packed = " (oneDNN-packed bf16)" if m.get("packed_weights") else ""
+        precision += f" · lean decoder{packed}, shared prompt"
     lines = [
         "| compute used | |",
         "|---|---|",

@@ -611,7 +611,9 @@ class StepEngine:
                     index, row.out, row.key = row.out, None, row.key + (step.text,)
                     row.base_ids, row.new = state.ids, []
                     if keep:
-                        _rerank(ranked, favored, keep, (sampling.rank(row.key), index, row.key), slot)
+                        _rerank(
+                            ranked, favored, keep, (sampling.rank(row.key), index, row.key), slot
+                        )
                         if row.key in favored:
                             forks.append(p)
                         else:  # not among the best ended so far: the search will not keep it
@@ -641,7 +643,9 @@ class StepEngine:
                 live = [p for p in live if slot[p] is not None]
             forks = [p for p in forks if slot[p] is not None and slot[p].key in favored]
             if forks:
-                tokens, mask, pos = self._fork(layers, slot, forks, fan - 1, room, tokens, mask, pos)
+                tokens, mask, pos = self._fork(
+                    layers, slot, forks, fan - 1, room, tokens, mask, pos
+                )
                 live = [p for p, row in enumerate(slot) if row is not None]
             dead = len(slot) - len(live)
             if dead and dead >= max(1, self.compact_fraction * len(slot)):

@@ -183,6 +183,11 @@ class FastDecoder:
         rot[torch.arange(half), torch.arange(half) + half] = 1.0
         self.rotate_half = rot
 
+    @property
+    def packed(self) -> bool:
+        """Whether bf16 layers read weights packed in oneDNN's layout (`_packed`)."""
+        return any(getattr(lin, "packed", None) is not None for lin in (self.head, *self.layers[0]))
+
     @classmethod
     def build(cls, model) -> FastDecoder | None:
         """A decoder for `model`, or None when it is not a plain Llama/Qwen2 model on the CPU."""

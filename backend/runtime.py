@@ -55,6 +55,8 @@ class Runtime:
             "small_batch_int4": p.small_batch_int4,
             # decode steps through backend/fast_decode.py (prompt shared by all rows)
             "lean_decoder": getattr(self.generator, "fast", None) is not None,
+            # its bf16 layers read weights packed once in oneDNN's layout
+            "packed_weights": bool(getattr(getattr(self.generator, "fast", None), "packed", False)),
             "threads": p.threads,
         }
 

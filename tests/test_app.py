@@ -19,6 +19,7 @@ from app.explore import DEFAULTS, explore, request_from_widgets
 from app.panels import STEP_COLUMNS, comparison_markdown, compute_markdown, steps_table
 from app.teach import lesson_figure, lesson_tree
 from app.ui import INPUT_NAMES, OUTPUT_NAMES, load_examples
+from backend import fast_decode
 from strategies.config import STRATEGY_NAMES
 from strategies.tree import SearchTree
 from tests.fakes import FakeGenerator, FakeScorer
@@ -67,6 +68,8 @@ def test_run_api_on_embedded_model(client):
         assert key in tree.meta
     assert tree.meta["model"] == "smollm2-135m"
     assert tree.meta["lean_decoder"] is True  # SmolLM2 on a CPU decodes through fast_decode
+    bf16 = tree.meta["precision"] == "bf16"  # whose layers read oneDNN-packed weights
+    assert tree.meta["packed_weights"] is (bf16 and fast_decode.packing_enabled())
 
 
 def test_run_api_accepts_json_text(client, fake_models):
@@ -182,6 +185,8 @@ def test_panels():
         "bf16 (exact 4-bit weights at ≤ 8 rows, int8 weights at ≤ 4 rows) · lean decoder, "
         "shared prompt" in compute_markdown(tree)
     )
+    tree.meta.update(packed_weights=True)
+    assert "· lean decoder (oneDNN-packed bf16), shared prompt" in compute_markdown(tree)
     tree.meta.update(small_batch_int8=0, small_batch_int4=0, lean_decoder=False)
     assert "| cpu · bf16 · " in compute_markdown(tree)
 

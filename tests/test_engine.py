@@ -259,9 +259,7 @@ def test_ranking_picks_the_rows_to_copy_and_stops_the_copies_of_the_rest():
     assert c not in favored
 
 
-def test_likely_survivors_are_written_ahead_in_as_many_copies_as_the_next_call_asks(
-    policy, engine
-):
+def test_likely_survivors_are_written_ahead_in_as_many_copies_as_the_next_call_asks(policy, engine):
     """With the search's hints (how many it keeps and how it ranks them), the rows the search
     will likely keep are copied when their step ends and each copy writes a next step ahead; the
     next call takes one per continuation. Greedy, every copy must write what the plain path

@@ -380,7 +380,9 @@ class _Recording(FakeGenerator):
         results = super().next_steps(question, partials, n, sampling)
         ranks = None
         if sampling.rank is not None:
-            ranks = [sampling.rank(list(p) + [s.text]) for p, row in zip(partials, results) for s in row]
+            ranks = [
+                sampling.rank(list(p) + [s.text]) for p, row in zip(partials, results) for s in row
+            ]
         self.hints.append((sampling.keep, ranks))
         return results
 
