@@ -89,6 +89,7 @@ class EngineStats:
     decode_tokens: int = 0  # tokens of the steps returned (prefetched ones included)
     speculative_tokens: int = 0  # tokens written ahead for the next call
     copied_rows: int = 0  # rows added to write more continuations of a likely survivor ahead
+    two_ahead_tokens: int = 0  # of speculative_tokens: written for the call after the next one
     prefetch_hits: int = 0  # next steps that started from a prefetch
     prefill_s: float = 0.0  # prompts and foreign text read at batch 1
     prefill_tokens: int = 0
@@ -117,6 +118,7 @@ class _Row:
     new: list[int]  # the current step's tokens so far
     offset: int = 0  # where this row's KV starts in the slab (left padding)
     fork: bool = False  # a copy of a row that writes ahead (another continuation of its key)
+    ahead: int = 0  # writing for the next call (1) or the one after it (2); 0: this call's row
 
 
 def _sampling_key(s: Sampling) -> tuple:
@@ -211,6 +213,9 @@ class StepEngine:
         # likely survivor (8 seeds: 49.7 vs 63.6 s, 4.83 vs 6.12 ms per token, against one)
         self.speculate = speculate
         self.forks = max(1, forks)
+        # with the search's hints, likely survivors write ahead for the next call and, once that
+        # step has ended, for the one after it (2 levels)
+        self.levels = 2
         # batches of at most this many rows read low-bit weights (backend/small_batch.py)
         self.small_batch_rows = max(
             (m.rows for m in model.modules() if isinstance(m, SmallBatchLinear)), default=0
@@ -514,29 +519,31 @@ class StepEngine:
         step is ranked among those ended so far, as the search will rank it; while it is among
         the `keep` best, it gets `fan` - 1 copies (rows with its KV, copied at the step boundary)
         that each write a next step independently, so every continuation the next call asks of a
-        survivor has a head start; a key that drops out of the best loses its copies. Steps taken
-        whole from what was written ahead (`ahead`) are ranked too, and the likely survivors among
-        them write their next step ahead in this batch. None of this changes what is sampled:
+        survivor has a head start; a key that drops out of the best loses its copies. A copy whose
+        step ends in turn is ranked the same way among the steps written for the call after the
+        next one (its index guessed from its parent's place), and the likely survivors among them
+        go on writing for that call (`levels`, 2). Steps taken whole from what was written ahead
+        (`ahead`) are ranked too, and the likely survivors among them write their next step ahead
+        in this batch (going on with what was written for them before, `_ahead_rows`). None of this changes what is sampled:
         a continuation written ahead is a sample of the same distribution, only started earlier.
         """
         t0 = time.perf_counter()
         speculate = self.speculate and not sampling.to_end
         fan = fan if speculate else 1
         keep = sampling.keep if fan > 1 else 0
-        ranked: list[tuple[float, int, tuple[str, ...]]] = []  # (-rank, index, key) of ended rows
-        favored: set[tuple[str, ...]] = set()  # the keys ranked among the `keep` best so far
+        # per level (1: steps for the next call, 2: for the one after it), the steps ended so far
+        # as (-rank, index, key), and the keys ranked among the `keep` best
+        ranked: dict[int, list[tuple[float, int, tuple[str, ...]]]] = {1: [], 2: []}
+        favored: dict[int, set[tuple[str, ...]]] = {1: set(), 2: set()}
         if keep and ahead:  # steps that were written ahead whole: the likely survivors go on
             for index, key, _ in ahead:
-                _rerank(ranked, favored, keep, (sampling.rank(key), index, key), [])
-            rows = rows + [
-                _Row(None, key, state, state.ids, [], fork=c > 0)
-                for _, key, state in ahead
-                if key in favored
-                for c in range(fan)
-            ]
-            self.stats.copied_rows += sum(r.fork for r in rows)
+                _rerank(ranked[1], favored[1], keep, (sampling.rank(key), index, key), [])
+            for _, key, state in ahead:
+                if key in favored[1]:
+                    rows = rows + self._ahead_rows(question, key, state, fan, sampling)
         b = len(rows)
-        room = b + (fan - 1) * keep  # rows the batch may grow to (copies for the likely survivors)
+        # rows the batch may grow to: copies for the likely survivors at both levels
+        room = b + 2 * (fan - 1) * keep
         cached = [len(r.start.ids) - 1 for r in rows]  # cached positions per row
         # with the lean decoder, the question's prompt is one shared prefix that every row's
         # attention reads once (backend/fast_decode.py); the slab holds what follows it. A few
@@ -599,6 +606,7 @@ class StepEngine:
                 row.new.append(tokens[p])
                 if row.out is None:
                     self.stats.speculative_tokens += 1
+                    self.stats.two_ahead_tokens += row.ahead == 2
                 step = self._check_stop(row, sampling, budget)
                 if step is None:
                     continue
@@ -607,19 +615,34 @@ class StepEngine:
                     ended.append((row.out, step, state))
                 else:  # a speculative step that ended: the next call gets it without decoding
                     self._keep_prefetch(question, row, step, state, sampling)
-                if state is not None and speculate and row.out is not None:
-                    index, row.out, row.key = row.out, None, row.key + (step.text,)
-                    row.base_ids, row.new = state.ids, []
-                    if keep:
-                        _rerank(
-                            ranked, favored, keep, (sampling.rank(row.key), index, row.key), slot
-                        )
-                        if row.key in favored:
-                            forks.append(p)
-                        else:  # not among the best ended so far: the search will not keep it
-                            slot[p] = None
-                else:
+                level = row.ahead + 1  # what its next step would be written for
+                if state is None or not speculate or level > (self.levels if keep else 1):
                     slot[p] = None
+                    continue
+                key = row.key + (step.text,)
+                if keep:
+                    if level == 1:
+                        index = row.out
+                    elif row.key in favored[1]:  # where the next call will ask for key: by its
+                        # parent's place among the likely survivors, then in order of ending
+                        order = [k for _, _, k in ranked[1][:keep]]
+                        siblings = sum(r[2][:-1] == row.key for r in ranked[2])
+                        index = order.index(row.key) * fan + siblings
+                    else:
+                        slot[p] = None
+                        continue
+                    lost = _rerank(
+                        ranked[level], favored[level], keep, (sampling.rank(key), index, key), slot
+                    )
+                    if level == 1 and lost:  # nothing is written for their children either
+                        ranked[2][:] = [r for r in ranked[2] if r[2][:-1] not in lost]
+                        favored[2] -= {k for k in favored[2] if k[:-1] in lost}
+                    if key not in favored[level]:  # the search will not keep it
+                        slot[p] = None
+                        continue
+                    forks.append(p)
+                row.out, row.key, row.ahead = None, key, level
+                row.base_ids, row.new = state.ids, []
             if ended:
                 self.stats.decode_s += time.perf_counter() - t1
                 yield from ended
@@ -635,13 +658,13 @@ class StepEngine:
                 # survivors, which the next call will most probably continue)
                 for p in live:
                     row = slot[p]
-                    if row.out is None and row.key not in favored:
+                    if row.out is None and row.key not in favored.get(row.ahead, ()):
                         if row.new:
                             state = self._row_state(row, layers, p)
                             self._keep_prefetch(question, row, None, state, sampling)
                         slot[p] = None
                 live = [p for p in live if slot[p] is not None]
-            forks = [p for p in forks if slot[p] is not None and slot[p].key in favored]
+            forks = [p for p in forks if slot[p] and slot[p].key in favored[slot[p].ahead]]
             if forks:
                 tokens, mask, pos = self._fork(
                     layers, slot, forks, fan - 1, room, tokens, mask, pos
@@ -665,6 +688,25 @@ class StepEngine:
             if row is not None and row.out is None and row.new:
                 self._keep_prefetch(question, row, None, self._row_state(row, layers, p), sampling)
         self.stats.decode_s += time.perf_counter() - t1
+
+    def _ahead_rows(
+        self, question: str, key: tuple[str, ...], state: RowState, fan: int, sampling: Sampling
+    ) -> list[_Row]:
+        """Rows that write `fan` next steps of `key` ahead (for the next call), from `state`.
+        What was written ahead for it already counts: whole steps are not written again, steps
+        cut off when the call that wrote them ended go on from where they stopped."""
+        waiting = self.prefetch.get((question, key), [])
+        usable = [p for p in waiting if p.sampling == _sampling_key(sampling)]
+        need = fan - sum(p.step is not None for p in usable)
+        partial = [p for p in usable if p.step is None][: max(0, need)]
+        for pre in partial:
+            waiting.remove(pre)
+        rows = [_Row(None, key, p.state, p.base_ids, list(p.tokens), ahead=1) for p in partial]
+        rows += [_Row(None, key, state, state.ids, [], ahead=1) for _ in range(need - len(rows))]
+        for r in rows[1:]:
+            r.fork = True
+        self.stats.copied_rows += max(0, len(rows) - 1)
+        return rows
 
     def _fork(
         self,
@@ -707,7 +749,16 @@ class StepEngine:
         for p, q in zip(wanted, targets):
             parent = slot[p]
             tokens[q] = tokens[p]
-            slot[q] = _Row(None, parent.key, parent.start, parent.base_ids, [], parent.offset, True)
+            slot[q] = _Row(
+                None,
+                parent.key,
+                parent.start,
+                parent.base_ids,
+                [],
+                parent.offset,
+                True,
+                parent.ahead,
+            )
         return tokens, mask, pos
 
     def _shared_prefix(self, question: str, rows: list[_Row]) -> KV | None:
@@ -800,22 +851,24 @@ def _rerank(
     keep: int,
     ended: tuple[float, int, tuple[str, ...]],
     slot: list[_Row | None],
-) -> None:
+) -> set[tuple[str, ...]]:
     """Add a row that just ended its step, as (rank, index, key), to the ranking of the ended
     ones, and make `favored` the keys of the `keep` best (higher rank first, ties to the lower
     index, as a beam search keeps them; never one ranked -inf, a solution that ended). A key
     that is not among them now never will be (rows that end later only push keys out), so a
-    key that drops out of them stops writing ahead: its rows in `slot` stop."""
+    key that drops out of them stops writing ahead: its rows in `slot`, and those writing for
+    its children, stop. Returns the keys that dropped out."""
     rank, index, key = ended
     ranked.append((-rank, index, key))
     ranked.sort(key=lambda r: r[:2])
     best = {k for r, _, k in ranked[:keep] if r != float("inf")}
-    for lost in favored - best:
-        for q, row in enumerate(slot):
-            if row is not None and row.out is None and row.key == lost:
-                slot[q] = None
+    lost = favored - best
+    for q, row in enumerate(slot):
+        if row is not None and row.out is None and any(row.key[: len(k)] == k for k in lost):
+            slot[q] = None
     favored.clear()
     favored.update(best)
+    return lost
 
 
 def _unshare(layers: list[SlabLayer], slot: list[_Row | None], mask: torch.Tensor) -> torch.Tensor:

@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
             "speculative_tokens": st.speculative_tokens,
             "prefetch_hits": st.prefetch_hits,
             "copied_rows": st.copied_rows,
+            "two_ahead_tokens": st.two_ahead_tokens,
             "other_s": round(engine_s - st.decode_s - st.prefill_s - st.assemble_s, 2),
         },
         peak_rss_mb_with_naive=round(_rss_mb()),

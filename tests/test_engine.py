@@ -272,12 +272,22 @@ def test_likely_survivors_are_written_ahead_in_as_many_copies_as_the_next_call_a
         return -float(len("".join(steps)))
 
     hinted = replace(GREEDY, rank=rank, keep=2)
-    starts = [["Sara has 5 boxes.\n\n"], ["Each box has 6 pencils, so 5 x 6 = 30.\n\n"], []]
+    question = (
+        "A baker makes 12 trays of 8 muffins. She sells 57 muffins and gives away 15. "
+        "How many muffins are left?"
+    )
+    # the third start writes a long step (to the limit), so the others write ahead meanwhile,
+    # for the next call and (their own next steps ended) for the one after it
+    starts = [
+        [],
+        ["The baker makes 12 trays.\n\n"],
+        ["Let me count every muffin one by one: 1, 2, 3, 4, 5, 6,"],
+    ]
 
     def three_calls(eng):
         texts, partials = [], starts
         for _ in range(3):
-            rows = eng.next_steps(Q, partials, 2, hinted)
+            rows = eng.next_steps(question, partials, 2, hinted)
             texts.append([[s.text for s in row] for row in rows])
             children = []
             for p, row in zip(partials, rows):
@@ -294,6 +304,7 @@ def test_likely_survivors_are_written_ahead_in_as_many_copies_as_the_next_call_a
     assert three_calls(ahead) == three_calls(plain)
     assert ahead.stats.copied_rows > 0  # rows were copied to write ahead...
     assert ahead.stats.prefetch_hits >= 2  # ...and more than one continuation started from them
+    assert ahead.stats.two_ahead_tokens > 0  # and steps for the call after the next one too
     single = StepEngine(policy.model, policy.tokenizer, engine.template, forks=1)
     assert three_calls(single) == three_calls(plain)
     assert single.stats.copied_rows == 0  # one continuation per row only
