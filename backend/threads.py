@@ -24,6 +24,10 @@ def usable_cores() -> int:
     return max(1, cores or 1)
 
 
+# a best thread count this many times faster than the other backs off up to 4x longer
+WIDE_MARGIN = 1.3
+
+
 class ThreadTuner:
     """Picks torch's intra-op thread count per forward pass from measured times.
 
@@ -73,6 +77,11 @@ class ThreadTuner:
             return self.choices[-1]
         return min(known, key=lambda c: self.ema[(b, c)])
 
+    def _margin(self, bucket: int) -> float:
+        """How many times slower the next-best thread count measured than the best, per bucket."""
+        times = sorted(self.ema[(bucket, c)] for c in self.choices if (bucket, c) in self.ema)
+        return times[1] / times[0] if len(times) > 1 and times[0] > 0 else 1.0
+
     def before(self, rows: int) -> int:
         """Set and return the thread count for the next forward pass of `rows` rows."""
         self.forwards += 1
@@ -84,11 +93,12 @@ class ThreadTuner:
         else:
             b = self.bucket(rows)
             self._since_look += 1
-            if self._looking_from is not None:  # a look just ended: a confirmed best backs off
+            if self._looking_from is not None:  # a look just ended: a confirmed best backs off,
+                # further when it won by far (a look at a much slower count costs most; and
+                # should the best slow down, its own times show it, without a look)
                 same = self.best(rows) == self._looking_from
-                self.interval = (
-                    min(8 * self.explore_every, 2 * self.interval) if same else (self.explore_every)
-                )
+                cap = self.explore_every * (32 if self._margin(b) > WIDE_MARGIN else 8)
+                self.interval = min(cap, 2 * self.interval) if same else self.explore_every
                 self._looking_from = None
             unsure = [c for c in self.choices if self.count.get((b, c), 0) < self.samples]
             if unsure:

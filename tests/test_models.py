@@ -163,6 +163,14 @@ def test_thread_tuner_keeps_the_faster_count_and_looks_again():
         assert chosen[20:60].count(2) >= 30  # settled on 2...
         assert chosen[-30:].count(1) >= 25  # ...and moved to 1 once 2 got slow
         assert tuner.interval > 10  # each confirmed choice makes the next look rarer
+        wide = ThreadTuner([1, 2], samples=2, explore_every=10, block=2)
+        looks = 0
+        for _ in range(3000):  # 2 threads 8x faster throughout: looks at 1 back off further
+            used = wide.before(16)
+            wide.after(16, used, {1: 0.4, 2: 0.05}[used])
+            looks += used == 1
+        assert wide.interval == 320 > 8 * 10  # past the usual cap
+        assert looks < 40
         assert tuner.best(16) == 1 and tuner.best(1) == 2  # unmeasured bucket: the most
         assert set(tuner.table()["16+"]) == {1, 2}
         fixed = ThreadTuner([1])
