@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
@@ -105,6 +105,7 @@ class Prefetch:
     tokens: list[int]  # the speculative tokens of the next step
     step: GeneratedStep | None  # the whole next step, when it ended while speculating
     sampling: tuple  # only a call that samples the same way may use it
+    to_end: bool = False  # written to the end (for a call that writes to the end only)
 
 
 @dataclass
@@ -119,6 +120,7 @@ class _Row:
     offset: int = 0  # where this row's KV starts in the slab (left padding)
     fork: bool = False  # a copy of a row that writes ahead (another continuation of its key)
     ahead: int = 0  # writing for the next call (1) or the one after it (2); 0: this call's row
+    to_end: bool = False  # writing ahead to the end (for a call that will write to the end)
 
 
 def _sampling_key(s: Sampling) -> tuple:
@@ -384,6 +386,8 @@ class StepEngine:
         if not waiting:
             return None
         pre = waiting.pop(0)
+        if pre.to_end and not sampling.to_end:  # written past its step: not for a step-wise call
+            return None
         # what was written ahead (always step by step) may start a continuation written to the
         # end, whatever its step limit; a step-by-step call needs the very same settings
         wanted = _sampling_key(sampling)
@@ -524,7 +528,9 @@ class StepEngine:
         next one (its index guessed from its parent's place), and the likely survivors among them
         go on writing for that call (`levels`, 2). Steps taken whole from what was written ahead
         (`ahead`) are ranked too, and the likely survivors among them write their next step ahead
-        in this batch (going on with what was written for them before, `_ahead_rows`). None of this changes what is sampled:
+        in this batch (going on with what was written for them before, `_ahead_rows`). Rows
+        that write for a call that will write to the end (`sampling.last_call_in`) write to the
+        end too, stopping as that call would (and only such a call takes what they wrote). None of this changes what is sampled:
         a continuation written ahead is a sample of the same distribution, only started earlier.
         """
         t0 = time.perf_counter()
@@ -555,6 +561,8 @@ class StepEngine:
         lengths = [n - shared for n in cached]  # positions per row in the slab
         width = max(lengths)
         budget = sampling.max_solution_tokens if sampling.to_end else sampling.max_step_tokens
+        # rows that write ahead for a call that will write to the end stop as that call would
+        to_end = replace(sampling, to_end=True), sampling.max_solution_tokens
         capacity = width + 1 + min(budget, 64)
         layers = []
         for i in range(self.model.config.num_hidden_layers):
@@ -607,7 +615,7 @@ class StepEngine:
                 if row.out is None:
                     self.stats.speculative_tokens += 1
                     self.stats.two_ahead_tokens += row.ahead == 2
-                step = self._check_stop(row, sampling, budget)
+                step = self._check_stop(row, *(to_end if row.to_end else (sampling, budget)))
                 if step is None:
                     continue
                 state = None if step.finished else self._row_state(row, layers, p)
@@ -643,6 +651,7 @@ class StepEngine:
                     forks.append(p)
                 row.out, row.key, row.ahead = None, key, level
                 row.base_ids, row.new = state.ids, []
+                row.to_end = level == sampling.last_call_in
             if ended:
                 self.stats.decode_s += time.perf_counter() - t1
                 yield from ended
@@ -696,13 +705,18 @@ class StepEngine:
         What was written ahead for it already counts: whole steps are not written again, steps
         cut off when the call that wrote them ended go on from where they stopped."""
         waiting = self.prefetch.get((question, key), [])
-        usable = [p for p in waiting if p.sampling == _sampling_key(sampling)]
+        to_end = sampling.last_call_in == 1  # the next call writes to the end
+        usable = [
+            p for p in waiting if p.sampling == _sampling_key(sampling) and p.to_end == to_end
+        ]
         need = fan - sum(p.step is not None for p in usable)
         partial = [p for p in usable if p.step is None][: max(0, need)]
         for pre in partial:
             waiting.remove(pre)
         rows = [_Row(None, key, p.state, p.base_ids, list(p.tokens), ahead=1) for p in partial]
         rows += [_Row(None, key, state, state.ids, [], ahead=1) for _ in range(need - len(rows))]
+        for r in rows:
+            r.to_end = to_end
         for r in rows[1:]:
             r.fork = True
         self.stats.copied_rows += max(0, len(rows) - 1)
@@ -758,6 +772,7 @@ class StepEngine:
                 parent.offset,
                 True,
                 parent.ahead,
+                parent.to_end,
             )
         return tokens, mask, pos
 
@@ -814,7 +829,9 @@ class StepEngine:
         if state is None and step is None:
             return
         pre_state = state if state is not None else RowState(row.base_ids, [], row.start.prompt_len)
-        pre = Prefetch(pre_state, row.base_ids, list(row.new), step, _sampling_key(sampling))
+        pre = Prefetch(
+            pre_state, row.base_ids, list(row.new), step, _sampling_key(sampling), row.to_end
+        )
         pre.state.used = self.calls
         self.prefetch.setdefault((question, row.key), []).append(pre)
 

@@ -31,6 +31,8 @@ class Sampling:
     # continuation), which a search gives when it can rank a partial solution cheaply
     rank: Callable[[Sequence[str]], float] | None = field(default=None, compare=False, repr=False)
     keep: int = 0
+    # k > 0: the k-th call after this one writes its continuations to the end (0: unknown)
+    last_call_in: int = 0
 
     @property
     def greedy(self) -> bool:

@@ -78,6 +78,8 @@ class SearchRun:
             to_end=to_end,
             rank=self._rank if keep and getattr(self.scorer, "cheap", False) else None,
             keep=keep,
+            # the search's last iteration writes to the end (one call per iteration)
+            last_call_in=c.max_iterations - self.tree.iteration if keep and not to_end else 0,
         )
 
     def _rank(self, steps: Sequence[str]) -> float:

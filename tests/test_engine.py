@@ -308,3 +308,44 @@ def test_likely_survivors_are_written_ahead_in_as_many_copies_as_the_next_call_a
     single = StepEngine(policy.model, policy.tokenizer, engine.template, forks=1)
     assert three_calls(single) == three_calls(plain)
     assert single.stats.copied_rows == 0  # one continuation per row only
+
+
+def test_likely_survivors_write_ahead_to_the_end_for_a_call_that_will(policy, engine):
+    """When the next call writes to the end, the likely survivors write ahead to the end too (not
+    just one step); that call takes what they wrote, which is what it would have written itself
+    (greedy). What was written to the end never serves a step-by-step call."""
+    from dataclasses import replace
+
+    from backend.engine import StepEngine
+
+    def rank(steps) -> float:
+        return -float(len("".join(steps)))
+
+    last = Sampling(temperature=0.0, to_end=True, max_step_tokens=48, max_solution_tokens=160)
+    before = replace(GREEDY, rank=rank, keep=2, last_call_in=1)
+    starts = [[], ["Let me count every pencil one by one: 1, 2, 3, 4, 5, 6,"]]
+
+    def two_calls(eng):
+        rows = eng.next_steps(Q, starts, 2, before)
+        children = []
+        for p, row in zip(starts, rows):
+            for s in row:
+                if not s.finished and p + [s.text] not in children:
+                    children.append(p + [s.text])
+        kept = sorted(children, key=lambda c: -rank(c))[:2]
+        written = [p for waiting in eng.prefetch.values() for p in waiting]
+        return rows, kept, written, eng.next_steps(Q, kept, 2, last)
+
+    ahead = StepEngine(policy.model, policy.tokenizer, engine.template)
+    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    rows, kept, written, final = two_calls(ahead)
+    assert any(p.to_end for p in written)  # written ahead past a step delimiter, to the end
+    assert ahead.stats.prefetch_hits >= 2  # the last call started from them
+    want_rows, want_kept, _, want_final = two_calls(plain)
+    assert (rows, kept, final) == (want_rows, want_kept, want_final)
+    # written to the end, it never starts a step-by-step continuation
+    done = next(p for p in written if p.to_end)
+    ahead.prefetch[(Q, ("x",))] = [done]
+    assert ahead._take_prefetch(Q, ("x",), GREEDY) is None
+    ahead.prefetch[(Q, ("x",))] = [done]
+    assert ahead._take_prefetch(Q, ("x",), last) is done

@@ -375,6 +375,7 @@ class _Recording(FakeGenerator):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.hints: list[tuple[int, list[float] | None]] = []
+        self.last_call_in: list[int] = []
 
     def next_steps(self, question, partials, n, sampling):
         results = super().next_steps(question, partials, n, sampling)
@@ -384,6 +385,7 @@ class _Recording(FakeGenerator):
                 sampling.rank(list(p) + [s.text]) for p, row in zip(partials, results) for s in row
             ]
         self.hints.append((sampling.keep, ranks))
+        self.last_call_in.append(sampling.last_call_in)
         return results
 
 
@@ -397,6 +399,7 @@ def test_beam_search_hints_which_continuations_it_will_keep(how):
     config = cfg("beam_search", n=n, beam_width=m, aggregation=how, max_iterations=4)
     tree = run("q", config, gen, _CheapScorer())
     assert [keep for keep, _ in gen.hints] == [n // m] * 3 + [0]  # not when writing to the end
+    assert gen.last_call_in == [3, 2, 1, 0]  # and how many calls later it will write to the end
     for it, (keep, ranks) in enumerate(gen.hints[:3], start=1):
         new = sorted((x for x in tree.nodes if x.iteration == it), key=lambda x: x.id)
         assert len(ranks) == len(new) == n
