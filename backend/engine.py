@@ -530,8 +530,9 @@ class StepEngine:
         (`ahead`) are ranked too, and the likely survivors among them write their next step ahead
         in this batch (going on with what was written for them before, `_ahead_rows`). Rows
         that write for a call that will write to the end (`sampling.last_call_in`) write to the
-        end too, stopping as that call would (and only such a call takes what they wrote). None of this changes what is sampled:
-        a continuation written ahead is a sample of the same distribution, only started earlier.
+        end too, stopping as that call would (and only such a call takes what they wrote).
+        None of this changes what is sampled: a continuation written ahead is a sample of the
+        same distribution, only started earlier.
         """
         t0 = time.perf_counter()
         speculate = self.speculate and not sampling.to_end
@@ -562,7 +563,7 @@ class StepEngine:
         width = max(lengths)
         budget = sampling.max_solution_tokens if sampling.to_end else sampling.max_step_tokens
         # rows that write ahead for a call that will write to the end stop as that call would
-        to_end = replace(sampling, to_end=True), sampling.max_solution_tokens
+        stop_to_end = replace(sampling, to_end=True), sampling.max_solution_tokens
         capacity = width + 1 + min(budget, 64)
         layers = []
         for i in range(self.model.config.num_hidden_layers):
@@ -615,7 +616,7 @@ class StepEngine:
                 if row.out is None:
                     self.stats.speculative_tokens += 1
                     self.stats.two_ahead_tokens += row.ahead == 2
-                step = self._check_stop(row, *(to_end if row.to_end else (sampling, budget)))
+                step = self._check_stop(row, *(stop_to_end if row.to_end else (sampling, budget)))
                 if step is None:
                     continue
                 state = None if step.finished else self._row_state(row, layers, p)
