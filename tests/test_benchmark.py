@@ -54,3 +54,15 @@ def test_gpu_section_runs_end_to_end_on_a_tiny_model():
         assert engine["tokens"] > 0 and engine["nodes"] > 1
         assert 0 < engine["fraction_of_limit"] <= 2
     assert set(result["nf4_vs_bf16"]) == {"weights_memory", "decode_speed_b1", "decode_speed_b16"}
+
+
+@pytest.mark.model
+def test_engine_comparison_runs_every_variant():
+    from benchmarks.compare_engines import VARIANTS, main
+
+    result = main(["--quick", "--seeds", "1"])
+    cells = result["variants"]
+    assert set(cells) == set(VARIANTS)
+    assert all(c["tokens"] > 0 and c["seconds"] > 0 for c in cells.values())
+    # packed weights change no bits: the same tokens as the engine that ships
+    assert cells["unpacked"]["tokens"] == cells["final"]["tokens"]
