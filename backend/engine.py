@@ -388,8 +388,8 @@ class StepEngine:
         pre = waiting.pop(0)
         if pre.to_end and not sampling.to_end:  # written past its step: not for a step-wise call
             return None
-        # what was written ahead (always step by step) may start a continuation written to the
-        # end, whatever its step limit; a step-by-step call needs the very same settings
+        # what was written ahead step by step may start a continuation written to the end,
+        # whatever its step limit; a step-by-step call needs the very same settings
         wanted = _sampling_key(sampling)
         if (
             pre.sampling[: 3 if sampling.to_end else None]

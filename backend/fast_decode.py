@@ -15,8 +15,7 @@ time. This module runs the same arithmetic directly on the model's own weights:
   layout (`torch.ops.mkldnn._linear_pointwise`): a plain bf16 `F.linear` reorders the weights at
   every call. Same bits; a step at 9-16 rows ~14% faster (b=16: 57 vs 67 ms, b=9: 49 vs 57, min
   of 4, interleaved), at the cost of a second copy of the bf16 weights (~270 MB for SmolLM2-135M).
-  `THINKTREE_PACKED_WEIGHTS=0` turns it off.
-
+  `THINKTREE_PACKED_WEIGHTS=0` turns it off;
 - a prefix every row shares (the question's prompt, `SlabLayer.prefix`) is attended once for all
   rows: the rows' queries are the query positions of one attention over it, and that attention
   and each row's own part are merged by their log-sum-exps (cascade attention);
@@ -183,10 +182,15 @@ class FastDecoder:
         rot[torch.arange(half), torch.arange(half) + half] = 1.0
         self.rotate_half = rot
 
+    def linears(self) -> list[_Linear]:
+        """Every (fused) linear map: each layer's q/k/v, o, gate/up and down, then the head."""
+        maps = [lin for layer in self.layers for lin in layer if isinstance(lin, _Linear)]
+        return maps + [self.head]
+
     @property
     def packed(self) -> bool:
         """Whether bf16 layers read weights packed in oneDNN's layout (`_packed`)."""
-        return any(getattr(lin, "packed", None) is not None for lin in (self.head, *self.layers[0]))
+        return any(lin.packed is not None for lin in self.linears())
 
     @classmethod
     def build(cls, model) -> FastDecoder | None:

@@ -54,8 +54,7 @@ def make_engine(variant: str, policy, template):
     undo = lambda: None  # noqa: E731
     if variant == "unpacked":
         engine = StepEngine(policy.model, policy.tokenizer, template)
-        linears = [lin for layer in engine.fast.layers for lin in layer if hasattr(lin, "packed")]
-        linears.append(engine.fast.head)
+        linears = engine.fast.linears()
         saved = [lin.packed for lin in linears]
         for lin in linears:
             lin.packed = None

@@ -223,8 +223,8 @@ def test_bf16_weights_are_read_in_onednns_layout_with_the_same_results(monkeypat
         pytest.skip("this torch build has no oneDNN linear")
     model = tiny("qwen2", torch.bfloat16)  # biases on q/k/v too
     decoder = fast_decode.FastDecoder.build(model)
-    linears = [lin for layer in decoder.layers for lin in layer[1:] if hasattr(lin, "packed")]
-    linears.append(decoder.head)
+    linears = decoder.linears()
+    assert len(linears) == 4 * len(decoder.layers) + 1  # q/k/v, o, gate/up, down; the head
     assert all(lin.packed is not None for lin in linears)
     x = torch.randn(16, 64, dtype=torch.bfloat16)
     for lin in linears[:3]:  # the fused q/k/v (with its bias), o, the fused gate/up
