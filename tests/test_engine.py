@@ -224,6 +224,38 @@ def test_sampling_follows_the_distribution(top_p):
     assert torch.equal(picked, again)  # seeded: reproducible
 
 
+@pytest.mark.parametrize("width", [40, 700, 3000])
+def test_nucleus_sampling_beyond_the_top_tokens_tried_first(width):
+    """A nucleus wider than the top 64 (then 1024) tokens tried first still comes out whole:
+    rows whose set fits and rows that need a full sort, in one batch, each drawn exactly."""
+    from backend.engine import _nucleus, _sample
+
+    vocab, rows = 5000, 8000
+    logits = torch.full((rows, vocab), -30.0)
+    # even rows: `width` tokens in slowly falling order hold nearly all the mass
+    logits[0::2, :width] = -torch.arange(width) / width
+    logits[1::2, 7] = 5.0  # odd rows: one token dominates
+    logits[1::2, 8] = 4.0
+    sampling = Sampling(temperature=1.0, top_p=0.9)
+    picked = _sample(logits, sampling, torch.Generator().manual_seed(1))
+    even, odd = picked[0::2], picked[1::2]
+    p = torch.softmax(logits[0].double(), -1)
+    size = int(((p.cumsum(-1) - p) < 0.9).sum())  # the nucleus: tokens 0 .. size-1
+    assert bool((even < size).all()), (int(even.max()), size)
+    nucleus = p[:size] / p[:size].sum()
+    for lo, hi in ((0, 64), (64, 1024), (1024, size)):  # each part is drawn as often as it should
+        if lo < size:
+            want = float(nucleus[lo:hi].sum())
+            got = float(((even >= lo) & (even < hi)).double().mean())
+            assert abs(got - want) < 0.025, (lo, hi, got, want)
+    # peaked rows: 7 (0.73) alone is short of 0.9, so 8 (0.27) joins; nothing else
+    assert set(odd.tolist()) == {7, 8}
+    assert abs(float((odd == 7).double().mean()) - 0.731) < 0.025
+    w = logits.clone().sub_(logits.amax(-1, keepdim=True)).exp_()
+    again = _nucleus(w, 0.9, torch.Generator().manual_seed(1))
+    assert torch.equal(picked, again)  # seeded: reproducible
+
+
 def test_a_new_question_reads_only_its_own_tokens(policy, engine):
     """The template's fixed head is read once; a new question prefills its own tokens, and
     decodes exactly as from a prompt read whole."""
