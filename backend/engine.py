@@ -399,6 +399,12 @@ class StepEngine:
         self.stats.prefetch_hits += 1
         return pre
 
+    def warm(self, question: str) -> None:
+        """Read the template's fixed head and `question`'s prompt now, as a first request would
+        (a later question then reads only its own tokens)."""
+        with self.lock, torch.inference_mode():
+            self._state(question, ())
+
     # ---- prefix states -----------------------------------------------------------------------
     def _state(self, question: str, steps: tuple[str, ...]) -> RowState:
         """The stored state of a partial solution, prefilling whatever is not cached yet."""

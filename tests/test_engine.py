@@ -257,14 +257,16 @@ def test_nucleus_sampling_beyond_the_top_tokens_tried_first(width):
 
 
 def test_a_new_question_reads_only_its_own_tokens(policy, engine):
-    """The template's fixed head is read once; a new question prefills its own tokens, and
-    decodes exactly as from a prompt read whole."""
+    """The template's fixed head is read once (`warm` reads it ahead of a first request); a new
+    question prefills its own tokens, and decodes exactly as from a prompt read whole."""
     from backend.engine import StepEngine
 
     fresh = StepEngine(policy.model, policy.tokenizer, engine.template)
     other = "Tom buys 4 packs of 6 pens and loses 5 pens. How many pens does he have?"
-    fresh.next_steps(other, [[]], 1, GREEDY)
+    fresh.warm(other)  # what a first request reads, without decoding
     read = fresh.stats.prefill_tokens
+    assert read == len(engine.template.prompt_ids(policy.tokenizer, other)) - 1  # last: pending
+    assert fresh.stats.decode_forwards == 0 and (other, ()) in fresh.store
     (step,) = fresh.next_steps(Q, [[]], 1, GREEDY)[0]
     prompt = engine.template.prompt_ids(policy.tokenizer, Q)
     assert fresh.stats.prefill_tokens - read < len(prompt) // 3  # not the whole prompt again
