@@ -555,8 +555,8 @@ class StepEngine:
                 if key in favored[1]:
                     rows = rows + self._ahead_rows(question, key, state, fan, sampling)
         b = len(rows)
-        # rows the batch may grow to: copies for the likely survivors at both levels
-        room = b + 2 * (fan - 1) * keep
+        # rows the batch may grow to: copies for the likely survivors at each level
+        room = b + self.levels * (fan - 1) * keep
         cached = [len(r.start.ids) - 1 for r in rows]  # cached positions per row
         # with the lean decoder, the question's prompt is one shared prefix that every row's
         # attention reads once (backend/fast_decode.py); the slab holds what follows it. A few
