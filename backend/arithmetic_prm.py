@@ -71,6 +71,7 @@ class ArithmeticPRM:
     right: float = 0.9  # every calculation in the step holds
     wrong: float = 0.1  # some calculation is wrong
     unchecked: float = 0.5  # nothing checkable in the step
+    cache: bool = True  # remember each step's check (False: re-check every step every call)
     name: ClassVar[str] = "arithmetic"
     # scoring is cheap (no model): a search may score steps while others are still being written
     cheap: ClassVar[bool] = True
@@ -82,7 +83,10 @@ class ArithmeticPRM:
                 raise ValueError(f"ArithmeticPRM.{field_name} must be in [0, 1], got {value}")
 
     def score_step(self, step: str) -> float:
-        return getattr(self, check_step(step).verdict)
+        return getattr(self, self._check(step).verdict)
+
+    def _check(self, step: str) -> StepCheck:
+        return check_step(step) if self.cache else check_step.__wrapped__(step)
 
     def score(self, question: str, solutions: Sequence[Sequence[str]]) -> Scores:
         """Score every step of every solution; the question is not read.
@@ -100,7 +104,7 @@ class ArithmeticPRM:
     def _score_solution(self, solution: Sequence[str]) -> list[float]:
         scores, last = [], None  # last: the latest calculation so far
         for step in solution:
-            check = check_step(step)
+            check = self._check(step)
             verdict = check.verdict
             for c in check.calculations:
                 if c.written is not None:

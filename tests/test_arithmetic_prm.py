@@ -263,3 +263,8 @@ def test_boxed_answer_must_match_the_latest_calculation():
     assert steps[2] == [prm.unchecked]
     assert steps[3] == [prm.wrong]
     assert steps[4] == [prm.right, prm.right, prm.wrong]  # 1,000 is not the 10 just computed
+    # without the cache of step checks (the benchmark's naive port): the same scores, and no
+    # step is served from the cache
+    check_step.cache_clear()
+    assert ArithmeticPRM(cache=False).score("q", sols).steps == steps
+    assert check_step.cache_info().currsize == 0

@@ -29,6 +29,10 @@ def test_benchmark_quick_prints_every_figure():
     assert set(result) >= KEYS
     assert result["engine_s"] > 0 and result["naive_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["speedup"] == pytest.approx(result["naive_s"] / result["engine_s"], rel=0.02)
+    # the naive port replays the engine's paths: the same search, token for token
+    assert result["naive_paths"] == "replayed"
+    assert result["naive_same_trees"] == len(result["seeds"])
+    assert result["naive_tokens"] == result["engine_tokens"]
     assert result["occupancy"] == pytest.approx(
         result["decode_tok_s"] / result["engine_forward_tok_s"], rel=0.02
     )
