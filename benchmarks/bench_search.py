@@ -14,11 +14,18 @@ paths run interleaved seed by seed, so a change in the machine's load hits both)
   oneDNN has its kernels; the naive port runs after that too);
 - naive_s: the same search the way a straightforward port does it: every iteration, each
   candidate's prompt + partial solution is re-encoded and continued with `model.generate`, and
-  the PRM re-reads every whole partial solution (no caches);
+  the PRM (the same arithmetic checker) re-reads every whole partial solution (no caches). It
+  samples the very tokens the engine's search of the same seed sampled (a logits processor
+  replays them), so both build the same tree, token for token (naive_same_trees counts the
+  seeds where they did), and speedup compares the two implementations of one search, not two
+  searches' luck: sampled apart, the same seed draws other paths on each side (their random
+  draws differ), and over 3 seeds that alone moved the ratio by +-15%. --independent-paths lets
+  the naive port sample its own;
 - decode_tok_s (tokens that became steps / time in the engine's decode loops) vs
   forward_limit_tok_s: the model's own (transformers) batched one-token forward with a
   preallocated KV cache at batch N, same context, at the faster thread count;
-  fraction_of_limit is their ratio. engine_forward_tok_s is the same forward through the engine's
+  fraction_of_limit is their ratio (both forwards are measured before the searches and after
+  each seed's, the fastest kept). engine_forward_tok_s is the same forward through the engine's
   lean decoder with the prompt as a shared prefix (backend/fast_decode.py), and occupancy =
   decode_tok_s / engine_forward_tok_s: what the step-synchronous search leaves of its own forward
   (rows idle while the iteration's longest step ends);
@@ -392,6 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
             runs[name][1].extend(trees)
             if k == 0 and name == "engine":  # before the naive port has run
                 result["peak_rss_mb"] = round(_rss_mb())
+        measure_forwards()
     per_seed, trees = runs["engine"]
     engine_s = sum(per_seed)
     tokens = sum(t.compute.generated_tokens for t in trees)
@@ -425,8 +433,8 @@ def main(argv: list[str] | None = None) -> dict:
     # the machine's limit: the model's own one-token forward at batch N over the prompt and 40
     # tokens (about the searches' mean context) with a preallocated KV cache, at the faster
     # thread count; and the engine's lean forward over the same context. Both are measured
-    # before and after the searches (this machine is shared and noisy), the faster kept
-    measure_forwards()
+    # before the searches and after each seed's (this machine is shared and noisy, and the
+    # searches' own speed is their sum over all seeds), the fastest kept
     best = min(limits, key=limits.get)
     result["forward_limit_tok_s"] = round(config.n / (limits[best] / 1000), 1)
     result["forward_limit_threads"] = best
