@@ -86,7 +86,7 @@ class Recorder:
 
     def __init__(self, engine: StepEngine) -> None:
         self.calls: list[dict[int, list[int]]] = []
-        self.engine, self._stream, self._stop = engine, engine.stream_steps, engine._check_stop
+        self._stream, self._stop = engine.stream_steps, engine._check_stop
         self.ids: dict[tuple[int, str], list[int]] = {}  # (tokens, text) -> the step's tokens
         engine.stream_steps = self.stream_steps  # next_steps goes through it too
         engine._check_stop = self._check_stop  # where every step the engine writes ends
@@ -119,7 +119,8 @@ class NaiveGenerator:
     With `replay` (a `Recorder`'s calls) it samples the recorded steps again: a logits processor
     leaves each row one token, the recorded one, so `generate` does the same work a port that
     happened to sample those tokens does (it runs after the sampling warpers, and costs under
-    0.1 ms a step against ~100 ms for the step) and both paths run the same search, token for token."""
+    0.1 ms a step against ~100 ms for the step): both paths run the same search, token for
+    token."""
 
     def __init__(
         self,
