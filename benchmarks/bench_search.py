@@ -69,7 +69,7 @@ from backend.models import get_policy, load_policy
 from backend.prompts import PromptTemplate
 from strategies.answers import answer_end
 from strategies.config import SearchConfig
-from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling, Scores
+from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling
 from strategies.registry import run, search
 from strategies.tree import SearchTree
 
@@ -236,16 +236,6 @@ class _AnswerWritten(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-class NaivePRM:
-    """The arithmetic checker re-reading every whole partial solution, with no cache."""
-
-    def __init__(self) -> None:
-        self.prm = ArithmeticPRM(cache=False)
-
-    def score(self, question: str, solutions: Sequence[Sequence[str]]) -> Scores:
-        return self.prm.score(question, solutions)
-
-
 def _same_tree(a: SearchTree, b: SearchTree) -> bool:
     """Whether two searches made the same nodes (text, parent, status), in the same order."""
 
@@ -391,7 +381,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["naive_threads"] = torch.get_num_threads()
         # the same paths as the engine's search of this seed (it ran just before), unless asked
         replay = None if args.independent_paths else recordings[-1].calls
-        return NaiveGenerator(policy.model, policy.tokenizer, template, replay), NaivePRM()
+        # the same arithmetic checker, re-reading every whole partial solution with no cache
+        prm = ArithmeticPRM(cache=False)
+        return NaiveGenerator(policy.model, policy.tokenizer, template, replay), prm
 
     def plain_and_prm():
         return (
