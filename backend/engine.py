@@ -54,7 +54,10 @@ UNSHARE_ROWS = 3
 FORKS = 4
 
 
-@dataclass
+# Bookkeeping that holds tensors compares by identity (eq=False): a list's `remove`, `in` or
+# `index` would otherwise compare two such objects field by field, and torch refuses to say
+# whether two tensors are equal as a whole ("Boolean value of Tensor ... is ambiguous").
+@dataclass(eq=False)
 class RowState:
     """A partial solution the model has read: token ids (last one pending) and their KV."""
 
@@ -96,7 +99,7 @@ class EngineStats:
     assemble_s: float = 0.0  # gathering cached rows into a batch
 
 
-@dataclass
+@dataclass(eq=False)
 class Prefetch:
     """A next step a row started (or finished) writing speculatively, for one partial solution."""
 
@@ -108,7 +111,7 @@ class Prefetch:
     to_end: bool = False  # written to the end (for a call that writes to the end only)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Row:
     """One row of a decoding batch."""
 

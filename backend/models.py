@@ -73,7 +73,7 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 _CONVERTED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
-@dataclass
+@dataclass(eq=False)  # holds the model: one loaded model is itself, never equal to a copy
 class LoadedModel:
     model: Any  # a transformers PreTrainedModel, in eval mode
     tokenizer: Any  # its tokenizer: chat template, pad token, left padding

@@ -33,7 +33,7 @@ DEFAULT_POLICY = "smollm2-135m"
 DEFAULT_PRM = "arithmetic"
 
 
-@dataclass
+@dataclass(eq=False)  # holds models and the engine's tensors: compared by identity
 class Runtime:
     policy: LoadedModel
     generator: StepEngine

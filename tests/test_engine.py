@@ -383,3 +383,69 @@ def test_likely_survivors_write_ahead_to_the_end_for_a_call_that_will(policy, en
     assert ahead._take_prefetch(Q, ("x",), GREEDY) is None
     ahead.prefetch[(Q, ("x",))] = [done]
     assert ahead._take_prefetch(Q, ("x",), last) is done
+
+
+def test_written_ahead_steps_are_taken_by_identity_not_by_their_tensors():
+    """Bookkeeping that holds tensors is found and removed by identity. Two steps written ahead
+    for one partial solution may hold the same ids (two copies that sampled alike) in different
+    tensors: comparing them by value asks torch whether two tensors are equal as a whole, which
+    raised "Boolean value of Tensor with more than one value is ambiguous" in `_ahead_rows` (a
+    user's run crashed). Deterministic: the state that crashed, built by hand."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from backend.engine import Prefetch, RowState, StepEngine, _Row, _sampling_key
+    from backend.prompts import PromptTemplate
+    from tests.tiny_prms import smollm2_tokenizer
+
+    tokenizer = smollm2_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    engine = StepEngine(model, tokenizer, PromptTemplate.load("smollm2_fewshot"))
+    sampling = Sampling(temperature=0.8, max_step_tokens=16, keep=1)
+    key, question = ("Step 1.\n\n",), "q"
+
+    def written(to_end: bool) -> Prefetch:
+        kv = [(torch.randn(1, 5, 16), torch.randn(1, 5, 16))]  # other tensors, the same ids
+        state = RowState([1, 2, 3, 4, 5, 6], kv, prompt_len=2)
+        return Prefetch(state, [1, 2, 3, 4], [5, 6], None, _sampling_key(sampling), to_end)
+
+    # the first one was written for a call that writes to the end: not usable here, so the
+    # second one is taken and removed past it
+    first, second = written(to_end=True), written(to_end=False)
+    engine.prefetch[(question, key)] = [first, second]
+    base = RowState([1, 2, 3, 4], [], prompt_len=2)
+    rows = engine._ahead_rows(question, key, base, 2, sampling)
+    assert engine.prefetch[(question, key)] == [first]
+    assert engine.prefetch[(question, key)][0] is first
+    assert [r.start for r in rows][0] is second.state  # goes on from where it stopped
+    assert rows[0].new == [5, 6] and rows[1].start is base and rows[1].fork
+    assert all(isinstance(r, _Row) and r.ahead == 1 for r in rows)
+
+
+def test_every_backend_dataclass_that_holds_tensors_compares_by_identity():
+    """The root of the crash above, for every module: a dataclass in backend/ whose fields hold
+    tensors (or models, states, engines that do) must not compare field by field."""
+    import dataclasses
+    import importlib
+    import pkgutil
+
+    import backend
+
+    holds = ("Tensor", "KV", "RowState", "Prefetch", "LoadedModel", "StepEngine", "model")
+    found = []
+    for info in pkgutil.iter_modules(backend.__path__):
+        module = importlib.import_module(f"backend.{info.name}")
+        for obj in vars(module).values():
+            if not (dataclasses.is_dataclass(obj) and isinstance(obj, type)):
+                continue
+            if obj.__module__ != module.__name__:
+                continue
+            types = " ".join(f"{f.name}: {f.type}" for f in dataclasses.fields(obj))
+            if any(word in types for word in holds):
+                found.append(obj.__name__)
+                assert obj.__eq__ is object.__eq__, f"{obj.__name__} compares its tensors"
+    assert {"RowState", "Prefetch", "_Row", "LoadedModel", "Runtime"} <= set(found)
