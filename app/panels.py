@@ -77,6 +77,10 @@ def compute_markdown(tree: SearchTree) -> str:
         f"| device · precision · threads | {m.get('device', '?')} · {precision} · "
         f"{m.get('threads', '?')} |",
     ]
+    if m.get("precision_reason"):  # what "auto" chose on this machine, and why
+        lines.append(f"| why this precision | {m['precision_reason']} |")
+    if m.get("cpu"):
+        lines.append(f"| CPU | {m['cpu']} |")
     chosen = m.get("compute_optimal")
     if chosen:
         lines.append(

@@ -34,6 +34,7 @@ agreement with fp32 over 384 tokens: 0.974 (the model's own bf16 forward: 0.982;
 
 from __future__ import annotations
 
+import functools
 import os
 import weakref
 
@@ -74,6 +75,15 @@ def packing_enabled() -> bool:
         and _PACKED_LINEAR is not None
         and torch.backends.mkldnn.is_available()
         and os.environ.get("THINKTREE_PACKED_WEIGHTS", "1") != "0"
+    )
+
+
+@functools.cache
+def can_pack() -> bool:
+    """Whether bf16 weights get packed on this CPU: packing is on and oneDNN packs bf16 here (a
+    CPU without bf16 instructions, or one held to AVX2 by ONEDNN_MAX_CPU_ISA, cannot)."""
+    return (
+        packing_enabled() and _packed(torch.zeros(PACK_ROWS, 32, dtype=torch.bfloat16)) is not None
     )
 
 

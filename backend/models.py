@@ -6,8 +6,9 @@ load saves a converted copy (safetensors, config, tokenizer) under the cache fol
 read that (~1 s). Without the package the same name resolves to the Hugging Face hub repo.
 
 Precisions: "fp32", "bf16", "int8" / "nf4" (bitsandbytes 8-bit / 4-bit, bf16 compute; run on CPU
-too; see backend/quantization.py) and "auto", which picks the fastest correct one for the device
-(measured with scripts/measure_precision.py) or, on a GPU, the model's catalog default.
+too; see backend/quantization.py) and "auto": on a CPU what backend/machine.py chooses for this
+CPU (fp32 or bf16, with low-bit copies of the weights for small batches), on a GPU the model's
+catalog default.
 Other policies come from the catalog (assets/models.json) and load from their hub repo.
 """
 
@@ -32,7 +33,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backend import catalog as model_catalog
-from backend import small_batch
+from backend import machine, small_batch
 from backend import threads as cpu_threads
 from backend.quantization import weights_kwargs
 
@@ -42,12 +43,6 @@ Precision = Literal["auto", "fp32", "bf16", "int8", "nf4"]
 Source = Literal["gguf-converted-cache", "gguf", "hub"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
-# Winner of scripts/measure_precision.py on the 2-core dev CPU (Xeon with AMX-BF16), best of 5
-# interleaved rounds, ms per cached decode step at batch 1 / 8 / 16 and s to prefill 200 tokens:
-#   fp32 42.7 / 81.0 / 86.0, 0.26 s;  bf16 38.9 / 47.8 / 62.7, 0.14 s;  nf4 34.4 / 66.2 / 88.2, 0.58 s.
-# bf16 picks fp32's argmax on 97.6% of tokens (nf4: 76%, too lossy); bf16 is also SmolLM2's
-# native dtype, and the Q4_1 GGUF is already far coarser than bf16 rounding.
-CPU_AUTO_PRECISION = "bf16"
 # On a GPU, 4-bit weights with bf16 compute keep memory low at little cost in speed.
 CUDA_AUTO_PRECISION = "nf4"
 
@@ -87,6 +82,7 @@ class LoadedModel:
     # (backend/small_batch.py); 0: never
     small_batch_int8: int = 0
     small_batch_int4: int = 0
+    precision_reason: str = ""  # why this precision: "fp32: this CPU has no bf16 instructions"
 
 
 def _find_gguf(package: str, filename: str) -> Path | None:
@@ -141,16 +137,30 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_precision(precision: str, device: str, name: str | None = None) -> str:
-    """Map "auto" to the measured best precision for `device` (on CUDA, catalog model `name`'s
-    default); reject unknown names."""
+    """Map "auto" to the precision for `device`: on a CPU this machine's choice
+    (`backend.machine`), on CUDA catalog model `name`'s default; reject unknown names."""
+    return choose_precision(precision, device, name)[0]
+
+
+def choose_precision(precision: str, device: str, name: str | None = None) -> tuple[str, bool, str]:
+    """(precision, whether small batches read low-bit weight copies, why) for a precision asked
+    for on `device`. By hand, bf16 on a CPU reads the copies and fp32 stays exact (none)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if precision == "auto":
+    if precision != "auto":
+        small = device == "cpu" and precision == "bf16"
+        return precision, small, f"{precision}: chosen by hand"
+    if device == "cuda":
         entry = model_catalog.catalog().entries.get(name) if name else None
-        if device == "cuda":
-            return entry.default_precision if entry else CUDA_AUTO_PRECISION
-        return CPU_AUTO_PRECISION
-    return precision
+        if entry:
+            return (
+                entry.default_precision,
+                False,
+                f"{entry.default_precision}: {name}'s GPU default",
+            )
+        return CUDA_AUTO_PRECISION, False, f"{CUDA_AUTO_PRECISION}: the GPU default"
+    choice = machine.cpu_choice(models_cache_dir())
+    return choice.precision, choice.small_batch, choice.reason
 
 
 def _weights_kwargs(precision: str, device: str) -> dict[str, Any]:
@@ -279,7 +289,7 @@ def load_policy(
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     device = resolve_device(device)
-    precision = resolve_precision(precision, device, name)
+    precision, small_copies, reason = choose_precision(precision, device, name)
     spec = MODELS[name]
     threads = configure_threads()
     start = time.perf_counter()
@@ -309,24 +319,24 @@ def load_policy(
     keep = (
         converted / small_batch.CACHE_FILE if gguf is not None and _is_complete(converted) else None
     )
-    if device == "cpu" and precision == "bf16" and small_batch.attach(model, cache=keep):
+    if device == "cpu" and small_copies and small_batch.attach(model, cache=keep):
         for m in model.modules():
             if isinstance(m, small_batch.SmallBatchLinear):
                 small[m.kind] = max(small[m.kind], m.rows)
 
     loaded = LoadedModel(
         model, tokenizer, name, source, device, precision, threads, time.perf_counter() - start,
-        small["int8"], small["int4"],
+        small["int8"], small["int4"], reason,
     )  # fmt: skip
     logger.info(
-        "loaded %s (%s, %s on %s, %d threads) in %.1f s",
-        name, source, precision, device, threads, loaded.load_s,
+        "loaded %s (%s, %s on %s, %d threads) in %.1f s; %s",
+        name, source, precision, device, threads, loaded.load_s, reason,
     )  # fmt: skip
     return loaded
 
 
 _lock = threading.Lock()
-_current: tuple[tuple[str, str, str], LoadedModel] | None = None
+_current: tuple[tuple[str, str, str, bool], LoadedModel] | None = None
 
 
 def get_policy(
@@ -339,7 +349,8 @@ def get_policy(
     """
     global _current
     device = resolve_device(device)
-    key = (name, resolve_precision(precision, device, name), device)
+    resolved, small_copies, _ = choose_precision(precision, device, name)
+    key = (name, resolved, device, small_copies)
     with _lock:
         if _current is not None and _current[0] == key:
             return _current[1]
@@ -349,7 +360,7 @@ def get_policy(
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        loaded = load_policy(name, key[1], device)
+        loaded = load_policy(name, precision, device)
         _current = (key, loaded)
         return loaded
 

@@ -11,10 +11,17 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from backend import machine
 from backend.arithmetic_prm import ArithmeticPRM
 from backend.catalog import catalog
 from backend.engine import StepEngine
-from backend.models import LoadedModel, get_policy, resolve_device, resolve_precision
+from backend.models import (
+    LoadedModel,
+    choose_precision,
+    get_policy,
+    resolve_device,
+    resolve_precision,
+)
 from backend.prm_models import get_prm, release_prm
 from backend.prompts import PromptTemplate
 from backend.quantization import check_runtime_fits
@@ -40,6 +47,7 @@ class Runtime:
     scorer: StepScorer | None
     prm_name: str
     prompt_name: str
+    precision_reason: str = ""  # why the policy runs at its precision, for the precision asked
 
     def meta(self) -> dict[str, Any]:
         """What a run's JSON records about the models it ran on."""
@@ -51,6 +59,8 @@ class Runtime:
             "prompt": self.prompt_name,
             "device": p.device,
             "precision": p.precision,
+            "precision_reason": self.precision_reason or p.precision_reason,
+            "cpu": machine.cpu_info().summary() if p.device == "cpu" else None,
             "small_batch_int8": p.small_batch_int8,
             "small_batch_int4": p.small_batch_int4,
             # decode steps through backend/fast_decode.py (prompt shared by all rows)
@@ -103,6 +113,7 @@ def get_runtime(
             scorer = get_prm(*prm_key)
         else:
             scorer = None
-        runtime = Runtime(loaded, engine, scorer, prm, prompt_name)
+        reason = choose_precision(precision, device, policy)[2]
+        runtime = Runtime(loaded, engine, scorer, prm, prompt_name, reason)
         _runtimes[key] = runtime
         return runtime

@@ -10,7 +10,10 @@ forward passes a linear layer reads a low-bit copy of its weights instead of the
   torch's 4-bit kernel is faster than bf16 up to 8 rows;
 - int8 per output channel otherwise (the LM head, from the GGUF's Q8_0 embeddings; other
   models), up to 4 rows: half the bytes; that kernel is slower than bf16 at 8 rows.
-Larger batches keep the bf16 path.
+Larger batches keep the model's own path, bf16 or fp32 (backend/machine.py chooses per CPU). The
+copies are computed from the bf16-rounded weights whatever the model's dtype, and their kernels
+read bf16 activations: fp32 ones are rounded on the way in (torch's fp32 path of these kernels is
+10-50x slower, even on AVX2 where its bf16 path is fast).
 
 Measured on the 2-core machine (SmolLM2-135M, 2 threads, 390 positions, the lean decoder, best of
 4, ms per decode step), int8 -> 4-bit layers: batch 1 22.5 -> 16.7, batch 2 24.5 -> 18.5, batch 4
@@ -38,6 +41,7 @@ CACHE_FILE = "small_batch.safetensors"
 DEFAULT_ROWS = 4  # at most this many rows take the int8 path (batch 8 is already slower)
 INT4_ROWS = 8  # the 4-bit kernel still beats bf16 at 8 rows (18 vs 25 ms for 30 layers)
 GROUP = 32  # the 4-bit groups: Q4_1's blocks of 32 input weights
+DTYPES = (torch.bfloat16, torch.float32)  # models whose layers may read the copies
 _KERNEL = getattr(torch, "_weight_int8pack_mm", None)
 _INT4_KERNEL = getattr(torch, "_weight_int4pack_mm_for_cpu", None)
 _INT4_PACK = getattr(torch, "_convert_weight_to_int4pack_for_cpu", None)
@@ -88,9 +92,10 @@ class SmallBatchLinear(nn.Module):
         if linear.bias is not None:
             raise ValueError("only bias-free linear layers are supported")
         self.linear = linear  # the bf16 weights stay the model's parameters (tied ones too)
-        if stored is None:
-            four = exact_int4(linear.weight.detach())
-            stored = ("int4", *four) if four is not None else ("int8", *_int8(linear.weight))
+        if stored is None:  # from the bf16 weights, so both dtypes get the very same copies
+            w = linear.weight.detach().to(torch.bfloat16)
+            four = exact_int4(w)
+            stored = ("int4", *four) if four is not None else ("int8", *_int8(w))
         kind, qweight, scales = stored
         self.kind, self.rows = kind, max(rows, INT4_ROWS) if kind == "int4" else rows
         self.register_buffer("qweight", qweight, False)
@@ -102,7 +107,7 @@ class SmallBatchLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
-        if rows > self.rows or x.dtype != torch.bfloat16:
+        if rows > self.rows or x.dtype not in DTYPES:
             return self.linear(x)
         out = small_matmul(x.reshape(rows, x.shape[-1]), self.kind, self.qweight, self.scales)
         return out.reshape(*x.shape[:-1], out.shape[-1])
@@ -117,10 +122,14 @@ def _int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def small_matmul(x: torch.Tensor, kind: str, qweight: torch.Tensor, scales: torch.Tensor):
-    """x (rows, in) @ W.T for low-bit weights stored by `SmallBatchLinear`."""
+    """x (rows, in) @ W.T for low-bit weights stored by `SmallBatchLinear`, in x's dtype (the
+    kernels read bf16)."""
+    x16 = x if x.dtype == torch.bfloat16 else x.to(torch.bfloat16)
     if kind == "int4":
-        return _INT4_KERNEL(x, qweight, GROUP, scales)
-    return _KERNEL(x, qweight, scales)
+        out = _INT4_KERNEL(x16, qweight, GROUP, scales)
+    else:
+        out = _KERNEL(x16, qweight, scales)
+    return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 def enabled() -> bool:
@@ -132,7 +141,7 @@ def attach(model: nn.Module, rows: int = DEFAULT_ROWS, cache: Path | None = None
     exact 4-bit where the weights are 4-bit in groups of 32, int8 otherwise.
 
     Returns how many layers were wrapped (0 when the kernel is missing or it is turned off). Only
-    for bf16 models on the CPU. `cache`: a file that keeps the low-bit copies for weights that do
+    for bf16 and fp32 models on the CPU. `cache`: a file that keeps the low-bit copies for weights that do
     not change (a converted model's folder): read when it matches the model's weights file, written
     otherwise (computing them takes ~1.3 s of a 2-core load).
     """
@@ -143,7 +152,7 @@ def attach(model: nn.Module, rows: int = DEFAULT_ROWS, cache: Path | None = None
     for prefix, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear) and child.bias is None:
-                if child.weight.dtype != torch.bfloat16 or child.weight.device.type != "cpu":
+                if child.weight.dtype not in DTYPES or child.weight.device.type != "cpu":
                     continue
                 key = f"{prefix}.{name}" if prefix else name
                 pre = stored.get(key)

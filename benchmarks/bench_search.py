@@ -21,9 +21,14 @@ paths run interleaved seed by seed, so a change in the machine's load hits both)
   searches' luck: sampled apart, the same seed draws other paths on each side (their random
   draws differ), and over 3 seeds that alone moved the ratio by +-15%. --independent-paths lets
   the naive port sample its own;
+- cpu (model name, torch's kernel capability, the flags that matter, the variables that hold the
+  kernels back), the precision "auto" chose and why, and precision_by_rows (what a forward of so
+  many rows reads: low-bit copies at small batches, fp32 or bf16 above);
 - decode_tok_s (tokens that became steps / time in the engine's decode loops) vs
   forward_limit_tok_s: the model's own (transformers) batched one-token forward with a
-  preallocated KV cache at batch N, same context, at the faster thread count;
+  preallocated KV cache at batch N, same context, at the faster thread count, in whichever of
+  fp32 and bf16 is faster on this machine (forward_limit_precision; so a wrong choice of
+  precision shows up as a low fraction);
   fraction_of_limit is their ratio (both forwards are measured before the searches and after
   each seed's, the fastest kept). engine_forward_tok_s is the same forward through the engine's
   lean decoder with the prompt as a shared prefix (backend/fast_decode.py), and occupancy =
@@ -65,6 +70,7 @@ from transformers import (
 from backend import threads as cpu_threads
 from backend.arithmetic_prm import ArithmeticPRM
 from backend.engine import EngineStats, StepEngine
+from backend.machine import cpu_info
 from backend.models import get_policy, load_policy
 from backend.prompts import PromptTemplate
 from strategies.answers import answer_end
@@ -249,6 +255,17 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def by_rows(policy) -> dict[str, str]:
+    """What a forward of so many rows reads (backend/small_batch.py, backend/machine.py)."""
+    int4, int8, top = policy.small_batch_int4, policy.small_batch_int8, policy.precision
+    if not (int4 or int8):
+        return {"1+": top}
+    small = max(int4, int8)
+    parts = [f"4-bit copies (<= {int4} rows)"] if int4 else []
+    parts += [f"int8 copies (<= {int8} rows)"] if int8 else []
+    return {f"1-{small}": ", ".join(parts) + ", bf16 activations", f"{small + 1}+": top}
+
+
 def cold_and_warm_start(precision: str) -> dict[str, float]:
     """Cold: a fresh process converts the GGUF into an empty cache; warm: a second process loads it."""
     code = (
@@ -329,6 +346,9 @@ def main(argv: list[str] | None = None) -> dict:
     template = PromptTemplate.load("smollm2_fewshot")
     tuner = cpu_threads.tuner()
     result.update(precision=policy.precision, threads=tuner.choices, device=policy.device)
+    result.update(precision_reason=policy.precision_reason, precision_by_rows=by_rows(policy))
+    if policy.device == "cpu":
+        result.update(cpu=cpu_info().as_json(), cpu_summary=cpu_info().summary())
 
     # first frame: a new question for a running app (its engine has served a question before,
     # so the template's fixed head is read; the very first question also reads that: +cold)
@@ -346,16 +366,25 @@ def main(argv: list[str] | None = None) -> dict:
     # the batch sizes a search meets, and oneDNN has made its kernels for them)
     run(FIRST_FRAME_QUESTION, config, engine, ArithmeticPRM())
 
-    limits, own = {}, {}  # ms per batch-N forward, per thread count (see below)
+    # ms per batch-N forward, per (precision, thread count) for the model's own forward (the
+    # limit: fp32 and bf16 both, the faster counts) and per thread count for the engine's
+    limits, own = {}, {}
     probe = StepEngine(policy.model, policy.tokenizer, template)
+    stock = {policy.precision: probe}
+    if policy.device == "cpu":  # the other precision, loaded beside (not replacing) the policy
+        for other in ("fp32", "bf16"):
+            if other not in stock:
+                loaded = load_policy("smollm2-135m", other)
+                stock[other] = StepEngine(loaded.model, loaded.tokenizer, template)
     prompt_len = len(template.prompt_ids(policy.tokenizer, QUESTION))
     probe_context = prompt_len + 40
 
     def measure_forwards():
         for t in tuner.choices:
             torch.set_num_threads(t)
-            ms = probe.forward_ms(config.n, probe_context, steps=16, stock=True)
-            limits[t] = min(limits.get(t, ms), ms)
+            for precision, eng in stock.items():
+                ms = eng.forward_ms(config.n, probe_context, steps=16, stock=True)
+                limits[precision, t] = min(limits.get((precision, t), ms), ms)
             ms = probe.forward_ms(config.n, probe_context, steps=16, shared=prompt_len - 1)
             own[t] = min(own.get(t, ms), ms)
 
@@ -442,7 +471,11 @@ def main(argv: list[str] | None = None) -> dict:
     # searches' own speed is their sum over all seeds), the fastest kept
     best = min(limits, key=limits.get)
     result["forward_limit_tok_s"] = round(config.n / (limits[best] / 1000), 1)
-    result["forward_limit_threads"] = best
+    result["forward_limit_precision"], result["forward_limit_threads"] = best
+    result["forward_limit_tok_s_by_precision"] = {
+        p: round(config.n / (min(ms for (q, _), ms in limits.items() if q == p) / 1000), 1)
+        for p in stock
+    }
     result["fraction_of_limit"] = round(result["decode_tok_s"] / result["forward_limit_tok_s"], 3)
     result["engine_forward_tok_s"] = round(config.n / (min(own.values()) / 1000), 1)
     result["occupancy"] = round(result["decode_tok_s"] / result["engine_forward_tok_s"], 3)
@@ -464,11 +497,11 @@ def main(argv: list[str] | None = None) -> dict:
                 (naive_s / max(1, naive_tokens)) / (engine_s / max(1, tokens)), 2
             ),
         )
-    if not args.skip_cold and not args.quick:
-        result.update(cold_and_warm_start(policy.precision))
+    if not args.skip_cold and not args.quick:  # as asked ("auto"): its choice and copies
+        result.update(cold_and_warm_start(args.precision))
     else:
         t0 = time.perf_counter()
-        load_policy("smollm2-135m", policy.precision)
+        load_policy("smollm2-135m", args.precision)
         result["warm_start_s"] = round(time.perf_counter() - t0, 2)
     if torch.cuda.is_available() and not args.skip_gpu:  # the GPU section (benchmarks/bench_gpu)
         from benchmarks.bench_gpu import gpu_benchmark

@@ -3,8 +3,10 @@
 For each precision: median ms per cached decode step at several batch sizes after a 100-token
 prefill, seconds to prefill 200 tokens at batch 1, and how closely greedy 32-token continuations
 of a few prompts follow fp32's (whole-run prefix, and per token with fp32's text as context).
-Prints JSON and a table; the suggested "auto" is the fastest precision (mean decode ms over the
-batch sizes) whose per-token top-1 agreement with fp32 is >= --min-agreement.
+"auto" is measured too, as it loads on this machine (backend/machine.py: fp32 or bf16, with
+low-bit weight copies for small batches). Prints the CPU, JSON and a table; the fastest precision
+(mean decode ms over the batch sizes) whose per-token top-1 agreement with fp32 is
+>= --min-agreement is named beside what "auto" chose.
 
     .venv/bin/python scripts/measure_precision.py [--device cpu] [--json out.json]
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.machine import cpu_info  # noqa: E402
 from backend.models import load_policy  # noqa: E402
 from backend.precision import (  # noqa: E402
     greedy_agreement,
@@ -49,7 +52,7 @@ def measure_round(loaded, batches: list[int], steps: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "nf4"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "nf4", "auto"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 16])
     parser.add_argument("--steps", type=int, default=16, help="timed decode steps per batch size")
     parser.add_argument("--rounds", type=int, default=3, help="each cell keeps its best round")
@@ -68,7 +71,13 @@ def main() -> None:
         for p, m in models.items()
     }
     rows = {
-        p: {"precision": p, "load_s": round(m.load_s, 2), "threads": m.threads}
+        p: {
+            "precision": p if p != "auto" else f"auto ({m.precision})",
+            "load_s": round(m.load_s, 2),
+            "threads": m.threads,
+            "small_batch": {"int4": m.small_batch_int4, "int8": m.small_batch_int8},
+            "reason": m.precision_reason,
+        }
         for p, m in models.items()
     }
     # Rounds interleave the precisions and each cell keeps its best round, so a neighbour process
@@ -88,7 +97,10 @@ def main() -> None:
         ]
         row["top1_vs_fp32"] = round(statistics.fmean(top1), 3)
     rows = list(rows.values())
-    print(json.dumps(rows))
+    print(json.dumps({"cpu": cpu_info().as_json(), "rows": rows}))
+    print(f"\nCPU: {cpu_info().summary()}")
+    if "auto" in models:
+        print(f"auto: {models['auto'].precision_reason}")
 
     decode_cols = [f"decode_ms_b{b}" for b in args.batches]
     print(
@@ -108,9 +120,10 @@ def main() -> None:
         )
     correct = [r for r in rows if r["top1_vs_fp32"] >= args.min_agreement]
     best = min(correct, key=lambda r: statistics.fmean(r[c] for c in decode_cols))
-    print(f"\nsuggested auto: {best['precision']}")
+    print(f"\nfastest with top-1 agreement >= {args.min_agreement}: {best['precision']}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "auto": best["precision"]}, indent=2))
+        out = {"cpu": cpu_info().as_json(), "rows": rows, "fastest": best["precision"]}
+        args.json.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from app.explore import DEFAULTS, explore, request_from_widgets
 from app.panels import STEP_COLUMNS, comparison_markdown, compute_markdown, steps_table
 from app.teach import lesson_figure, lesson_tree
 from app.ui import INPUT_NAMES, OUTPUT_NAMES, load_examples
-from backend import fast_decode
+from backend import fast_decode, machine
+from backend.models import models_cache_dir
 from strategies.config import STRATEGY_NAMES
 from strategies.tree import SearchTree
 from tests.fakes import FakeGenerator, FakeScorer
@@ -69,7 +70,13 @@ def test_run_api_on_embedded_model(client):
     assert tree.meta["model"] == "smollm2-135m"
     assert tree.meta["lean_decoder"] is True  # SmolLM2 on a CPU decodes through fast_decode
     bf16 = tree.meta["precision"] == "bf16"  # whose layers read oneDNN-packed weights
-    assert tree.meta["packed_weights"] is (bf16 and fast_decode.packing_enabled())
+    assert tree.meta["packed_weights"] is (bf16 and fast_decode.can_pack())
+    # "auto" says what it chose on this CPU, and why
+    choice = machine.cpu_choice(models_cache_dir())
+    assert tree.meta["precision"] == choice.precision
+    assert tree.meta["precision_reason"] == choice.reason
+    assert tree.meta["cpu"] == machine.cpu_info().summary()
+    assert tree.meta["small_batch_int4"] == 8  # the Q4_1 layers' 4-bit copies, either way
 
 
 def test_run_api_accepts_json_text(client, fake_models):
@@ -189,6 +196,12 @@ def test_panels():
     assert "· lean decoder (oneDNN-packed bf16), shared prompt" in compute_markdown(tree)
     tree.meta.update(small_batch_int8=0, small_batch_int4=0, lean_decoder=False)
     assert "| cpu · bf16 · " in compute_markdown(tree)
+    assert "why this precision" not in compute_markdown(tree)
+    tree.meta.update(precision="fp32", precision_reason="fp32: this CPU has no bf16 instructions")
+    tree.meta.update(cpu="AMD EPYC 7B13 (x86_64; torch kernels AVX2; avx2, fma)")
+    text = compute_markdown(tree)
+    assert "| why this precision | fp32: this CPU has no bf16 instructions |" in text
+    assert "| CPU | AMD EPYC 7B13 (x86_64; torch kernels AVX2; avx2, fma) |" in text
 
 
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)

@@ -121,12 +121,15 @@ def test_weights_are_fused_into_views_not_copies():
     assert torch.equal(stock_logits(model), before)  # the model's own forward is unchanged
 
 
-def test_int8_small_batches_and_bf16_large_ones_match_the_model():
-    model = tiny("llama", torch.bfloat16, tie_word_embeddings=True)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_int8_small_batches_and_the_models_dtype_for_large_ones_match_the_model(dtype):
+    """bf16, or fp32 where "auto" keeps it (a CPU without bf16 instructions): the same copies."""
+    model = tiny("llama", dtype, tie_word_embeddings=True)
     small_batch.attach(model, rows=2)
     decoder = fast_decode.FastDecoder.build(model)
     assert decoder is not None and decoder.layers[0][1].rows == 2
-    for rows in (slice(0, 1), slice(0, 2), slice(None)):  # int8, int8, bf16 weights
+    assert decoder.head(torch.randn(1, 64, dtype=dtype)).dtype == dtype
+    for rows in (slice(0, 1), slice(0, 2), slice(None)):  # int8, int8, the model's weights
         ref = stock_logits(model, rows).float()
         got = lean_logits(decoder, model, True, rows).float()
         assert (got - ref).abs().max() <= 0.02 * ref.abs().max()
@@ -218,14 +221,18 @@ def test_engine_steps_are_the_same_with_the_models_own_forward(policy, engine, m
 
 def test_bf16_weights_are_read_in_onednns_layout_with_the_same_results(monkeypatch):
     """bf16 layers keep a copy of their weights reordered once for oneDNN's linear kernel (a
-    plain bf16 linear reorders them at every call); it computes the same bits."""
+    plain bf16 linear reorders them at every call); it computes the same bits. On a CPU where
+    oneDNN cannot pack bf16 (no bf16 instructions, or ONEDNN_MAX_CPU_ISA=AVX2), nothing is
+    packed and the plain linear gives the results."""
     if not fast_decode.packing_enabled():
         pytest.skip("this torch build has no oneDNN linear")
     model = tiny("qwen2", torch.bfloat16)  # biases on q/k/v too
     decoder = fast_decode.FastDecoder.build(model)
     linears = decoder.linears()
     assert len(linears) == 4 * len(decoder.layers) + 1  # q/k/v, o, gate/up, down; the head
-    assert all(lin.packed is not None for lin in linears)
+    # the feature's path where this CPU has it, the fallback where it does not
+    assert all((lin.packed is not None) is fast_decode.can_pack() for lin in linears)
+    assert decoder.packed is fast_decode.can_pack()
     x = torch.randn(16, 64, dtype=torch.bfloat16)
     for lin in linears[:3]:  # the fused q/k/v (with its bias), o, the fused gate/up
         want = torch.nn.functional.linear(x[:, : lin.weight.shape[1]], lin.weight, lin.bias)
@@ -237,3 +244,13 @@ def test_bf16_weights_are_read_in_onednns_layout_with_the_same_results(monkeypat
     monkeypatch.setenv("THINKTREE_PACKED_WEIGHTS", "0")
     assert fast_decode._packed(model.lm_head.weight) is None
     assert fast_decode._packed(model.lm_head.weight.float()) is None  # fp32 keeps MKL's path
+
+
+def test_onednn_packs_bf16_exactly_where_the_cpu_runs_bf16():
+    """Packing follows the CPU (the variables that make a machine play a smaller one included):
+    oneDNN packs bf16 weights where it runs bf16, and refuses where it does not."""
+    from backend import machine
+
+    if not fast_decode.packing_enabled():
+        pytest.skip("this torch build has no oneDNN linear")
+    assert fast_decode.can_pack() is machine.cpu_info().onednn_bf16

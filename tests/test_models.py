@@ -46,9 +46,17 @@ def test_unknown_model_and_device_are_rejected():
 
 
 def test_auto_precision_per_device():
-    assert resolve_precision("auto", "cpu") == models.CPU_AUTO_PRECISION
+    from backend import machine
+
+    # on a CPU, what this machine's CPU runs fastest (backend/machine.py), with low-bit copies
+    choice = machine.cpu_choice(models.models_cache_dir())
+    assert resolve_precision("auto", "cpu") == choice.precision in ("fp32", "bf16")
+    assert models.choose_precision("auto", "cpu") == (choice.precision, True, choice.reason)
     assert resolve_precision("auto", "cuda") == "nf4"
     assert resolve_precision("bf16", "cpu") == "bf16"
+    # by hand: bf16 reads the low-bit copies, fp32 stays exact
+    assert models.choose_precision("bf16", "cpu")[:2] == ("bf16", True)
+    assert models.choose_precision("fp32", "cpu") == ("fp32", False, "fp32: chosen by hand")
 
 
 def test_threads_env_is_validated(monkeypatch):
@@ -133,10 +141,17 @@ def test_get_policy_loads_once_per_key_and_frees_the_old_model(first_load):
     models._current = None
     try:
         auto = get_policy(precision="auto")
-        # "auto" resolves before keying, so it shares the entry of the precision it resolves to.
-        assert get_policy("smollm2-135m", models.CPU_AUTO_PRECISION, "cpu") is auto
+        # "auto" resolves before keying, so it shares the entry of what it resolves to: bf16
+        # (which reads the low-bit copies by hand too); fp32 by hand stays exact, another entry
+        resolved = auto.precision
+        if resolved == "bf16":
+            assert get_policy("smollm2-135m", "bf16", "cpu") is auto
+        else:
+            exact = get_policy("smollm2-135m", "fp32", "cpu")
+            assert exact is not auto and not exact.small_batch_int4
+            auto = get_policy(precision="auto")
         old_model = weakref.ref(auto.model)
-        other = "fp32" if models.CPU_AUTO_PRECISION != "fp32" else "bf16"
+        other = "fp32" if resolved != "fp32" else "bf16"
         del auto
         assert get_policy(precision=other).precision == other
         gc.collect()
@@ -207,6 +222,37 @@ def test_small_batches_read_int8_weights_and_large_ones_bf16(monkeypatch):
     assert one.argmax(-1).equal(ref.argmax(-1))
     monkeypatch.setenv("THINKTREE_SMALL_BATCH_INT8", "0")
     assert small_batch.attach(plain) == 0
+
+
+def test_an_fp32_model_reads_the_same_low_bit_copies_at_small_batches():
+    """Where "auto" keeps fp32 (a CPU without bf16 instructions), small batches still read the
+    low-bit copies: the very copies a bf16 model gets (computed from the bf16-rounded weights),
+    fed bf16 activations (the kernels' fast path); larger batches stay fp32, exactly."""
+    from backend import small_batch
+    from tests.test_fast_decode import tiny
+
+    def model(dtype):
+        m = tiny("llama", torch.float32, tie_word_embeddings=True)
+        q4_1_layers(m)
+        return m.to(dtype)
+
+    fp32, bf16, plain = model(torch.float32), model(torch.bfloat16), model(torch.float32)
+    assert small_batch.attach(fp32) == small_batch.attach(bf16) == 2 * 7 + 1
+    for a, b in zip(
+        [m for m in fp32.modules() if isinstance(m, small_batch.SmallBatchLinear)],
+        [m for m in bf16.modules() if isinstance(m, small_batch.SmallBatchLinear)],
+    ):
+        assert a.kind == b.kind and torch.equal(a.qweight, b.qweight)
+        assert torch.equal(a.scales, b.scales)
+        assert a.linear.weight.dtype == torch.float32  # the model's own weights stay fp32
+    ids = torch.randint(0, 300, (16, 1))
+    with torch.inference_mode():
+        big = fp32(ids, use_cache=False).logits  # 16 rows: fp32 throughout
+        assert big.dtype == torch.float32 and torch.equal(big, plain(ids, use_cache=False).logits)
+        one = fp32(ids[:1], use_cache=False).logits  # 1 row: the 4-bit copies
+        ref = plain(ids[:1], use_cache=False).logits
+    assert one.dtype == torch.float32 and not torch.equal(one, ref)
+    assert (one - ref).abs().max() <= 0.05 * ref.abs().max()
 
 
 def q4_1_weights(out: int, inp: int, seed: int = 0) -> torch.Tensor:
@@ -293,8 +339,12 @@ def test_low_bit_copies_are_kept_beside_a_converted_model(tmp_path, monkeypatch)
 
 @pytest.mark.model
 def test_the_cpu_default_uses_low_bit_weights_for_small_batches():
+    from backend import machine
+
     loaded = models.get_policy("smollm2-135m", "auto")
-    assert (loaded.device, loaded.precision) == ("cpu", "bf16")
+    choice = machine.cpu_choice(models.models_cache_dir())
+    assert (loaded.device, loaded.precision) == ("cpu", choice.precision)
+    assert loaded.precision_reason == choice.reason
     # the layers come from a Q4_1 GGUF: exact 4-bit for <= 8 rows; the head (Q8_0) int8
     assert (loaded.small_batch_int4, loaded.small_batch_int8) == (8, 4)
     from backend import small_batch
