@@ -16,7 +16,7 @@ import gradio as gr
 from app.explore import DEFAULTS, INPUT_NAMES, as_user_error, explore, gpu, replay, run_api
 from app.panels import STEP_COLUMNS, STRATEGY_LABELS
 from app.teach import LEGEND_MD, LESSONS, lesson_figure
-from backend.models import MODELS, PRECISIONS
+from backend.models import MODELS, PRECISIONS, choose_precision, resolve_device
 from backend.runtime import PRM_LABELS, PRM_NAMES
 from strategies.config import AGGREGATIONS, STRATEGY_NAMES, USES_BEAM_WIDTH
 
@@ -162,7 +162,11 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
             )  # fmt: skip
         with gr.Row():
             w["model"] = gr.Dropdown(list(MODELS), value=d["model"], label="Policy model")
-            w["precision"] = gr.Dropdown(list(PRECISIONS), value=d["precision"], label="Precision")
+            auto = choose_precision("auto", resolve_device("auto"), d["model"])[2]
+            w["precision"] = gr.Dropdown(
+                list(PRECISIONS), value=d["precision"], label="Precision",
+                info=f"auto here: {auto}",
+            )  # fmt: skip
             w["seed"] = gr.Number(value=d["seed"], precision=0, minimum=0, label="Seed")
         w["compare"] = gr.Checkbox(
             value=d["compare"], label="Compare with majority voting at the same N"

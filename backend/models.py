@@ -317,7 +317,9 @@ def load_policy(
     small = {"int8": 0, "int4": 0}  # the tails of a search decode 1-8 rows at a time
     # a converted copy's low-bit copies are kept beside it (its weights never change)
     keep = (
-        converted / small_batch.CACHE_FILE if gguf is not None and _is_complete(converted) else None
+        converted / small_batch.cache_file()
+        if gguf is not None and _is_complete(converted)
+        else None
     )
     if device == "cpu" and small_copies and small_batch.attach(model, cache=keep):
         for m in model.modules():

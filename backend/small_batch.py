@@ -35,8 +35,16 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = "1"  # of the cache file's layout and of how the copies are computed
-CACHE_FILE = "small_batch.safetensors"
+CACHE_VERSION = "2"  # of the cache file's layout and of how the copies are computed
+
+
+def cache_file() -> str:
+    """The cache file's name for this process's CPU kernels. torch packs 4-bit weights in a
+    layout of its kernel level (AVX512 and AVX2 differ): a copy packed under one level is read
+    as garbage under another, so each level keeps a file of its own (ATEN_CPU_CAPABILITY=avx2
+    on an AVX-512 machine included)."""
+    return f"small_batch-{torch.backends.cpu.get_cpu_capability().lower()}.safetensors"
+
 
 DEFAULT_ROWS = 4  # at most this many rows take the int8 path (batch 8 is already slower)
 INT4_ROWS = 8  # the 4-bit kernel still beats bf16 at 8 rows (18 vs 25 ms for 30 layers)
@@ -170,7 +178,8 @@ def _stamp(cache: Path) -> str:
     """The weights file the cache was computed from, as its size and modification time."""
     weights = cache.parent / "model.safetensors"
     st = weights.stat() if weights.exists() else None
-    return f"{CACHE_VERSION}:{st.st_size}:{st.st_mtime_ns}" if st else ""
+    level = torch.backends.cpu.get_cpu_capability()
+    return f"{CACHE_VERSION}:{level}:{st.st_size}:{st.st_mtime_ns}" if st else ""
 
 
 def _read_cache(cache: Path) -> dict[str, tuple[str, torch.Tensor, torch.Tensor]]:
@@ -204,6 +213,9 @@ def _write_cache(cache: Path, kept: dict[str, tuple[str, torch.Tensor, torch.Ten
     try:
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, cache)  # atomic: a reader sees the old file or the new one
+        # the file of cache version 1, one for every CPU level (its 4-bit copies were read as
+        # garbage under another level): never read now, so it goes
+        (cache.parent / "small_batch.safetensors").unlink(missing_ok=True)
     except Exception:  # a read-only or full disk: the next load computes them again
         log.warning("could not write the small-batch weights cache %s", cache, exc_info=True)
     finally:

@@ -308,7 +308,7 @@ def test_low_bit_copies_are_kept_beside_a_converted_model(tmp_path, monkeypatch)
         return m
 
     (tmp_path / "model.safetensors").write_bytes(b"weights")  # what the cache is stamped with
-    cache = tmp_path / small_batch.CACHE_FILE
+    cache = tmp_path / small_batch.cache_file()
     first = model()
     assert small_batch.attach(first, cache=cache) == 2 * 7 + 1 and cache.exists()
 
@@ -335,6 +335,51 @@ def test_low_bit_copies_are_kept_beside_a_converted_model(tmp_path, monkeypatch)
     # a damaged file is ignored
     cache.write_bytes(b"not a safetensors file")
     assert small_batch.attach(model(), cache=cache) == 2 * 7 + 1 and computed
+
+
+def test_low_bit_copies_packed_for_other_cpu_kernels_are_never_read(tmp_path):
+    """torch packs 4-bit weights in a layout of its kernel level: copies packed under AVX2 are
+    garbage to AVX-512's kernel and back (a shared cache once turned the embedded model's
+    output to noise). Each level keeps its own file, and a file of another level is refused."""
+    import shutil
+    import subprocess
+    import sys
+
+    from backend import small_batch
+    from tests.test_fast_decode import tiny
+
+    ours = torch.backends.cpu.get_cpu_capability()
+    env = dict(os.environ)
+    if ours == "AVX2":
+        env.pop("ATEN_CPU_CAPABILITY", None)
+    else:
+        env["ATEN_CPU_CAPABILITY"] = "avx2"
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    code = (
+        "import sys, torch; from backend import small_batch; from tests.test_fast_decode import tiny;"
+        "from tests.test_models import q4_1_layers;"
+        "m = tiny('llama', torch.bfloat16, tie_word_embeddings=True); q4_1_layers(m);"
+        f"small_batch.attach(m, cache=__import__('pathlib').Path({str(tmp_path)!r}) / small_batch.cache_file());"
+        "print(torch.backends.cpu.get_cpu_capability(), small_batch.cache_file())"
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    if out[-2] == ours:
+        pytest.skip(f"this CPU has no other kernel level than {ours}")
+    assert out[-1] != small_batch.cache_file()  # a file per level
+    # even under our name, the other level's file is not read: the copies are made again
+    shutil.copy(tmp_path / out[-1], tmp_path / small_batch.cache_file())
+    model = tiny("llama", torch.bfloat16, tie_word_embeddings=True)
+    q4_1_layers(model)
+    plain = tiny("llama", torch.bfloat16, tie_word_embeddings=True)
+    q4_1_layers(plain)
+    small_batch.attach(model, cache=tmp_path / small_batch.cache_file())
+    ids = torch.tensor([[5]])
+    with torch.inference_mode():
+        got = model(ids, use_cache=False).logits.float()
+        ref = plain(ids, use_cache=False).logits.float()
+    assert (got - ref).abs().max() <= 0.05 * ref.abs().max()
 
 
 @pytest.mark.model
