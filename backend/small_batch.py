@@ -193,8 +193,14 @@ def _read_cache(cache: Path) -> dict[str, tuple[str, torch.Tensor, torch.Tensor]
             if meta.get("stamp") != _stamp(cache) or not meta["stamp"]:
                 return {}
             kinds = json.loads(meta["kinds"])
+            # copies, not the file's own buffers: those sit wherever the file's header leaves
+            # them, and torch's 4-bit kernel crashes on weights that are not 64-byte aligned
             return {
-                key: (kind, f.get_tensor(f"{key}.qweight"), f.get_tensor(f"{key}.scales"))
+                key: (
+                    kind,
+                    f.get_tensor(f"{key}.qweight").clone(),
+                    f.get_tensor(f"{key}.scales").clone(),
+                )
                 for key, kind in kinds.items()
             }
     except Exception:  # a damaged or foreign file: compute again (and rewrite it)
