@@ -28,7 +28,8 @@ paths run interleaved seed by seed, so a change in the machine's load hits both)
   forward_limit_tok_s: the model's own (transformers) batched one-token forward with a
   preallocated KV cache at batch N, same context, at the faster thread count, in whichever of
   fp32 and bf16 is faster on this machine (forward_limit_precision; so a wrong choice of
-  precision shows up as a low fraction);
+  precision shows up as a low fraction; the other precision is loaded after peak_rss_mb is
+  taken, and measured after each seed's searches);
   fraction_of_limit is their ratio (both forwards are measured before the searches and after
   each seed's, the fastest kept). engine_forward_tok_s is the same forward through the engine's
   lean decoder with the prompt as a shared prefix (backend/fast_decode.py), and occupancy =
@@ -371,11 +372,13 @@ def main(argv: list[str] | None = None) -> dict:
     limits, own = {}, {}
     probe = StepEngine(policy.model, policy.tokenizer, template)
     stock = {policy.precision: probe}
-    if policy.device == "cpu":  # the other precision, loaded beside (not replacing) the policy
-        for other in ("fp32", "bf16"):
+
+    def load_other_precision():  # beside (not replacing) the policy; after peak_rss_mb is taken
+        for other in ("fp32", "bf16") if policy.device == "cpu" else ():
             if other not in stock:
                 loaded = load_policy("smollm2-135m", other)
                 stock[other] = StepEngine(loaded.model, loaded.tokenizer, template)
+
     prompt_len = len(template.prompt_ids(policy.tokenizer, QUESTION))
     probe_context = prompt_len + 40
 
@@ -433,6 +436,7 @@ def main(argv: list[str] | None = None) -> dict:
             runs[name][1].extend(trees)
             if k == 0 and name == "engine":  # before the naive port has run
                 result["peak_rss_mb"] = round(_rss_mb())
+                load_other_precision()
         measure_forwards()
     per_seed, trees = runs["engine"]
     engine_s = sum(per_seed)
