@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{c.generator_calls} generator calls, {c.scorer_calls} PRM calls, {c.wall_s:.1f} s "
         f"({tree.meta.get('device')}, {tree.meta.get('precision')}, {tree.meta.get('threads')} threads)"
     )
+    if tree.meta.get("precision_reason"):
+        print(f"precision: {tree.meta['precision_reason']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(tree.to_dict(), indent=1))

@@ -31,6 +31,9 @@ def test_cli_beam_search_writes_a_run_json(tmp_path):
     assert "answer:" in proc.stdout and "compute:" in proc.stdout
     assert "iteration  1" in proc.stderr  # the progress display
     data = json.loads(out.read_text())
+    # what "auto" chose on this CPU, and why, in the output and the run JSON
+    assert f"precision: {data['meta']['precision_reason']}" in proc.stdout
+    assert data["meta"]["precision_reason"].startswith(data["meta"]["precision"] + ":")
     tree = SearchTree.from_dict(data)
     assert tree.done and tree.strategy == "beam_search"
     steps = [n for n in tree.nodes if n.parent is not None]
