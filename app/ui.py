@@ -162,7 +162,12 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
             )  # fmt: skip
         with gr.Row():
             w["model"] = gr.Dropdown(list(MODELS), value=d["model"], label="Policy model")
-            auto = choose_precision("auto", resolve_device("auto"), d["model"])[2]
+            device = resolve_device("auto")
+            auto = (
+                choose_precision("auto", device, d["model"])[2]
+                if device == "cpu"
+                else "each model's GPU default (see the catalog)"
+            )
             w["precision"] = gr.Dropdown(
                 list(PRECISIONS), value=d["precision"], label="Precision",
                 info=f"auto here: {auto}",

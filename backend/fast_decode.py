@@ -78,13 +78,18 @@ def packing_enabled() -> bool:
     )
 
 
-@functools.cache
 def can_pack() -> bool:
     """Whether bf16 weights get packed on this CPU: packing is on and oneDNN packs bf16 here (a
     CPU without bf16 instructions, or one held to AVX2 by ONEDNN_MAX_CPU_ISA, cannot)."""
-    return (
-        packing_enabled() and _packed(torch.zeros(PACK_ROWS, 32, dtype=torch.bfloat16)) is not None
-    )
+    return packing_enabled() and _onednn_packs_bf16()
+
+
+@functools.cache
+def _onednn_packs_bf16() -> bool:
+    try:
+        return _PACK(torch.zeros(PACK_ROWS, 32, dtype=torch.bfloat16), PACK_ROWS) is not None
+    except RuntimeError:
+        return False
 
 
 def _packed(weight: torch.Tensor) -> torch.Tensor | None:

@@ -10,8 +10,9 @@ CPU's "auto" is decided here, per machine, from what the CPU can do:
 - where those leave a doubt (bf16 instructions without AMX, a capability held below the flags, a
   CPU that is not x86), a short timed probe of fp32 against bf16 matmuls at the sizes the engine
   runs, kept in a file beside the converted models so that later starts pay nothing.
-Whichever wins above the small batches, batches of at most 8 rows read the low-bit copies of the
-weights (backend/small_batch.py), whose kernels take bf16 activations fast on AVX2 too.
+Whichever wins above the small batches, small batches on x86 read the low-bit copies of the
+weights (backend/small_batch.py: 4-bit up to 8 rows, int8 up to 4), whose kernels take bf16
+activations fast on AVX2 too.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class CpuInfo:
     flags: tuple[str, ...]  # those of FLAGS it has
     onednn_bf16: bool  # oneDNN runs bf16 here (within ONEDNN_MAX_CPU_ISA)
     limits: tuple[tuple[str, str], ...]  # the variables of LIMITS that are set
+    flags_known: bool = True  # False: no /proc/cpuinfo to read them from (not Linux)
 
     def summary(self) -> str:
         flags = ", ".join(self.flags) or "none of " + ", ".join(FLAGS)
@@ -63,12 +65,12 @@ class CpuInfo:
         return asdict(self) | {"limits": dict(self.limits)}
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
+def _cpuinfo() -> tuple[str, set[str] | None]:
     name, flags = platform.processor() or platform.machine(), set()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return name, flags
+        return name, None
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
@@ -92,9 +94,10 @@ def cpu_info() -> CpuInfo:
         model=name,
         arch=platform.machine(),
         capability=torch.backends.cpu.get_cpu_capability(),
-        flags=tuple(f for f in FLAGS if f in flags),
+        flags=tuple(f for f in FLAGS if f in (flags or ())),
         onednn_bf16=onednn_bf16 and torch.backends.mkldnn.is_available(),
         limits=tuple((k, os.environ[k]) for k in LIMITS if os.environ.get(k)),
+        flags_known=flags is not None,
     )
 
 
@@ -114,25 +117,42 @@ def _x86(info: CpuInfo) -> bool:
     return info.arch.lower() in ("x86_64", "amd64", "i686", "i386")
 
 
+def _amx_allowed(info: CpuInfo) -> bool:
+    """Whether ONEDNN_MAX_CPU_ISA (if set) still lets oneDNN use AMX."""
+    isa = dict(info.limits).get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return isa in ("ALL", "DEFAULT") or "AMX" in isa
+
+
 def decide(info: CpuInfo, probe=None) -> CpuChoice:
-    """The choice for `info`; `probe()` -> {"fp32": ms, "bf16": ms} is called only in doubt."""
+    """The choice for `info`; `probe()` -> {"fp32": ms, "bf16": ms} is called only in doubt.
+
+    Batches of at most 8 rows read the low-bit copies on x86, where their kernels were measured
+    (AVX-512 and AVX2); elsewhere they are not used."""
+    x86 = _x86(info)
     bf16_flags = {"avx512_bf16", "amx_bf16", "avx_ne_convert"} & set(info.flags)
     held = ", ".join(f"{k}={v}" for k, v in info.limits)
-    if _x86(info) and not bf16_flags:
+    if x86 and info.flags_known and not bf16_flags:
         return CpuChoice("fp32", True, "fp32: this CPU has no bf16 instructions")
-    if _x86(info) and not info.onednn_bf16:
+    if x86 and not info.onednn_bf16:
         return CpuChoice("fp32", True, f"fp32: oneDNN runs no bf16 here ({held or 'no support'})")
     native = info.capability not in ("DEFAULT", "AVX2")  # torch's own bf16 kernels
-    if _x86(info) and "amx_bf16" in bf16_flags and native:
+    if x86 and "amx_bf16" in bf16_flags and native and _amx_allowed(info):
         return CpuChoice("bf16", True, "bf16: this CPU has AMX-BF16")
     if probe is None:  # in doubt and nothing to measure with: the safe side
-        return CpuChoice("fp32", True, "fp32: bf16 was not measured on this CPU")
+        return CpuChoice("fp32", x86, "fp32: bf16 was not measured on this CPU")
     ms = probe()
     pick = "bf16" if ms["bf16"] < ms["fp32"] else "fp32"
-    why = "no AMX" if _x86(info) and native else f"torch kernels {info.capability}"
+    if not x86:
+        why = info.arch
+    elif not info.flags_known:
+        why = "its flags unknown"
+    elif not native:
+        why = f"torch kernels {info.capability}"
+    else:
+        why = "no AMX" if "amx_bf16" not in bf16_flags else f"AMX held back by {held}"
     return CpuChoice(
         pick,
-        True,
+        x86,
         f"{pick}: measured faster on this CPU ({why}): {ms['bf16']:.2f} ms in bf16 against "
         f"{ms['fp32']:.2f} ms in fp32",
         ms,
@@ -141,7 +161,8 @@ def decide(info: CpuInfo, probe=None) -> CpuChoice:
 
 def probe_matmuls(repeats: int = 7) -> dict[str, float]:
     """Milliseconds of fp32 against bf16 linear layers (oneDNN-packed where it can) over
-    PROBE_ROWS rows, best of `repeats` rounds, interleaved; ~0.3 s on 2 cores."""
+    PROBE_ROWS rows, best of `repeats` rounds, interleaved, at torch's thread count now; ~0.3 s
+    on 2 cores. Best of several rounds, so a neighbour that is busy for a while skews no side."""
     gen = torch.Generator().manual_seed(0)
     out, inp = PROBE_SHAPE[1], PROBE_SHAPE[0]
     w32 = torch.randn(out, inp, generator=gen) * 0.02
@@ -185,27 +206,37 @@ def _signature(info: CpuInfo) -> str:
 
 
 _lock = threading.Lock()
+_chosen: dict[tuple[str, Path | None], CpuChoice] = {}  # one answer per process, however asked
 
 
 def cpu_choice(cache_dir: Path | None = None) -> CpuChoice:
     """The CPU's "auto" for this machine; a probe's result is kept in `cache_dir`/PROBE_FILE (the
-    converted models' folder), keyed by the CPU, the variables of LIMITS and torch's version."""
+    converted models' folder), keyed by the CPU, the variables of LIMITS and torch's version, and
+    every call of a process gets the same answer (a model's cache key and its load agree)."""
     info = cpu_info()
     path = cache_dir / PROBE_FILE if cache_dir is not None else None
     with _lock:
-        stored = _read(path)
-        key = _signature(info)
+        key = (_signature(info), path)
+        if key not in _chosen:
+            _chosen[key] = _choose(info, path)
+        return _chosen[key]
 
-        def probe() -> dict[str, float]:
-            if key in stored:
-                return stored[key]
-            ms = probe_matmuls()
-            log.info("precision probe on %s: %s", info.summary(), ms)
-            if path is not None:
-                _write(path, stored | {key: ms})
-            return ms
 
-        return decide(info, probe)
+def _choose(info: CpuInfo, path: Path | None) -> CpuChoice:
+    """`decide` with a probe that reads and writes the file at `path` (under cpu_choice's lock)."""
+    stored = _read(path)
+    key = _signature(info)
+
+    def probe() -> dict[str, float]:
+        if key in stored:
+            return stored[key]
+        ms = probe_matmuls()
+        log.info("precision probe on %s: %s", info.summary(), ms)
+        if path is not None:
+            _write(path, stored | {key: ms})
+        return ms
+
+    return decide(info, probe)
 
 
 def _read(path: Path | None) -> dict:

@@ -99,7 +99,7 @@ class SmallBatchLinear(nn.Module):
         super().__init__()
         if linear.bias is not None:
             raise ValueError("only bias-free linear layers are supported")
-        self.linear = linear  # the bf16 weights stay the model's parameters (tied ones too)
+        self.linear = linear  # its weights (bf16 or fp32) stay the model's (tied ones too)
         if stored is None:  # from the bf16 weights, so both dtypes get the very same copies
             w = linear.weight.detach().to(torch.bfloat16)
             four = exact_int4(w)

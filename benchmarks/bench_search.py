@@ -72,7 +72,7 @@ from backend import threads as cpu_threads
 from backend.arithmetic_prm import ArithmeticPRM
 from backend.engine import EngineStats, StepEngine
 from backend.machine import cpu_info
-from backend.models import get_policy, load_policy
+from backend.models import choose_precision, get_policy, load_policy
 from backend.prompts import PromptTemplate
 from strategies.answers import answer_end
 from strategies.config import SearchConfig
@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> dict:
     template = PromptTemplate.load("smollm2_fewshot")
     tuner = cpu_threads.tuner()
     result.update(precision=policy.precision, threads=tuner.choices, device=policy.device)
-    result.update(precision_reason=policy.precision_reason, precision_by_rows=by_rows(policy))
+    reason = choose_precision(args.precision, policy.device, "smollm2-135m")[2]
+    result.update(precision_reason=reason, precision_by_rows=by_rows(policy))
     if policy.device == "cpu":
         result.update(cpu=cpu_info().as_json(), cpu_summary=cpu_info().summary())
 
@@ -378,6 +379,9 @@ def main(argv: list[str] | None = None) -> dict:
             if other not in stock:
                 loaded = load_policy("smollm2-135m", other)
                 stock[other] = StepEngine(loaded.model, loaded.tokenizer, template)
+        # a load installs a fresh thread tuner: the searches keep the one that has measured
+        cpu_threads._TUNER = tuner
+        torch.set_num_threads(tuner.choices[-1])
 
     prompt_len = len(template.prompt_ids(policy.tokenizer, QUESTION))
     probe_context = prompt_len + 40
