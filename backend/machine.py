@@ -105,9 +105,8 @@ def cpu_info() -> CpuInfo:
 class CpuChoice:
     """What "auto" runs a policy in on this CPU, and why."""
 
-    precision: (
-        str  # "fp32" or "bf16": the weights, and the precision of batches above the small ones
-    )
+    # "fp32" or "bf16": the weights, and the precision of batches above the small ones
+    precision: str
     small_batch: bool  # batches of at most 8 rows read low-bit copies (backend/small_batch.py)
     reason: str  # for people: "fp32: this CPU has no bf16 instructions"
     probed: dict | None = None  # the probe's ms per precision, when one decided
@@ -163,23 +162,18 @@ def probe_matmuls(repeats: int = 7) -> dict[str, float]:
     """Milliseconds of fp32 against bf16 linear layers (oneDNN-packed where it can) over
     PROBE_ROWS rows, best of `repeats` rounds, interleaved, at torch's thread count now; ~0.3 s
     on 2 cores. Best of several rounds, so a neighbour that is busy for a while skews no side."""
+    from backend import fast_decode  # the engine's own bf16 path: packed once where it can
+
     gen = torch.Generator().manual_seed(0)
     out, inp = PROBE_SHAPE[1], PROBE_SHAPE[0]
     w32 = torch.randn(out, inp, generator=gen) * 0.02
     w16 = w32.to(torch.bfloat16)
-    packed = None
-    pack = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
-    linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-    if pack is not None and linear is not None:
-        try:
-            packed = pack(w16, PROBE_ROWS[0])
-        except RuntimeError:
-            packed = None
+    packed = fast_decode._packed(w16)
     xs = {rows: torch.randn(rows, inp, generator=gen) for rows in PROBE_ROWS}
 
     def bf16(x):
         if packed is not None:
-            return linear(x, packed, None, "none", [], "")
+            return fast_decode._PACKED_LINEAR(x, packed, None, "none", [], "")
         return F.linear(x, w16)
 
     halves = [x.to(torch.bfloat16) for x in xs.values()]

@@ -149,9 +149,9 @@ def attach(model: nn.Module, rows: int = DEFAULT_ROWS, cache: Path | None = None
     exact 4-bit where the weights are 4-bit in groups of 32, int8 otherwise.
 
     Returns how many layers were wrapped (0 when the kernel is missing or it is turned off). Only
-    for bf16 and fp32 models on the CPU. `cache`: a file that keeps the low-bit copies for weights that do
-    not change (a converted model's folder): read when it matches the model's weights file, written
-    otherwise (computing them takes ~1.3 s of a 2-core load).
+    for bf16 and fp32 models on the CPU. `cache`: a file that keeps the low-bit copies for weights
+    that do not change (a converted model's folder): read when it matches the model's weights
+    file, written otherwise (computing them takes ~1.3 s of a 2-core load).
     """
     if not enabled():
         return 0

@@ -391,19 +391,13 @@ def test_written_ahead_steps_are_taken_by_identity_not_by_their_tensors():
     tensors: comparing them by value asks torch whether two tensors are equal as a whole, which
     raised "Boolean value of Tensor with more than one value is ambiguous" in `_ahead_rows` (a
     user's run crashed). Deterministic: the state that crashed, built by hand."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from backend.engine import Prefetch, RowState, StepEngine, _Row, _sampling_key
     from backend.prompts import PromptTemplate
+    from tests.test_fast_decode import tiny
     from tests.tiny_prms import smollm2_tokenizer
 
     tokenizer = smollm2_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1,
-    )  # fmt: skip
-    model = LlamaForCausalLM(config).eval()
+    model = tiny("llama", vocab_size=len(tokenizer))
     engine = StepEngine(model, tokenizer, PromptTemplate.load("smollm2_fewshot"))
     sampling = Sampling(temperature=0.8, max_step_tokens=16, keep=1)
     key, question = ("Step 1.\n\n",), "q"
