@@ -5,7 +5,7 @@ The app itself is built in app/ui.py; this file only creates it and launches it.
 
 import os
 
-from app.ui import CSS, THEME, build_demo
+from app.ui import LAUNCH, build_demo
 
 demo = build_demo()
 
@@ -13,6 +13,5 @@ if __name__ == "__main__":
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        theme=THEME,
-        css=CSS,
+        **LAUNCH,
     )

@@ -1,6 +1,8 @@
 """Command line: run one search headless, print the answer and the compute, write the run JSON.
 
 python -m app.cli run --prompt "..." --strategy beam_search --n 8 --beam-width 4 --json run.json
+
+Every setting the explorer and the API have is a flag here, with the same default.
 """
 
 from __future__ import annotations
@@ -10,36 +12,49 @@ import json
 import logging
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
-from app.service import RunRequest, stream_run
-from backend.catalog import catalog
-from strategies.config import AGGREGATIONS, STRATEGY_NAMES, SearchConfig
+from app.service import (
+    REQUEST_HELP,
+    RunRequest,
+    comparison,
+    preset_values,
+    stream_majority,
+    stream_run,
+)
+from backend.catalog import PRECISIONS, catalog
+from strategies.config import AGGREGATIONS, field_help
+from strategies.info import STRATEGY_NAMES
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """`run`'s flags: one per request field and per `SearchConfig` field (`--beam-width` for
+    beam_width), each defaulting to the app's preset, so a flag left out runs what the explorer
+    and the API run."""
     parser = argparse.ArgumentParser(prog="python -m app.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run one search")
-    r.add_argument("--prompt", required=True, help="the math question")
-    r.add_argument("--strategy", default="beam_search", choices=STRATEGY_NAMES)
-    r.add_argument("--n", type=int, default=8, help="budget N (samples or beams)")
-    r.add_argument("--beam-width", type=int, default=4, help="M: beam search keeps N/M beams")
     models = catalog()  # the CLI, like the app, chooses only from the catalog
-    r.add_argument("--model", default="smollm2-135m", choices=models.names("policy"))
-    r.add_argument("--prm", default="arithmetic", choices=(*models.names("prm"), "none"))
-    r.add_argument("--precision", default="auto", help="auto, fp32, bf16, int8 or nf4")
-    r.add_argument("--temperature", type=float, default=0.8)
-    r.add_argument("--top-p", type=float, default=1.0)
-    r.add_argument("--max-steps", type=int, default=40, help="iteration limit (one step each)")
-    r.add_argument("--aggregation", default="last", choices=AGGREGATIONS)
-    r.add_argument("--lookahead", type=int, default=2, help="lookahead strategy: rollout steps k")
-    r.add_argument("--max-step-tokens", type=int, default=64, help="cap on one step's tokens")
-    r.add_argument(
-        "--max-solution-tokens", type=int, default=512, help="cap on one solution's tokens"
-    )
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--expected", default=None, help="the answer you expect (recorded)")
+    choices = {
+        "strategy": STRATEGY_NAMES,
+        "aggregation": AGGREGATIONS,
+        "model": models.names("policy"),
+        "prm": models.prm_choices(),
+        "precision": PRECISIONS,
+    }
+    helps = REQUEST_HELP | field_help()
+    for name, default in preset_values().items():
+        flag = "--" + name.replace("_", "-")
+        if name == "prompt":
+            r.add_argument(flag, required=True, help=helps[name])
+        elif isinstance(default, bool):
+            r.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                           help=helps[name])  # fmt: skip
+        else:
+            kind = str if name == "expected" else type(default)
+            r.add_argument(flag, type=kind, default=default, choices=choices.get(name),
+                           help=f"{helps[name]} (default: %(default)s)")  # fmt: skip
     r.add_argument("--json", type=Path, default=None, help="write the run JSON here")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
@@ -59,38 +74,23 @@ def _progress(tree, t0: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "json", "quiet")}
+    values["expected"] = (values.get("expected") or "").strip() or None
     try:
-        config = SearchConfig(
-            strategy=args.strategy,
-            n=args.n,
-            beam_width=args.beam_width,
-            max_iterations=args.max_steps,
-            aggregation=args.aggregation,
-            lookahead=args.lookahead,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            max_step_tokens=args.max_step_tokens,
-            max_solution_tokens=args.max_solution_tokens,
-            seed=args.seed,
-        )
-        request = RunRequest(
-            prompt=args.prompt,
-            config=config,
-            model=args.model,
-            prm=args.prm,
-            precision=args.precision,
-            expected=args.expected,
-        )
+        request = RunRequest.from_dict(values)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     print(f"loading {request.model} ...", file=sys.stderr, flush=True)
-    tree = None
+    tree = majority = None
     try:
         for tree in stream_run(request):
             if not args.quiet and not tree.done and not tree.writing:  # one line per iteration
                 _progress(tree, t0)
+        if request.compares:
+            print(f"majority voting at N={request.config.n} ...", file=sys.stderr, flush=True)
+            (majority,) = deque(stream_majority(request), maxlen=1)
     except ValueError as err:  # e.g. a model pair that does not fit the GPU
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -109,9 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     if tree.meta.get("precision_reason"):
         print(f"precision: {tree.meta['precision_reason']}")
+    run = tree.to_dict()
+    if majority is not None:
+        run["comparison"] = comparison(tree, majority)
+        m = majority.compute
+        print(
+            f"majority voting at N={request.config.n}: {majority.answer} "
+            f"({m.generated_tokens} generated tokens, {m.wall_s:.1f} s)"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(tree.to_dict(), indent=1))
+        args.json.write_text(json.dumps(run, indent=1))
         print(f"run JSON: {args.json}")
     return 0
 

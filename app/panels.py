@@ -6,29 +6,11 @@ from __future__ import annotations
 import pandas as pd
 
 from strategies.answers import answers_equal
+from strategies.info import label, short_label
 from strategies.tree import SearchTree
 
-STRATEGY_LABELS: dict[str, str] = {
-    "majority_vote": "Majority voting (self-consistency)",
-    "best_of_n": "Best-of-N (vanilla)",
-    "weighted_best_of_n": "Best-of-N (weighted)",
-    "beam_search": "Beam search",
-    "dvts": "DVTS (diverse verifier tree search)",
-    "lookahead": "Lookahead search",
-    "compute_optimal": "Compute-optimal (picks a strategy)",
-}
 STEP_COLUMNS = ["id", "depth", "score", "agg score", "status", "text"]
 TEXT_LIMIT = 300  # characters of a step shown in the table (the run JSON keeps all)
-
-
-def label(strategy: str) -> str:
-    return STRATEGY_LABELS.get(strategy, strategy)
-
-
-def short_label(strategy: str) -> str:
-    """The label without its explanation in brackets, for narrow tables ("DVTS")."""
-    full = label(strategy)
-    return full if full.startswith("Best-of-N") else full.split(" (")[0]
 
 
 def status_line(tree: SearchTree) -> str:
@@ -57,8 +39,8 @@ def compute_markdown(tree: SearchTree) -> str:
     c, m = tree.compute, tree.meta
     precision = m.get("precision", "?")
     small = [
-        f"{label} weights at ≤ {m[key]} rows"
-        for key, label in (("small_batch_int4", "exact 4-bit"), ("small_batch_int8", "int8"))
+        f"{kind} weights at ≤ {m[key]} rows"
+        for key, kind in (("small_batch_int4", "exact 4-bit"), ("small_batch_int8", "int8"))
         if m.get(key)
     ]
     if small:

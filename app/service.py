@@ -1,29 +1,53 @@
-"""One run, from a plain request to a stream of trees: shared by the web app, its API and the CLI."""
+"""One run, from a plain request to a stream of trees: shared by the explorer, its API and the CLI.
+
+`PRESET` is the app's one preset of settings: the explorer's widgets start from it, and a `/run`
+call or a CLI run that leaves a setting out gets the same value, so all three run the same search
+for the same prompt. `compare` adds majority voting at the same budget N, as the explorer shows it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
+import tempfile
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from backend.catalog import NO_PRM, catalog
+from strategies.answers import answers_equal
 from strategies.config import SearchConfig
+from strategies.info import check_scorer
 from strategies.registry import search
 from strategies.tree import SearchTree
 
+# The library's defaults are the reference work's scale; on two CPU cores a teaching demo wants
+# answers in seconds: a small budget, few iterations, and token caps a small model's steps fit in
+# (a longer step is rambling, and the longest step of an iteration sets everyone's wait; the last
+# iteration writes each solution to its end, which without a cap runs to 2048 tokens at batch 1).
+PRESET = SearchConfig(
+    n=4, beam_width=2, max_iterations=10, max_step_tokens=64, max_solution_tokens=512
+)
 MAX_PROMPT_CHARS = 2000
-REQUEST_KEYS = ("prompt", "model", "prm", "precision", "expected")
+EXPORT_ROOT = Path(tempfile.gettempdir()) / "thinktree-exports"
+EXPORT_TTL_S = 3600  # downloads are offered right after a run; older export folders are removed
 
 
 @dataclass(frozen=True)
 class RunRequest:
+    """What to run: the prompt, its search settings, the models, and what to show beside it."""
+
     prompt: str
-    config: SearchConfig = field(default_factory=SearchConfig)
-    model: str = "smollm2-135m"
-    prm: str = "arithmetic"
+    config: SearchConfig = PRESET
+    model: str = field(default_factory=lambda: catalog().default_policy)
+    prm: str = field(default_factory=lambda: catalog().default_prm)
     precision: str = "auto"
     expected: str | None = None  # the answer the user expects, shown beside the votes
+    compare: bool = True  # also run majority voting at the same N, for comparison
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -32,35 +56,52 @@ class RunRequest:
             raise ValueError(
                 f"The question is too long ({len(self.prompt)} > {MAX_PROMPT_CHARS} characters)."
             )
-        if self.prm == "none" and self.config.strategy != "majority_vote":
-            raise ValueError(
-                f"{self.config.strategy} needs a PRM; choose one or use majority_vote."
-            )
+        check_scorer(self.config.strategy, self.prm != NO_PRM)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunRequest:
-        """A request from one JSON object: prompt, strategy, n and optional parameters.
-
-        Keys of `SearchConfig` go to the config (`max_steps` is accepted for `max_iterations`);
-        unknown keys are an error, so a typo never silently runs the defaults.
-        """
+        """A request from one JSON object: a prompt, and any of the request's and the
+        `SearchConfig`'s fields; what it leaves out comes from `PRESET` and the catalog. Unknown
+        keys are an error, so a typo never silently runs the defaults."""
         if not isinstance(d, dict):
             raise ValueError("The request must be a JSON object.")
         d = dict(d)
-        if "max_steps" in d:
-            d["max_iterations"] = d.pop("max_steps")
-        own = {k: d.pop(k) for k in REQUEST_KEYS if k in d}
+        own = {k: d.pop(k) for k in REQUEST_FIELDS if k in d}
         if "prompt" not in own:
             raise ValueError("The request needs a 'prompt'.")
-        return cls(config=SearchConfig.from_dict(d), **own)
+        return cls(config=SearchConfig.from_dict({**PRESET.to_dict(), **d}), **own)
 
     def with_strategy(self, strategy: str) -> RunRequest:
         return dataclasses.replace(self, config=dataclasses.replace(self.config, strategy=strategy))
 
+    @property
+    def compares(self) -> bool:
+        """Whether majority voting runs beside the search (not beside itself)."""
+        return self.compare and self.config.strategy != "majority_vote"
+
+
+REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(RunRequest) if f.name != "config")
+REQUEST_HELP = {
+    "prompt": "the (math) question to solve",
+    "model": "the policy model, a name from assets/models.json",
+    "prm": f"the PRM (step judge), a name from assets/models.json, or {NO_PRM!r}",
+    "precision": "auto (what runs fastest here), fp32, bf16, int8 or nf4",
+    "expected": "the answer you expect, marked right or wrong beside the votes",
+    "compare": "also run majority voting at the same N, for comparison",
+}
+
+
+def preset_values() -> dict[str, Any]:
+    """Every setting of a request that gives only a prompt, flat: the explorer's widget values
+    before a user touches them (the prompt and the expected answer empty)."""
+    request = RunRequest(prompt="?")
+    own = {f: getattr(request, f) for f in REQUEST_FIELDS} | {"prompt": "", "expected": ""}
+    return {"prompt": ""} | request.config.to_dict() | own
+
 
 def stream_run(request: RunRequest) -> Iterator[SearchTree]:
     """Load (or reuse) the models and stream the run's tree, its meta filled in."""
-    from backend.runtime import get_runtime  # the only import that pulls in torch
+    from backend.runtime import get_runtime  # torch loads with the first run, not with the page
 
     runtime = get_runtime(request.model, request.prm, request.precision)
     meta = runtime.meta()
@@ -74,3 +115,51 @@ def stream_run(request: RunRequest) -> Iterator[SearchTree]:
 def run_to_end(request: RunRequest) -> SearchTree:
     (tree,) = deque(stream_run(request), maxlen=1)
     return tree
+
+
+def stream_majority(request: RunRequest) -> Iterator[SearchTree]:
+    """Majority voting at the request's budget N, on the same models: the comparison."""
+    return stream_run(request.with_strategy("majority_vote"))
+
+
+def comparison(search_tree: SearchTree, majority: SearchTree) -> dict[str, Any]:
+    """What the explorer shows of the majority-vote run beside the search, as plain data."""
+    agree = None
+    if search_tree.answer is not None and majority.answer is not None:
+        agree = answers_equal(search_tree.answer, majority.answer)
+    return {
+        "strategy": majority.strategy,
+        "answer": majority.answer,
+        "votes": {k: dict(v) for k, v in majority.votes.items()},
+        "compute": dataclasses.asdict(majority.compute),
+        "agrees_with_search": agree,
+    }
+
+
+def run_json(request: RunRequest) -> dict[str, Any]:
+    """The whole run as JSON: the search's tree and, when the request compares, the majority
+    vote at the same N under "comparison" (what a user sees in the explorer)."""
+    tree = run_to_end(request)
+    run = tree.to_dict()
+    if request.compares:
+        (majority,) = deque(stream_majority(request), maxlen=1)
+        run["comparison"] = comparison(tree, majority)
+    return run
+
+
+def write_exports(tree: SearchTree, html: str) -> dict[str, str]:
+    """The run as JSON, as GraphML (for networkx, Gephi, yEd) and as a standalone HTML page
+    (`html`), in a fresh folder per run under EXPORT_ROOT; folders older than EXPORT_TTL_S go.
+    Returns the paths by format."""
+    EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in EXPORT_ROOT.iterdir():
+        if old.is_dir() and now - old.stat().st_mtime > EXPORT_TTL_S:
+            shutil.rmtree(old, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix="run-", dir=EXPORT_ROOT))
+    name = f"thinktree-{tree.strategy or 'run'}"
+    paths = {fmt: folder / f"{name}.{fmt}" for fmt in ("json", "graphml", "html")}
+    paths["json"].write_text(json.dumps(tree.to_dict(), indent=1))
+    tree.write_graphml(paths["graphml"])
+    paths["html"].write_text(html)
+    return {fmt: str(path) for fmt, path in paths.items()}

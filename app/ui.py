@@ -1,8 +1,10 @@
-"""The Gradio app: layout and wiring only. Handlers live in app/explore.py, panels in
-app/panels.py, the "How it works" lessons in app/teach.py.
+"""The Gradio app: layout and wiring only. Handlers live in app/handlers.py, panels in
+app/panels.py, the "How it works" lessons in app/lessons.py, the words in app/texts.py.
 
 Every event that runs the model shares one queue (`concurrency_id="model"`, one at a time), since
 one process holds one copy of the models. Per-user data (the finished run) lives in `gr.State`.
+Building the app imports no torch: model and PRM names come from the catalog, and torch loads
+with the first run, so the first page appears before any model code is read.
 """
 
 from __future__ import annotations
@@ -13,12 +15,23 @@ from typing import Any
 
 import gradio as gr
 
-from app.explore import DEFAULTS, INPUT_NAMES, as_user_error, explore, gpu, replay, run_api
-from app.panels import STEP_COLUMNS, STRATEGY_LABELS
-from app.teach import LEGEND_MD, LESSONS, lesson_figure
-from backend.models import MODELS, PRECISIONS, choose_precision, resolve_device
-from backend.runtime import PRM_LABELS, PRM_NAMES
-from strategies.config import AGGREGATIONS, STRATEGY_NAMES, USES_BEAM_WIDTH
+from app.handlers import (
+    DEFAULTS,
+    INPUT_NAMES,
+    as_user_error,
+    explore,
+    gpu,
+    precision_hint,
+    replay,
+    run_search,
+)
+from app.lessons import LEGEND_MD, lesson_figure
+from app.panels import STEP_COLUMNS
+from app.service import REQUEST_HELP
+from app.texts import INTRO, api_markdown
+from backend.catalog import PRECISIONS, catalog
+from strategies.config import AGGREGATIONS, field_help
+from strategies.info import STRATEGY_INFO, STRATEGY_NAMES
 
 EXAMPLES_PATH = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
 OUTPUT_NAMES = (
@@ -32,6 +45,7 @@ OUTPUT_NAMES = (
     "replay",
     "run",
     "json_file",
+    "graphml_file",
     "html_file",
     "run_btn",
 )
@@ -43,26 +57,8 @@ CSS = """
 #tree-plot { min-height: 420px; }
 .lesson-text { font-size: 0.95rem; }
 """
-INTRO = """# ThinkTree: see test-time compute
-A small language model solves a math question many times over, and a **process reward model
-(PRM)** judges every step. Pick a strategy and a budget **N**, press **Run**, and watch the search
-tree grow: colour is the PRM's score, pruned steps fade, the chosen solution is the blue path.
-After the search, majority voting at the same N runs for comparison.
-"""
-API_MD = """### Scripting API
-One JSON config in, the run JSON out (the same format as the export and `python -m app.cli`):
-```python
-from gradio_client import Client
-client = Client("http://127.0.0.1:7860/")
-run = client.predict({"prompt": "A box holds 6 eggs. How many eggs are in 4 boxes?",
-                      "strategy": "beam_search", "n": 4, "beam_width": 2, "max_steps": 5},
-                     api_name="/run")
-print(run["answer"], run["compute"], run["meta"])
-```
-Optional keys: `beam_width`, `max_steps`, `temperature`, `top_p`, `aggregation` (last/min/prod),
-`lookahead`, `filter_duplicates`, `max_step_tokens`, `max_solution_tokens`, `seed`, `model`, `prm`, `precision`,
-`expected`. A bad config (say N=6 with M=4) comes back as an error message.
-"""
+# how the app launches (app.py, and the tests that serve it): the `/run` endpoint is an MCP tool too
+LAUNCH = dict(theme=THEME, css=CSS, mcp_server=True)
 
 
 def load_examples() -> dict[str, list[dict[str, str]]]:
@@ -92,10 +88,10 @@ def _explore(*values: Any):
 
 def _strategy_hint(strategy: str) -> tuple[str, Any, Any]:
     """One line about the strategy; M only matters where N is split into groups of M."""
-    uses_m = strategy in USES_BEAM_WIDTH or strategy == "compute_optimal"
+    info = STRATEGY_INFO[strategy]
     return (
-        f"<small>{LESSONS[strategy][1]}</small>",
-        gr.update(interactive=uses_m),
+        f"<small>{info.lesson}</small>",
+        gr.update(interactive=info.reads_beam_width),
         gr.update(visible=strategy == "lookahead"),
     )
 
@@ -123,15 +119,21 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
     examples = load_examples()
     _examples(examples["embedded"], "Try these", [w["prompt"], w["expected"]])
     w["strategy"] = gr.Dropdown(
-        [(STRATEGY_LABELS[s], s) for s in STRATEGY_NAMES], value=d["strategy"], label="Strategy"
+        [(STRATEGY_INFO[s].label, s) for s in STRATEGY_NAMES], value=d["strategy"], label="Strategy"
     )
     hint = gr.Markdown(_strategy_hint(d["strategy"])[0])
     with gr.Row():
         w["n"] = gr.Dropdown(BUDGETS, value=d["n"], label="Budget N")
         w["beam_width"] = gr.Dropdown(BEAM_WIDTHS, value=d["beam_width"], label="Beam width M")
-    w["max_steps"] = gr.Slider(1, 40, value=d["max_steps"], step=1, label="Max steps")
+    w["max_iterations"] = gr.Slider(
+        1, 40, value=d["max_iterations"], step=1, label="Max iterations",
+        info="one step per iteration; the last one writes each solution to its end",
+    )  # fmt: skip
+    models = catalog()
     w["prm"] = gr.Dropdown(
-        [(PRM_LABELS[p], p) for p in PRM_NAMES], value=d["prm"], label="PRM (the step judge)"
+        [(models.prm_label(p), p) for p in models.prm_choices()],
+        value=d["prm"],
+        label="PRM (the step judge)",
     )
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
@@ -161,16 +163,12 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
                 info="the last iteration writes each solution to its end, at most this long",
             )  # fmt: skip
         with gr.Row():
-            w["model"] = gr.Dropdown(list(MODELS), value=d["model"], label="Policy model")
-            device = resolve_device("auto")
-            auto = (
-                choose_precision("auto", device, d["model"])[2]
-                if device == "cpu"
-                else "each model's GPU default (see the catalog)"
+            w["model"] = gr.Dropdown(
+                list(models.names("policy")), value=d["model"], label="Policy model"
             )
             w["precision"] = gr.Dropdown(
                 list(PRECISIONS), value=d["precision"], label="Precision",
-                info=f"auto here: {auto}",
+                info="auto: what runs fastest on this machine",
             )  # fmt: skip
             w["seed"] = gr.Number(value=d["seed"], precision=0, minimum=0, label="Seed")
         w["compare"] = gr.Checkbox(
@@ -188,7 +186,8 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
     return w, run_btn, stop_btn
 
 
-def _explorer_tab() -> None:
+def _explorer_tab() -> dict[str, gr.components.Component]:
+    """The explorer; returns its input widgets."""
     with gr.Row():
         with gr.Column(scale=1, min_width=340):
             widgets, run_btn, stop_btn = _controls()
@@ -224,6 +223,7 @@ def _explorer_tab() -> None:
     )
     with gr.Row():
         json_file = gr.File(label="Run JSON", interactive=False)
+        graphml_file = gr.File(label="Tree as GraphML (networkx, Gephi, yEd)", interactive=False)
         html_file = gr.File(label="Tree as HTML (opens offline)", interactive=False)
     run_state = gr.State(None)
 
@@ -238,6 +238,7 @@ def _explorer_tab() -> None:
         replay=replay_slider,
         run=run_state,
         json_file=json_file,
+        graphml_file=graphml_file,
         html_file=html_file,
         run_btn=run_btn,
     )
@@ -251,6 +252,7 @@ def _explorer_tab() -> None:
         [widgets[name] for name in INPUT_NAMES],
         [outputs[name] for name in OUTPUT_NAMES],
         api_name="explore",
+        api_visibility="undocumented",  # for scripts /run is the API (and the MCP tool)
         show_progress="minimal",
         trigger_mode="multiple",
         **MODEL_QUEUE,
@@ -271,14 +273,15 @@ def _explorer_tab() -> None:
         show_progress="hidden",
         api_visibility="private",
     )
+    return widgets
 
 
 def _lessons_tab() -> None:
     gr.Markdown(LEGEND_MD)
     for strategy in STRATEGY_NAMES:
-        title, text = LESSONS[strategy]
+        info = STRATEGY_INFO[strategy]
         with gr.Row(equal_height=True):
-            gr.Markdown(f"### {title}\n{text}", elem_classes="lesson-text")
+            gr.Markdown(f"### {info.label}\n{info.lesson}", elem_classes="lesson-text")
             gr.Plot(lesson_figure(strategy), show_label=False, scale=2)
 
 
@@ -289,10 +292,12 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Tabs():
             with gr.Tab("Explore"):
-                _explorer_tab()
+                widgets = _explorer_tab()
             with gr.Tab("How it works"):
                 _lessons_tab()
             with gr.Tab("API"):
-                gr.Markdown(API_MD)
-        gr.api(gpu(duration=120)(run_api), api_name="run", **MODEL_QUEUE)
+                gr.Markdown(api_markdown(DEFAULTS, REQUEST_HELP | field_help()))
+        gr.api(gpu(duration=120)(run_search), api_name="run", **MODEL_QUEUE)
+        # what "auto" means here needs torch: it is filled in once the page is up
+        demo.load(precision_hint, None, widgets["precision"], queue=False, api_visibility="private")
     return demo

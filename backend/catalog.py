@@ -25,9 +25,12 @@ CATALOG_PATH = ASSETS / "models.json"
 PROMPTS_DIR = ASSETS / "prompts"
 
 Kind = Literal["policy", "prm"]
+NO_PRM = "none"  # the PRM choice "no verifier": majority voting only
 Family = Literal["causal_lm", "offline", "qwen_prm", "skywork", "rlhflow", "math_shepherd"]
 WeightPrecision = Literal["fp32", "bf16", "int8", "nf4"]
 WEIGHT_PRECISIONS: tuple[str, ...] = get_args(WeightPrecision)
+# what a user may ask for: "auto" (this machine's choice, see backend/loading/policy.py) or one
+PRECISIONS: tuple[str, ...] = ("auto", *WEIGHT_PRECISIONS)
 HUB_PRM_FAMILIES = ("qwen_prm", "skywork", "rlhflow", "math_shepherd")
 
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # packed 4-bit weight + double-quantized block constants
@@ -56,6 +59,8 @@ class CatalogEntry:
     default_precision: str = "bf16"  # what "auto" means on a CUDA GPU
     params: int = 0  # parameters as loaded (0: adds no model)
     params_16bit: int = 0  # kept in 16-bit under quantization
+    # policy: an installed package that ships a GGUF of it ({"package": ..., "file": ...})
+    gguf: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         where = f"model {self.name!r} in {CATALOG_PATH.name}"
@@ -73,6 +78,10 @@ class CatalogEntry:
             raise ValueError(f"{where}: a downloadable model needs hub_id and params")
         if self.kind == "policy" and not (PROMPTS_DIR / f"{self.prompt}.json").is_file():
             raise ValueError(f"{where}: no prompt template assets/prompts/{self.prompt}.json")
+        if self.gguf is not None and (
+            self.kind != "policy" or set(self.gguf) != {"package", "file"}
+        ):
+            raise ValueError(f"{where}: gguf is a policy's {{package, file}}")
         if self.kind == "prm" and self.prompt not in ("chat", "plain"):
             raise ValueError(f"{where}: a PRM's prompt is 'chat' or 'plain', got {self.prompt!r}")
 
@@ -92,6 +101,8 @@ class CatalogEntry:
 @dataclass(frozen=True)
 class Catalog:
     entries: dict[str, CatalogEntry]
+    default_policy: str = ""
+    default_prm: str = ""
 
     def get(self, name: str, kind: Kind | None = None) -> CatalogEntry:
         """The entry called `name` (of `kind`, if given); ValueError listing the known names."""
@@ -109,6 +120,15 @@ class Catalog:
     def hub_prm_names(self) -> tuple[str, ...]:
         return tuple(n for n, e in self.entries.items() if e.is_hub_prm)
 
+    def prm_choices(self) -> tuple[str, ...]:
+        """What a user may pick as the PRM: the offline ones, NO_PRM, then the hub PRMs
+        (downloaded on first use)."""
+        hub = self.hub_prm_names()
+        return (*(n for n in self.names("prm") if n not in hub), NO_PRM, *hub)
+
+    def prm_label(self, name: str) -> str:
+        return "No verifier" if name == NO_PRM else self.get(name, "prm").label
+
 
 def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
     """Read and validate a catalog file (a name may appear once across policies and PRMs)."""
@@ -122,7 +142,17 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
             if kind == "policy":
                 fields.setdefault("family", "causal_lm")
             entries[name] = CatalogEntry(name=name, kind=kind, **fields)
-    return Catalog(entries)
+    policies = [n for n, e in entries.items() if e.kind == "policy"]
+    found = Catalog(
+        entries,
+        data.get("default_policy") or (policies[0] if policies else ""),
+        data.get("default_prm", NO_PRM),
+    )
+    if policies:
+        found.get(found.default_policy, "policy")  # a ValueError naming the file's policies
+    if found.default_prm != NO_PRM:
+        found.get(found.default_prm, "prm")
+    return found
 
 
 @functools.cache

@@ -1,7 +1,7 @@
 """What this machine's CPU can do, and the precision "auto" runs a policy in on it.
 
 Machines of one kind differ: one has a Xeon with AMX-BF16, where oneDNN's bf16 matmuls beat fp32,
-the next an EPYC with AVX2 only, where bf16 matmuls are emulated and 2-6x slower than fp32. So the
+the next an EPYC with AVX2 only, where bf16 matmuls are emulated and much slower than fp32. So the
 CPU's "auto" is decided here, per machine, from what the CPU can do:
 - its instruction flags (`/proc/cpuinfo`), torch's kernel capability
   (`torch.backends.cpu.get_cpu_capability()`) and whether oneDNN runs bf16
@@ -160,8 +160,9 @@ def decide(info: CpuInfo, probe=None) -> CpuChoice:
 
 def probe_matmuls(repeats: int = 7) -> dict[str, float]:
     """Milliseconds of fp32 against bf16 linear layers (oneDNN-packed where it can) over
-    PROBE_ROWS rows, best of `repeats` rounds, interleaved, at torch's thread count now; ~0.3 s
-    on 2 cores. Best of several rounds, so a neighbour that is busy for a while skews no side."""
+    PROBE_ROWS rows, best of `repeats` rounds, interleaved, at torch's thread count now (a
+    fraction of a second). Best of several rounds, so a neighbour that is busy for a while
+    skews no side."""
     from backend import fast_decode  # the engine's own bf16 path: packed once where it can
 
     gen = torch.Generator().manual_seed(0)

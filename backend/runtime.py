@@ -1,43 +1,39 @@
-"""The runtime: a loaded policy wrapped as a step generator, plus the chosen PRM, shared per process.
+"""The model pool: the one process-wide cache of loaded models, and the runtimes built on them.
 
-The app and the CLI ask for a runtime by names (policy, PRM, precision); models load once per
-process and are reused by every run and every user. Runs differ only in their `SearchConfig`.
+The app, the API and the CLI ask for a runtime by names (policy, PRM, precision): a loaded policy
+wrapped as a step generator, plus the chosen PRM. Models load once per process and are shared by
+every run and every user; runs differ only in their `SearchConfig`. The pool holds at most one
+policy (with its step engine, whose prefix cache every PRM choice shares) and at most one hub PRM,
+so GPU memory never holds two of either; before it loads anything it checks that the new models
+fit beside what it keeps. Everything here happens under one lock.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from backend import machine
-from backend.arithmetic_prm import ArithmeticPRM
 from backend.catalog import catalog
 from backend.engine import StepEngine
-from backend.models import (
-    LoadedModel,
-    choose_precision,
-    get_policy,
-    resolve_device,
-    resolve_precision,
-)
-from backend.prm_models import get_prm, release_prm
+from backend.loading.policy import LoadedModel, choose_precision, load_policy, resolve_device
+from backend.loading.prm import load_hub_prm
+from backend.loading.quantization import check_fits
 from backend.prompts import PromptTemplate
-from backend.quantization import check_runtime_fits
-from backend.self_judge import SelfJudgePRM
+from backend.verifiers.arithmetic import ArithmeticPRM
+from backend.verifiers.hub_prms import HubPRM
+from backend.verifiers.self_judge import SelfJudgePRM
 from strategies.protocols import StepScorer
 
 log = logging.getLogger(__name__)
 
-# From assets/models.json: the offline PRMs, "none" (no verifier: majority voting only), then
-# the hub PRMs (downloaded on first use).
-HUB_PRM_NAMES = catalog().hub_prm_names()
-PRM_NAMES = (*(n for n in catalog().names("prm") if n not in HUB_PRM_NAMES), "none", *HUB_PRM_NAMES)
-PRM_LABELS = {n: catalog().get(n).label for n in catalog().names("prm")} | {"none": "No verifier"}
-POLICY_PROMPTS = {n: catalog().get(n).prompt for n in catalog().names("policy")}
-DEFAULT_POLICY = "smollm2-135m"
-DEFAULT_PRM = "arithmetic"
+PolicyKey = tuple[str, str, str, bool]  # name, resolved precision, device, low-bit copies
+PrmKey = tuple[str, str, str]  # name, resolved precision, device
 
 
 @dataclass(eq=False)  # holds models and the engine's tensors: compared by identity
@@ -52,6 +48,7 @@ class Runtime:
     def meta(self) -> dict[str, Any]:
         """What a run's JSON records about the models it ran on."""
         p = self.policy
+        fast = self.generator.fast
         return {
             "model": p.name,
             "model_source": p.source,
@@ -63,57 +60,163 @@ class Runtime:
             "cpu": machine.cpu_info().summary() if p.device == "cpu" else None,
             "small_batch_int8": p.small_batch_int8,
             "small_batch_int4": p.small_batch_int4,
-            # decode steps through backend/fast_decode.py (prompt shared by all rows)
-            "lean_decoder": getattr(self.generator, "fast", None) is not None,
+            # decode steps through the lean decoder (prompt shared by all rows)
+            "lean_decoder": fast is not None,
             # its bf16 layers read weights packed once in oneDNN's layout
-            "packed_weights": bool(getattr(getattr(self.generator, "fast", None), "packed", False)),
+            "packed_weights": bool(getattr(fast, "packed", False)),
             "threads": p.threads,
         }
 
 
-_lock = threading.Lock()
-_runtimes: dict[tuple[str, str, str], Runtime] = {}
+class ModelPool:
+    """The loaded policy (with its engine), the loaded hub PRM and the runtimes over them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._policy: tuple[PolicyKey, LoadedModel] | None = None
+        self._engine: StepEngine | None = None  # over the loaded policy, built on first use
+        self._prm: tuple[PrmKey, HubPRM] | None = None
+        self._runtimes: dict[tuple[str, str, str], Runtime] = {}
+
+    # ---- what it holds ------------------------------------------------------------------------
+    def held_policy(self) -> LoadedModel | None:
+        return self._policy[1] if self._policy else None
+
+    def held_prm(self) -> HubPRM | None:
+        return self._prm[1] if self._prm else None
+
+    # ---- runtimes -----------------------------------------------------------------------------
+    def runtime(
+        self, policy: str | None = None, prm: str | None = None, precision: str = "auto"
+    ) -> Runtime:
+        """The runtime for these names (defaults: the catalog's), loading what is missing."""
+        models = catalog()
+        policy = policy or models.default_policy
+        prm = prm or models.default_prm
+        if prm not in models.prm_choices():
+            raise ValueError(
+                f"Unknown PRM {prm!r}; choose one of {', '.join(models.prm_choices())}."
+            )
+        models.get(policy, "policy")  # a ValueError listing the catalog's policies
+        key = (policy, prm, precision)
+        with self._lock:
+            if key in self._runtimes:
+                return self._runtimes[key]
+            device = resolve_device("auto")
+            resolved, copies, reason = choose_precision(precision, device, policy)
+            policy_key = (policy, resolved, device, copies)
+            prm_key = None
+            if prm in models.hub_prm_names():
+                prm_key = (prm, choose_precision(precision, device, prm)[0], device)
+            self._check_fits(policy_key, prm_key)  # before anything is freed or loaded
+            if self._prm is not None and self._prm[0] != prm_key:
+                self._drop_prm()  # the old PRM goes before the policy loads
+            loaded = self._load_policy(policy_key, precision)
+            if self._engine is None:
+                template = PromptTemplate.load(models.get(policy).prompt)
+                self._engine = StepEngine(loaded.model, loaded.tokenizer, template)
+            scorer: StepScorer | None = None
+            if prm == "arithmetic":
+                scorer = ArithmeticPRM()
+            elif prm == "self_judge":
+                scorer = SelfJudgePRM(loaded.model, loaded.tokenizer)
+            elif prm_key is not None:
+                scorer = self._load_prm(prm_key)
+            prompt = models.get(policy).prompt
+            runtime = Runtime(loaded, self._engine, scorer, prm, prompt, reason)
+            self._runtimes[key] = runtime
+            return runtime
+
+    def policy(
+        self, name: str | None = None, precision: str = "auto", device: str = "auto"
+    ) -> LoadedModel:
+        """The loaded policy `name` at `precision` on `device`, loading it (and dropping the one
+        held, with what was built on it) when it is another."""
+        name = name or catalog().default_policy
+        device = resolve_device(device)
+        resolved, copies, _ = choose_precision(precision, device, name)
+        with self._lock:
+            return self._load_policy((name, resolved, device, copies), precision)
+
+    def release(self) -> None:
+        """Drop every model and runtime (they are freed unless a caller still holds one)."""
+        with self._lock:
+            self._drop_policy()
+            self._drop_prm()
+
+    # ---- loading and dropping, under the lock --------------------------------------------------
+    def _load_policy(self, key: PolicyKey, precision: str) -> LoadedModel:
+        if self._policy is not None and self._policy[0] == key:
+            return self._policy[1]
+        self._drop_policy()
+        loaded = load_policy(key[0], precision, key[2])
+        self._policy = (key, loaded)
+        return loaded
+
+    def _load_prm(self, key: PrmKey) -> HubPRM:
+        if self._prm is not None and self._prm[0] == key:
+            return self._prm[1]
+        self._drop_prm()
+        scorer = load_hub_prm(*key)
+        self._prm = (key, scorer)
+        return scorer
+
+    def _drop_policy(self) -> None:
+        if self._policy is None:
+            return
+        log.info("releasing %s", self._policy[0])
+        self._policy, self._engine, self._runtimes = None, None, {}
+        _free()
+
+    def _drop_prm(self) -> None:
+        if self._prm is None:
+            return
+        log.info("releasing PRM %s", self._prm[0])
+        self._runtimes = {k: r for k, r in self._runtimes.items() if r.scorer is not self._prm[1]}
+        self._prm = None
+        _free()
+
+    def _check_fits(self, policy: PolicyKey, prm: PrmKey | None) -> None:
+        """Refuse a policy + PRM pair whose weights cannot fit beside each other on the GPU.
+
+        Counts only what is not loaded yet; a loaded policy or hub PRM that the pair replaces (or,
+        for a PRM, no longer needs) counts as memory the loads can reclaim.
+        """
+        if policy[2] != "cuda":
+            return
+        wanted: list[tuple[str, str]] = []
+        reclaim = 0
+        held = self._policy
+        if held is None or held[0][:2] != policy[:2]:
+            wanted.append(policy[:2])
+            reclaim += held[1].model.get_memory_footprint() if held is not None else 0
+        prm_pair = prm[:2] if prm is not None else None
+        if self._prm is None or self._prm[0][:2] != prm_pair:  # a PRM to load, or to drop
+            if prm_pair is not None:
+                wanted.append(prm_pair)
+            if self._prm is not None:
+                reclaim += self._prm[1].model.get_memory_footprint()
+        check_fits(wanted, "cuda", reclaimable=reclaim)
+
+
+def _free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+POOL = ModelPool()
 
 
 def get_runtime(
-    policy: str = DEFAULT_POLICY, prm: str = DEFAULT_PRM, precision: str = "auto"
+    policy: str | None = None, prm: str | None = None, precision: str = "auto"
 ) -> Runtime:
-    """The shared runtime for these names, loading what is missing (thread-safe)."""
-    if prm not in PRM_NAMES:
-        raise ValueError(f"Unknown PRM {prm!r}; choose one of {', '.join(PRM_NAMES)}.")
-    key = (policy, prm, precision)
-    with _lock:
-        if key in _runtimes:
-            return _runtimes[key]
-        device = resolve_device("auto")
-        check_runtime_fits(policy, prm, precision, device)  # before anything is freed or loaded
-        # another policy (or precision) or hub PRM is about to replace the loaded one: let it be freed
-        for k in [k for k in _runtimes if k[0] != policy or k[2] != precision
-                  or (k[1] != prm and k[1] in HUB_PRM_NAMES)]:  # fmt: skip
-            del _runtimes[k]
-        prm_key = None
-        if prm in HUB_PRM_NAMES:
-            prm_key = (prm, resolve_precision(precision, device, prm), device)
-        release_prm(keep=prm_key)  # free the old PRM before the policy loads
-        loaded = get_policy(policy, precision)
-        # one engine per loaded policy: every PRM choice shares its prefix cache
-        engine = next(
-            (r.generator for r in _runtimes.values() if r.policy is loaded),
-            None,
-        )
-        prompt_name = POLICY_PROMPTS.get(policy, "reference")
-        if engine is None:
-            engine = StepEngine(loaded.model, loaded.tokenizer, PromptTemplate.load(prompt_name))
-        scorer: StepScorer | None
-        if prm == "arithmetic":
-            scorer = ArithmeticPRM()
-        elif prm == "self_judge":
-            scorer = SelfJudgePRM(loaded.model, loaded.tokenizer)
-        elif prm_key is not None:
-            scorer = get_prm(*prm_key)
-        else:
-            scorer = None
-        reason = choose_precision(precision, device, policy)[2]
-        runtime = Runtime(loaded, engine, scorer, prm, prompt_name, reason)
-        _runtimes[key] = runtime
-        return runtime
+    """The shared runtime for these names (`POOL.runtime`)."""
+    return POOL.runtime(policy, prm, precision)
+
+
+def get_policy(
+    name: str | None = None, precision: str = "auto", device: str = "auto"
+) -> LoadedModel:
+    """The shared loaded policy (`POOL.policy`), for benchmarks and scripts."""
+    return POOL.policy(name, precision, device)

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     problems = load_problems(args.problems)[: args.limit]
 
     from backend.engine import StepEngine
-    from backend.models import get_policy
+    from backend.runtime import get_policy
 
     loaded = get_policy(args.model, args.precision)
     results = {}

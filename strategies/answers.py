@@ -1,4 +1,4 @@
-"""Final answers: pull them out of solution texts, normalize them, and group the equal ones.
+"""Final answers: when one is written, pull it out of a solution, normalize it, group equal ones.
 
 Majority voting and weighted Best-of-N both need "which samples gave the same answer", where
 `1/2`, `0.5` and `\\frac{1}{2}` count as one answer. Equality goes through math-verify, with two
@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from math_verify import parse, verify
+
+from strategies.protocols import STEP_DELIMITER
 
 logger = logging.getLogger(__name__)
 
@@ -84,48 +86,58 @@ def _read_group(text: str, pos: int) -> tuple[str, int] | None:
     return (match.group(), match.end()) if match else None
 
 
-def _boxed_answer(text: str) -> str | None:
-    """The content of the last complete, non-empty `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`."""
-    boxes = list(_BOX_RE.finditer(text))
-    closing = _closing_braces(text) if boxes else {}
-    for match in reversed(boxes):
-        start = _SPACES_RE.match(text, match.end()).end()
-        if start < len(text) and text[start] == "{":
-            end = closing.get(start)
-            content = text[start + 1 : end] if end is not None else None  # unclosed: skip it
-        else:
-            token = _BOX_TOKEN_RE.match(text, start)
-            content = token.group() if token else None
-        if content is not None and _strip_delimiters(content):
-            return content
-    return None
-
-
-def answer_end(text: str, delimiter: str = "\n\n") -> int | None:
-    """Where a solution that has written its boxed answer ends: just past the first `delimiter`
-    after the first complete, non-empty box; None while there is no such box or no delimiter yet.
-
-    A step that writes the boxed answer ends the solution. When a generator writes the rest of a
-    solution in one go, this is where it should stop: what a small model writes after its answer
-    (a second "explanation", a new question) is not part of the solution.
-    """
+def _boxes(text: str) -> list[tuple[str, int]]:
+    """Every complete, non-empty box (`\\boxed{...}`, `\\fbox{...}`, `\\boxed 5`) in order, as
+    (content, index just past it); a box whose brace never closes is skipped."""
+    found = []
     boxes = list(_BOX_RE.finditer(text))
     closing = _closing_braces(text) if boxes else {}
     for match in boxes:
         start = _SPACES_RE.match(text, match.end()).end()
         if start < len(text) and text[start] == "{":
             end = closing.get(start)
-            if end is None or not _strip_delimiters(text[start + 1 : end]):
+            if end is None:
                 continue
-            after = end + 1
+            content, after = text[start + 1 : end], end + 1
         else:
             token = _BOX_TOKEN_RE.match(text, start)
-            if token is None or token.end() == len(text):  # the token may still be growing
+            if token is None:
                 continue
-            after = token.end()
-        cut = text.find(delimiter, after)
-        return None if cut < 0 else cut + len(delimiter)
-    return None
+            content, after = token.group(), token.end()
+        if _strip_delimiters(content):
+            found.append((content, after))
+    return found
+
+
+def boxed_answer(text: str) -> str | None:
+    """The content of the last complete, non-empty box, or None."""
+    boxes = _boxes(text)
+    return boxes[-1][0] if boxes else None
+
+
+def answer_written(text: str) -> bool:
+    """The rule for "the answer is written": the text holds a complete, non-empty boxed answer.
+
+    A step that writes it ends the solution (the search marks it completed, the engine stops
+    writing after it, the checker reads its number); an unclosed or empty box is not an answer.
+    """
+    return bool(_boxes(text))
+
+
+def answer_end(text: str, delimiter: str = STEP_DELIMITER) -> int | None:
+    """Where a solution that has written its answer ends: just past the first `delimiter` after
+    the first box that `answer_written` counts; None while there is no such box or no delimiter.
+
+    When a generator writes the rest of a solution in one go, this is where it should stop: what
+    a small model writes after its answer (a second "explanation", a new question) is not part of
+    the solution. A `\\boxed 5` at the very end may still be growing; it has no delimiter after
+    it yet, so it does not end the text either.
+    """
+    boxes = _boxes(text)
+    if not boxes:
+        return None
+    cut = text.find(delimiter, boxes[0][1])
+    return None if cut < 0 else cut + len(delimiter)
 
 
 def _phrase_answer(text: str) -> str | None:
@@ -149,7 +161,7 @@ def extract_answer(text: str) -> str | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        answer = _boxed_answer(text) or _phrase_answer(text)
+        answer = boxed_answer(text) or _phrase_answer(text)
         if answer is None:
             numbers = _NUMBER_RE.findall(text)
             answer = numbers[-1].replace(",", "") if numbers else None

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from strategies.answers import answer_written
 from strategies.config import SearchConfig
 from strategies.protocols import StepGenerator, StepScorer
-from strategies.search_run import SearchRun, aggregate, is_final
+from strategies.search_run import SearchRun, aggregate
 from strategies.tree import Node, SearchTree
 
 
@@ -111,7 +112,7 @@ def _score_with_lookahead(run: SearchRun, candidates: list[Node], k: int) -> Non
         for node_id, (step,) in zip(open_ids, results):
             tree.compute.generated_tokens += step.tokens
             rollouts[node_id].append(step.text)
-            if not (step.finished or is_final(step.text)):
+            if not (step.finished or answer_written(step.text)):
                 still_open.append(node_id)
         open_ids = still_open
     solutions = [tree.steps(c.id) + rollouts[c.id] for c in candidates]

@@ -14,13 +14,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 
+from strategies.beam_search import beam_search
 from strategies.config import SearchConfig
-from strategies.sampling import sample_solutions
+from strategies.dvts import dvts
+from strategies.info import check_scorer
+from strategies.sampling import sample_solutions, weighted_best_of_n
 from strategies.search_run import SearchRun
 from strategies.tree import SearchTree
 
 EASY, HARD = 0.66, 0.33  # bins on the mean pilot score: >= EASY easy, < HARD hard
 SMALL_BUDGET = 16
+# the strategies it chooses among
+CHOICES = {"weighted_best_of_n": weighted_best_of_n, "beam_search": beam_search, "dvts": dvts}
 
 
 def choose_strategy(difficulty: float, n: int) -> str:
@@ -33,9 +38,7 @@ def choose_strategy(difficulty: float, n: int) -> str:
 
 
 def compute_optimal(question, config: SearchConfig, generator, scorer) -> Iterator[SearchTree]:
-    if scorer is None:
-        raise ValueError("compute_optimal needs a PRM (step scorer) to estimate difficulty.")
-    from strategies.registry import STRATEGIES  # the registry imports this module
+    check_scorer("compute_optimal", scorer is not None)  # it estimates difficulty with the PRM
 
     pilot_n = max(2, config.n // 4)
     pilot = SearchRun(
@@ -63,7 +66,7 @@ def compute_optimal(question, config: SearchConfig, generator, scorer) -> Iterat
     pilot_compute = pilot.tick().compute
     t0 = time.perf_counter() - pilot_compute.wall_s
     first = True
-    for tree in STRATEGIES[chosen](question, sub_config, generator, scorer):
+    for tree in CHOICES[chosen](question, sub_config, generator, scorer):
         if first:  # the pilot's tokens and calls count once; the clock covers both parts
             tree.compute = tree.compute.add(pilot_compute)
             tree.strategy = "compute_optimal"

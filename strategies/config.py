@@ -2,39 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
-StrategyName = Literal[
-    "majority_vote",
-    "best_of_n",
-    "weighted_best_of_n",
-    "beam_search",
-    "dvts",
-    "lookahead",
-    "compute_optimal",
-]
+from strategies.info import STRATEGY_INFO, STRATEGY_NAMES
+
 Aggregation = Literal["last", "min", "prod"]
-STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
-# Strategies that split the budget N into groups of beam width M.
-USES_BEAM_WIDTH = ("beam_search", "dvts", "lookahead")
+
+
+def _setting(default: Any, help: str) -> Any:
+    """A config field with its one-line meaning, which the CLI's --help and the API's docs show."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    strategy: StrategyName = "beam_search"
-    n: int = 8  # budget: samples (majority / Best-of-N) or beams (beam search, DVTS)
-    beam_width: int = 4  # M: beam search keeps N/M beams; DVTS runs N/M subtrees of M candidates
-    max_iterations: int = 40  # one step per iteration; the last one writes to the end
-    aggregation: Aggregation = "last"  # how a solution's step scores become one score
-    filter_duplicates: bool = False  # beam search: prune candidates identical to a kept one
-    lookahead: int = 2  # lookahead search: greedy rollout steps before scoring a candidate
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_step_tokens: int = 256
-    max_solution_tokens: int = 2048
-    seed: int = 0
+    """One search's settings. These defaults are the library's (the reference work's scale);
+    the app starts from its own preset of them (app/service.py: PRESET)."""
+
+    strategy: str = _setting("beam_search", "the search strategy (strategies/info.py)")
+    n: int = _setting(8, "budget N: samples (voting, Best-of-N) or beams (beam search, DVTS)")
+    beam_width: int = _setting(4, "M: beam search keeps N/M beams, DVTS runs N/M subtrees")
+    max_iterations: int = _setting(40, "iterations (one step each); the last writes to the end")
+    aggregation: Aggregation = _setting("last", "a solution's score from its steps' scores")
+    filter_duplicates: bool = _setting(
+        False, "beam search: prune candidates identical to a kept one"
+    )
+    lookahead: int = _setting(2, "lookahead search: greedy rollout steps k before scoring")
+    temperature: float = _setting(0.8, "sampling temperature (0: greedy)")
+    top_p: float = _setting(1.0, "nucleus sampling: keep the tokens of this probability mass")
+    max_step_tokens: int = _setting(256, "a step is cut after this many tokens")
+    max_solution_tokens: int = _setting(2048, "a whole solution is cut after this many tokens")
+    seed: int = _setting(0, "random seed: the same seed and settings give the same tree")
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
@@ -52,7 +52,7 @@ class SearchConfig:
         _check_int("max_step_tokens", self.max_step_tokens, 1, 32768)
         _check_int("max_solution_tokens", self.max_solution_tokens, 1, 131072)
         _check_int("seed", self.seed, 0, 2**63 - 1)
-        if self.strategy in USES_BEAM_WIDTH:
+        if STRATEGY_INFO[self.strategy].uses_beam_width:
             if self.beam_width > self.n:
                 raise ValueError(
                     f"Beam width M={self.beam_width} is larger than the budget N={self.n}."
@@ -78,7 +78,8 @@ class SearchConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"Unknown config field(s): {', '.join(unknown)}.")
+            hint = " (the iteration limit is max_iterations)" if "max_steps" in unknown else ""
+            raise ValueError(f"Unknown config field(s): {', '.join(unknown)}{hint}.")
         return cls(**d)
 
 
@@ -87,3 +88,8 @@ def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
         raise ValueError(f"{name} must be a whole number, got {value!r}.")
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be between {lo} and {hi}, got {value}.")
+
+
+def field_help() -> dict[str, str]:
+    """Each setting's one-line meaning, by field name, in field order."""
+    return {f.name: f.metadata["help"] for f in fields(SearchConfig)}

@@ -86,6 +86,23 @@ class StepScorer(Protocol):
 
 
 @runtime_checkable
+class CheapStepScorer(StepScorer, Protocol):
+    """A step scorer whose calls cost next to nothing beside a generator step (a rule-based
+    checker, no model), marked with `cheap = True`.
+
+    Optional: with one, a beam search may score partial solutions while others are still being
+    written, so it hands the generator a ranking (`Sampling.rank`) to write ahead for the likely
+    survivors. A model PRM leaves `cheap` out: its calls would cost more than the speculation saves.
+    """
+
+    cheap: bool
+
+
+def is_cheap(scorer: StepScorer | None) -> bool:
+    return isinstance(scorer, CheapStepScorer) and bool(scorer.cheap)
+
+
+@runtime_checkable
 class StreamingStepGenerator(StepGenerator, Protocol):
     """A step generator that can also hand over each continuation as soon as it ends.
 

@@ -1,4 +1,4 @@
-"""Every strategy by name, with one shared signature, and the two ways to run one.
+"""Every strategy by name (the names and facts of strategies/info.py), and the two ways to run one.
 
 A strategy is `(question, config, generator, scorer) -> Iterator[SearchTree]`: it yields the
 (same, growing) tree after every iteration and the finished tree last, so a caller can stream it
@@ -14,6 +14,7 @@ from strategies.beam_search import beam_search, lookahead_search
 from strategies.compute_optimal import compute_optimal
 from strategies.config import SearchConfig
 from strategies.dvts import dvts
+from strategies.info import STRATEGY_NAMES, check_scorer
 from strategies.protocols import StepGenerator, StepScorer
 from strategies.sampling import best_of_n, majority_vote, weighted_best_of_n
 from strategies.tree import SearchTree
@@ -29,8 +30,7 @@ STRATEGIES: dict[str, Strategy] = {
     "lookahead": lookahead_search,
     "compute_optimal": compute_optimal,
 }
-
-NEEDS_SCORER = frozenset(STRATEGIES) - {"majority_vote"}
+assert tuple(STRATEGIES) == STRATEGY_NAMES, "strategies/info.py and the registry list one set"
 
 
 def search(
@@ -42,8 +42,7 @@ def search(
     """Stream a run: the tree after every iteration, the finished tree last."""
     if not question or not question.strip():
         raise ValueError("The question is empty.")
-    if config.strategy in NEEDS_SCORER and scorer is None:
-        raise ValueError(f"{config.strategy} needs a PRM (step scorer).")
+    check_scorer(config.strategy, scorer is not None)
     return STRATEGIES[config.strategy](question, config, generator, scorer)
 
 

@@ -11,15 +11,19 @@ import time
 from collections.abc import Generator, Sequence
 from typing import Literal
 
-from strategies.answers import extract_answer, group_answers, normalize
+from strategies.answers import answer_written, extract_answer, group_answers, normalize
 from strategies.config import SearchConfig
-from strategies.protocols import GeneratedStep, Sampling, StepGenerator, StepScorer
+from strategies.protocols import (
+    GeneratedStep,
+    Sampling,
+    StepGenerator,
+    StepScorer,
+    StreamingStepGenerator,
+    is_cheap,
+)
 from strategies.tree import Node, SearchTree
 
 Pick = Literal["majority", "vanilla", "weighted"]
-
-# A step that writes the boxed answer ends the solution, whatever the generator says.
-FINAL_MARKERS = ("\\boxed{", "\\boxed ")
 
 
 def aggregate(scores: Sequence[float], how: str) -> float:
@@ -33,10 +37,6 @@ def aggregate(scores: Sequence[float], how: str) -> float:
     if how == "prod":
         return float(math.prod(scores))
     raise ValueError(f"unknown aggregation {how!r}")
-
-
-def is_final(text: str) -> bool:
-    return any(m in text for m in FINAL_MARKERS)
 
 
 class SearchRun:
@@ -76,7 +76,7 @@ class SearchRun:
             max_solution_tokens=c.max_solution_tokens,
             seed=(c.seed * 1_000_003 + self._calls) % 2**63,
             to_end=to_end,
-            rank=self._rank if keep and getattr(self.scorer, "cheap", False) else None,
+            rank=self._rank if keep and is_cheap(self.scorer) else None,
             keep=keep,
             # the search's last iteration writes to the end (one call per iteration)
             last_call_in=c.max_iterations - self.tree.iteration if keep and not to_end else 0,
@@ -85,7 +85,7 @@ class SearchRun:
     def _rank(self, steps: Sequence[str]) -> float:
         """A partial solution's score as the search will rank it; -inf once it ends the solution
         (the search keeps only open ones)."""
-        if not steps or is_final(steps[-1]):
+        if not steps or answer_written(steps[-1]):
             return float("-inf")
         scores = self.scorer.score(self.question, [list(steps)]).steps[0]
         return aggregate(scores, self.config.aggregation)
@@ -130,9 +130,8 @@ class SearchRun:
         partials = [self.tree.steps(p) for p in parents]
         to_end = self.last_iteration
         sampling = self.sampling(greedy=greedy, to_end=to_end, keep=0 if to_end else keep)
-        stream = getattr(self.generator, "stream_steps", None)
         by_index: dict[int, Node] = {}
-        if stream is None:
+        if not isinstance(self.generator, StreamingStepGenerator):
             results = self.generator.next_steps(self.question, partials, n, sampling)
             if len(results) != len(parents) or any(len(r) != n for r in results):
                 raise RuntimeError("step generator returned the wrong number of continuations")
@@ -140,7 +139,7 @@ class SearchRun:
                 for j, step in enumerate(steps):
                     by_index[i * n + j] = self._attach(parents, subtrees, i, step)
         else:
-            steps = stream(self.question, partials, n, sampling)
+            steps = self.generator.stream_steps(self.question, partials, n, sampling)
             try:
                 for index, step in steps:
                     if not 0 <= index < total or index in by_index:
@@ -174,8 +173,8 @@ class SearchRun:
             parents[i], step.text, tokens=step.tokens, finish_reason=step.finish_reason, **extra
         )
         tree.compute.generated_tokens += step.tokens
-        if step.finished or is_final(step.text) or self.last_iteration:
-            if not step.finished and is_final(step.text):
+        if step.finished or answer_written(step.text) or self.last_iteration:
+            if not step.finished and answer_written(step.text):
                 child.finish_reason = "answer"
             self.complete(child)
         return child

@@ -4,13 +4,15 @@ A tree holds the question, one node per reasoning step, the compute a run used a
 Node ids are indices into this tree's own node list (never a global counter), so two users'
 runs can never collide. Every status change is recorded with the iteration it happened at, which
 is what makes replay (`snapshot(t)`) exact. `to_dict()` / `from_dict()` define the run format
-(JSON) used by the CLI, the exports and the tests.
+(JSON) used by the CLI, the exports and the tests; `to_networkx()` and `write_graphml()` hand the
+same tree to graph tools (networkx, Gephi, yEd).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 Status = Literal["active", "pruned", "completed", "selected"]
@@ -215,3 +217,39 @@ class SearchTree:
     @classmethod
     def from_json(cls, text: str) -> SearchTree:
         return cls.from_dict(json.loads(text))
+
+    # ---- as a graph ---------------------------------------------------------------------------
+    def to_networkx(self):
+        """The tree as a `networkx.DiGraph`: one node per step keyed by its id, with every field
+        of `Node` but `id` as attributes (values as in `to_dict`); an edge from each parent to its
+        child; the run's question, strategy, answer, done and config (JSON text) on the graph."""
+        import networkx as nx  # only the graph exports need it
+
+        graph = nx.DiGraph(
+            question=self.question,
+            strategy=self.strategy,
+            answer=self.answer,
+            done=self.done,
+            config=json.dumps(self.config),
+        )
+        for node in self.nodes:
+            attrs = node.to_dict()
+            del attrs["id"]
+            graph.add_node(node.id, **attrs)
+            if node.parent is not None:
+                graph.add_edge(node.parent, node.id)
+        return graph
+
+    def write_graphml(self, path: str | Path) -> None:
+        """Write `to_networkx()` as GraphML. GraphML holds scalars only: a missing value (None)
+        is left out, and a list (a node's status history) is written as its JSON text."""
+        import networkx as nx
+
+        graph = self.to_networkx()
+        for attrs in [graph.graph, *(data for _, data in graph.nodes(data=True))]:
+            for key, value in list(attrs.items()):
+                if value is None:
+                    del attrs[key]
+                elif isinstance(value, (list, dict)):
+                    attrs[key] = json.dumps(value)
+        nx.write_graphml(graph, path)

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def policy():
     """The embedded SmolLM2-135M (converted copy cached under ~/.cache/thinktree)."""
-    from backend.models import get_policy
+    from backend.runtime import get_policy
 
     return get_policy("smollm2-135m", "fp32")
 

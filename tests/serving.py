@@ -16,12 +16,13 @@ def _free_port() -> int:
 
 @contextmanager
 def serving(**launch_kwargs: Any) -> Iterator[str]:
-    """A freshly built demo, launched; yields its URL."""
-    from app.ui import build_demo
+    """A freshly built demo, launched as app.py launches it; yields its URL."""
+    from app.ui import LAUNCH, build_demo
 
     demo = build_demo()
     port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **launch_kwargs)
+    options = LAUNCH | launch_kwargs
+    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True, **options)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

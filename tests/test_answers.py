@@ -230,3 +230,39 @@ def test_answers_equal_never_raises_and_is_symmetric(a: str, b: str) -> None:
 )
 def test_answer_end(text, end):
     assert answer_end(text) == end
+
+
+@pytest.mark.parametrize(
+    ("text", "written", "number"),
+    [
+        ("The answer is \\boxed{42}.", True, 42),
+        ("So \\boxed 7", True, 7),  # a finished step: its token is whole
+        ("\\fbox{x = 3}", True, None),  # written, but not a plain number
+        ("The answer is \\boxed{1,000}", True, 1000),
+        ("The answer is \\boxed{", False, None),  # never closed: no answer yet
+        ("The answer is \\boxed{ }.", False, None),  # empty
+        ("I will put it in \\boxed{} later", False, None),
+        ("3 + 4 = 7", False, None),
+    ],
+)
+def test_the_one_rule_for_an_answer_that_is_written(text, written, number):
+    """One rule, called by the search (a step that writes it ends its solution), the engine
+    (`answer_end`: where writing to the end stops) and the arithmetic checker (its number)."""
+    from backend.verifiers.arithmetic import boxed_number
+    from strategies.answers import answer_written
+
+    assert answer_written(text) is written
+    assert (answer_end(text + "\n\nmore") is not None) is written
+    assert boxed_number(text) == number
+
+
+def test_the_search_ends_a_solution_exactly_where_the_rule_says():
+    from strategies.registry import run
+    from strategies.config import SearchConfig
+    from tests.fakes import FakeGenerator, FakeScorer
+
+    steps = {0: "I will box it: \\boxed{\n\n", 1: "The answer is \\boxed{5}.\n\n"}
+    gen = FakeGenerator(script=lambda partial, i: steps[min(len(partial), 1)])
+    tree = run("q", SearchConfig("beam_search", n=2, beam_width=2), gen, FakeScorer())
+    leaf = tree.nodes[tree.selected[-1]]
+    assert leaf.depth == 2 and leaf.finish_reason == "answer" and leaf.answer == "5"

@@ -13,18 +13,21 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-import app.explore
+import app.handlers
+import app.service
 import backend.runtime
-from app.explore import DEFAULTS, explore, request_from_widgets
+from app.handlers import DEFAULTS, explore, request_from_widgets
+from app.lessons import lesson_figure, lesson_tree
 from app.panels import STEP_COLUMNS, comparison_markdown, compute_markdown, steps_table
-from app.teach import lesson_figure, lesson_tree
+from app.service import PRESET
 from app.ui import INPUT_NAMES, OUTPUT_NAMES, load_examples
 from backend import fast_decode, machine
-from backend.models import models_cache_dir
-from strategies.config import STRATEGY_NAMES
+from backend.loading.policy import models_cache_dir
+from strategies.info import STRATEGY_NAMES
 from strategies.tree import SearchTree
 from tests.fakes import FakeGenerator, FakeScorer
 from tests.serving import serving
+from visualize import standalone_html
 
 QUESTION = "Sara has 5 pencils and buys 7 more. How many pencils does she have now?"
 
@@ -59,8 +62,10 @@ def _widgets(**overrides) -> list:
 # ---- the scripting API ---------------------------------------------------------------------
 @pytest.mark.model
 def test_run_api_on_embedded_model(client):
-    config = {"prompt": QUESTION, "strategy": "beam_search", "n": 4, "beam_width": 2}
-    run = client.predict({**config, "max_steps": 3, "expected": "12"}, api_name="/run")
+    run = client.predict(
+        QUESTION, strategy="beam_search", n=4, beam_width=2, max_iterations=3, expected="12",
+        api_name="/run",
+    )  # fmt: skip
     tree = SearchTree.from_dict(run)
     assert tree.done and "answer" in run
     assert tree.strategy == "beam_search" and tree.config["n"] == 4
@@ -77,33 +82,92 @@ def test_run_api_on_embedded_model(client):
     assert tree.meta["precision_reason"] == choice.reason
     assert tree.meta["cpu"] == machine.cpu_info().summary()
     assert tree.meta["small_batch_int4"] == 8  # the Q4_1 layers' 4-bit copies, either way
+    # majority voting at the same N ran beside it, as in the explorer
+    majority = run["comparison"]
+    assert majority["strategy"] == "majority_vote" and majority["compute"]["generated_tokens"] > 0
+    assert sum(v["count"] for v in majority["votes"].values()) <= 4
 
 
-def test_run_api_accepts_json_text(client, fake_models):
-    run = client.predict('{"prompt": "1+1?", "strategy": "dvts", "n": 4}', api_name="/run")
+def test_a_run_with_only_a_prompt_takes_the_explorers_preset(client, fake_models):
+    run = client.predict("1+1?", api_name="/run")
     tree = SearchTree.from_dict(run)
-    assert tree.done and tree.strategy == "dvts" and tree.meta["model"] == "fake"
-    # the explorer's token limits apply unless the config sets its own
-    assert (tree.config["max_step_tokens"], tree.config["max_solution_tokens"]) == (64, 512)
-    run = client.predict(
-        {"prompt": "1+1?", "strategy": "dvts", "n": 4, "max_solution_tokens": 1024},
-        api_name="/run",
+    assert tree.done and tree.meta["model"] == "fake"
+    assert tree.config == PRESET.to_dict()
+    assert {k: DEFAULTS[k] for k in tree.config} == tree.config  # what the widgets start from
+    assert run["comparison"]["strategy"] == "majority_vote"
+    run = client.predict("1+1?", strategy="dvts", n=4, max_solution_tokens=1024, compare=False,
+                         api_name="/run")  # fmt: skip
+    tree = SearchTree.from_dict(run)
+    assert (tree.strategy, tree.config["n"], tree.config["max_solution_tokens"]) == (
+        "dvts",
+        4,
+        1024,
     )
-    assert SearchTree.from_dict(run).config["max_solution_tokens"] == 1024
+    assert tree.config["max_step_tokens"] == PRESET.max_step_tokens and "comparison" not in run
+
+
+def test_explorer_and_api_with_the_same_settings_build_the_same_tree(fake_models):
+    """The explorer untouched and `/run` with only the prompt: one search, one comparison."""
+    updates = list(explore({**DEFAULTS, "prompt": QUESTION}))
+    explored = SearchTree.from_dict(next(u["run"] for u in updates if u.get("run")))
+    api = app.handlers.run_search(QUESTION)
+    called = SearchTree.from_dict(api)
+
+    def shape(tree: SearchTree) -> list:
+        return [(n.parent, n.text, n.score, n.status, n.answer) for n in tree.nodes]
+
+    assert called.config == explored.config and called.strategy == explored.strategy
+    assert shape(called) == shape(explored) and called.answer == explored.answer
+    assert api["comparison"]["answer"] in updates[-1]["comparison"]  # the majority's answer
 
 
 def test_bad_input_is_an_error_message_and_the_app_keeps_serving(client, fake_models):
-    bad = {"prompt": QUESTION, "strategy": "beam_search", "n": 6, "beam_width": 4}
     with pytest.raises(AppError, match="divisible by the beam width"):
-        client.predict(bad, api_name="/run")
+        client.predict(QUESTION, strategy="beam_search", n=6, beam_width=4, api_name="/run")
     with pytest.raises(AppError, match="Please type a question"):
-        client.predict({"prompt": "  ", "n": 4}, api_name="/run")
-    with pytest.raises(AppError, match="Unknown config field"):
-        client.predict({"prompt": QUESTION, "budget": 4}, api_name="/run")
-    with pytest.raises(AppError, match="not valid JSON"):
-        client.predict("{nope", api_name="/run")
-    run = client.predict({**bad, "n": 8}, api_name="/run")
+        client.predict("  ", n=4, api_name="/run")
+    with pytest.raises(AppError, match="needs a PRM"):
+        client.predict(QUESTION, strategy="beam_search", prm="none", api_name="/run")
+    with pytest.raises(TypeError, match="hello"):  # the client refuses an unknown setting
+        client.predict(QUESTION, hello=4, api_name="/run")
+    run = client.predict(QUESTION, strategy="beam_search", n=8, beam_width=4, api_name="/run")
     assert SearchTree.from_dict(run).done
+
+
+def test_run_is_an_mcp_tool_with_a_typed_schema_and_answers_a_call(client, fake_models):
+    import ast
+    import asyncio
+    import json
+    import urllib.request
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    base = client.src.rstrip("/")
+    with urllib.request.urlopen(f"{base}/gradio_api/mcp/schema") as response:
+        tools = {t["name"]: t for t in json.load(response)}
+    assert set(tools) == {"run_search"}  # the explorer's own endpoint is not a tool
+    name = "run_search"
+    schema = tools[name]["inputSchema"]["properties"]
+    assert set(schema) == set(DEFAULTS) and schema["n"]["type"] == "integer"
+    assert "budget N" in schema["n"]["description"]
+    assert "majority vote" in tools[name]["description"]
+
+    async def call() -> dict:
+        async with streamablehttp_client(f"{base}/gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                listed = {t.name for t in (await session.list_tools()).tools}
+                assert name in listed
+                result = await session.call_tool(
+                    name, {"prompt": QUESTION, "n": 2, "beam_width": 2}
+                )
+                # Gradio's MCP server hands a dict over as its Python text (`str(result)`)
+            return ast.literal_eval(result.content[0].text)
+
+    run = asyncio.run(call())
+    tree = SearchTree.from_dict(run)
+    assert tree.done and tree.config["n"] == 2 and run["comparison"]["answer"] is not None
 
 
 # ---- the streaming explorer ----------------------------------------------------------------
@@ -120,6 +184,7 @@ def test_explorer_streams_tree_updates_before_the_final_one(client, fake_models)
     assert final["status"].startswith("Done")
     assert final["steps"]["headers"] == STEP_COLUMNS
     assert str(final["json_file"]).endswith(".json") and str(final["html_file"]).endswith(".html")
+    assert str(final["graphml_file"]).endswith(".graphml")
     comparisons = [f["comparison"] for f in frames if isinstance(f["comparison"], str)]
     assert "Majority voting" in comparisons[-1]
 
@@ -128,7 +193,7 @@ def test_explorer_bad_widgets_raise_gr_error(client, fake_models):
     job = client.submit(*_widgets(strategy="dvts", n=2, beam_width=4), api_name="/explore")
     with pytest.raises(AppError, match="larger than the budget"):
         job.result()
-    run = client.predict({"prompt": QUESTION, "n": 2, "beam_width": 2}, api_name="/run")
+    run = client.predict(QUESTION, n=2, beam_width=2, api_name="/run")
     assert SearchTree.from_dict(run).done
 
 
@@ -158,7 +223,7 @@ def test_run_button_is_enabled_again_after_an_error(fake_models):
 # ---- helpers -------------------------------------------------------------------------------
 def test_request_from_widgets_converts_numbers_and_blank_expected():
     request = request_from_widgets(
-        {**DEFAULTS, "prompt": QUESTION, "n": 8.0, "seed": 3.0, "max_steps": 5.0}
+        {**DEFAULTS, "prompt": QUESTION, "n": 8.0, "seed": 3.0, "max_iterations": 5.0}
     )
     assert request.config.n == 8 and request.config.seed == 3
     assert request.config.max_iterations == 5 and request.expected is None
@@ -167,15 +232,18 @@ def test_request_from_widgets_converts_numbers_and_blank_expected():
 
 
 def test_exports_go_to_a_fresh_folder_and_old_ones_are_removed(tmp_path, monkeypatch):
-    monkeypatch.setattr(app.explore, "EXPORT_ROOT", tmp_path)
+    import networkx as nx
+
+    monkeypatch.setattr(app.service, "EXPORT_ROOT", tmp_path)
     stale = tmp_path / "run-old"
     stale.mkdir()
     os.utime(stale, (0, 0))
     tree = lesson_tree("dvts")
-    json_path, html_path = app.explore.write_exports(tree, lesson_figure("dvts"))
+    paths = app.service.write_exports(tree, standalone_html(lesson_figure("dvts")))
     assert not stale.exists()
-    assert SearchTree.from_json(Path(json_path).read_text()).answer == tree.answer
-    assert "plotly" in Path(html_path).read_text()[:100_000].lower()
+    assert SearchTree.from_json(Path(paths["json"]).read_text()).answer == tree.answer
+    assert nx.read_graphml(paths["graphml"]).number_of_nodes() == len(tree.nodes)
+    assert "plotly" in Path(paths["html"]).read_text()[:100_000].lower()
 
 
 def test_panels():

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.arithmetic_prm import (
+from backend.verifiers.arithmetic import (
     MAX_CALCULATIONS,
     ArithmeticPRM,
     StepCheck,

@@ -11,7 +11,7 @@ import torch
 
 from backend import catalog as cat
 from backend.catalog import CatalogEntry, estimate_bytes, load_catalog
-from backend.quantization import InsufficientMemoryError, check_fits, weights_kwargs
+from backend.loading.quantization import InsufficientMemoryError, check_fits, weights_kwargs
 
 POLICIES = {
     "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -98,7 +98,7 @@ def _params_16bit(model) -> int:
 def test_memory_estimate_within_20_percent_of_footprint(tmp_path, family):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from backend.prm_models import load_prm_model
+    from backend.loading.prm import load_prm_model
 
     if family == "dense":  # little vocabulary, so the quantized layers dominate
         config = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=1024,
@@ -145,37 +145,40 @@ def test_memory_check_refuses_what_does_not_fit(monkeypatch):
 
 
 def test_runtime_memory_check_counts_only_new_models(monkeypatch):
-    from backend import models, prm_models
-    from backend.quantization import check_runtime_fits
+    from backend.runtime import ModelPool
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (int(1.5 * GB), int(8 * GB)))
     held = types.SimpleNamespace(
         name="qwen2.5-1.5b", precision="nf4",
         model=types.SimpleNamespace(get_memory_footprint=lambda: int(1.1 * GB)),
     )  # fmt: skip
-    monkeypatch.setattr(models, "current_policy", lambda: held)
-    monkeypatch.setattr(prm_models, "current_prm", lambda: None)
-    check_runtime_fits("qwen2.5-1.5b", "arithmetic", "auto", "cuda")  # already loaded
+    pool = ModelPool()
+    pool._policy = (("qwen2.5-1.5b", "nf4", "cuda", False), held)
+    pool._check_fits(("qwen2.5-1.5b", "nf4", "cuda", False), None)  # already loaded
     with pytest.raises(InsufficientMemoryError, match="skywork-prm-1.5b at nf4"):
-        check_runtime_fits("qwen2.5-1.5b", "skywork-prm-1.5b", "auto", "cuda")
+        pool._check_fits(
+            ("qwen2.5-1.5b", "nf4", "cuda", False), ("skywork-prm-1.5b", "nf4", "cuda")
+        )
     # switching the policy frees the old one: 1.5 + 1.1 GB cover qwen2.5-0.5b (~0.4 GB) + 1 GB
-    check_runtime_fits("qwen2.5-0.5b", "none", "nf4", "cuda")
+    pool._check_fits(("qwen2.5-0.5b", "nf4", "cuda", False), None)
 
 
-def test_models_and_runtime_take_their_names_from_the_catalog():
-    from backend import models, runtime
+def test_loaders_and_the_app_take_their_names_from_the_catalog():
+    from backend.loading import policy
 
-    assert list(models.MODELS) == list(POLICIES)
-    assert {n: s.hub_repo for n, s in models.MODELS.items()} == POLICIES
-    assert models.MODELS["smollm2-135m"].gguf_file  # the embedded GGUF path stays
-    assert set(runtime.PRM_NAMES) == {*HUB_PRMS, "arithmetic", "self_judge", "none"}
-    assert runtime.PRM_NAMES[:3] == ("arithmetic", "self_judge", "none")
-    assert all(runtime.PRM_LABELS[n] for n in runtime.PRM_NAMES)
-    assert runtime.POLICY_PROMPTS["llama-3.2-1b"] == "reference"
-    assert models.resolve_precision("auto", "cuda", "smollm2-135m") == "bf16"
-    assert models.resolve_precision("auto", "cuda", "qwen2.5-1.5b") == "nf4"
-    assert models.resolve_precision("auto", "cpu", "qwen2.5-1.5b") in ("fp32", "bf16")  # per CPU
-    assert models.resolve_precision("int8", "cuda", "qwen2.5-1.5b") == "int8"
+    c = cat.catalog()
+    assert c.default_policy == "smollm2-135m" and c.default_prm == "arithmetic"
+    assert c.names("policy") == tuple(POLICIES)
+    assert {n: c.get(n).hub_id for n in c.names("policy")} == POLICIES
+    assert c.get("smollm2-135m").gguf["file"]  # the embedded GGUF path stays
+    assert set(c.prm_choices()) == {*HUB_PRMS, "arithmetic", "self_judge", "none"}
+    assert c.prm_choices()[:3] == ("arithmetic", "self_judge", "none")
+    assert all(c.prm_label(n) for n in c.prm_choices())
+    assert c.get("llama-3.2-1b").prompt == "reference"
+    assert policy.resolve_precision("auto", "cuda", "smollm2-135m") == "bf16"
+    assert policy.resolve_precision("auto", "cuda", "qwen2.5-1.5b") == "nf4"
+    assert policy.resolve_precision("auto", "cpu", "qwen2.5-1.5b") in ("fp32", "bf16")  # per CPU
+    assert policy.resolve_precision("int8", "cuda", "qwen2.5-1.5b") == "int8"
 
 
 # ---- hub policies: the reference prompt in the model's chat template ------------------------

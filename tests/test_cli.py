@@ -22,7 +22,7 @@ def test_cli_beam_search_writes_a_run_json(tmp_path):
         sys.executable, "-m", "app.cli", "run",
         "--prompt", "Tom has 3 bags with 4 apples each. He eats 2 apples. How many are left?",
         "--strategy", "beam_search", "--n", "4", "--beam-width", "2",
-        "--max-steps", "4", "--max-step-tokens", "48", "--seed", "1", "--json", str(out),
+        "--max-iterations", "4", "--max-step-tokens", "48", "--seed", "1", "--json", str(out),
     ]  # fmt: skip
     proc = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ
@@ -42,6 +42,28 @@ def test_cli_beam_search_writes_a_run_json(tmp_path):
     assert data["meta"]["model"] == "smollm2-135m" and data["meta"]["prm"] == "arithmetic"
     assert data["meta"]["precision"] in ("fp32", "bf16", "nf4") and data["meta"]["threads"] >= 1
     assert data["compute"]["generated_tokens"] == sum(n.tokens for n in steps)
+    # majority voting at the same N ran beside it, printed and in the JSON, as the API has it
+    assert "majority voting at N=4:" in proc.stdout
+    assert data["comparison"]["strategy"] == "majority_vote"
+    assert data["comparison"]["compute"]["generated_tokens"] > 0
+
+
+def test_cli_flags_are_the_config_fields_with_the_apps_preset():
+    from dataclasses import fields
+
+    from app.cli import build_parser
+    from app.service import PRESET, RunRequest
+    from strategies.config import SearchConfig
+
+    args = vars(build_parser().parse_args(["run", "--prompt", "1+1?"]))
+    for f in fields(SearchConfig):
+        assert args[f.name] == getattr(PRESET, f.name)  # every setting, defaulting to the preset
+    request = RunRequest(prompt="1+1?")
+    assert (args["model"], args["prm"], args["precision"]) == (
+        request.model, request.prm, request.precision
+    )  # fmt: skip
+    args = vars(build_parser().parse_args(["run", "--prompt", "q", "--filter-duplicates"]))
+    assert args["filter_duplicates"] is True and args["compare"] is True
 
 
 def test_cli_rejects_bad_config_with_a_message():

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from backend.hub_prms import QWEN_PRM_SYSTEM
-from backend.prm_models import load_hub_prm, load_prm_model, make_scorer
+from backend.loading.prm import load_hub_prm, load_prm_model, make_scorer
+from backend.verifiers.hub_prms import QWEN_PRM_SYSTEM
 from tests.tiny_prms import write_checkpoint
 
 pytestmark = pytest.mark.model  # reads the embedded SmolLM2's tokenizer

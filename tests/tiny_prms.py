@@ -59,12 +59,12 @@ LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|
 
 @functools.cache
 def _smollm2_tokenizer() -> Any:
-    from backend.models import models_cache_dir
+    from backend.loading.policy import models_cache_dir
 
     folder = models_cache_dir() / "smollm2-135m"
     if (folder / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(folder)
-    from backend.models import get_policy  # converts the embedded GGUF once (~30 s)
+    from backend.runtime import get_policy  # converts the embedded GGUF once (~30 s)
 
     return get_policy("smollm2-135m", "fp32").tokenizer
 

@@ -7,18 +7,19 @@ answer of the single best-scored solution) gets a diamond and an orange outline;
 answer, when given, a green check. This is where the three aggregation rules of the reference work
 visibly disagree.
 
-Answers are compared with a plain normalisation (spaces and `$` stripped): the strategies already
-grouped mathematically equal answers, this only lines up two trees' spellings of the same key.
+Answers are compared by the same rule as everywhere else (`strategies.answers.answers_equal`): the
+two trees' spellings of one answer share a row, and `0.5` is the expected `\\frac{1}{2}`, as the
+comparison table says too.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from strategies.answers import answers_equal
 from strategies.tree import SearchTree
 from visualize.labels import short
 
@@ -31,11 +32,6 @@ BAR = {"majority": ("#cbd5e1", "#334155"), "weighted": ("#93c5fd", "#1d4ed8")}  
 BEST_OF_N_OUTLINE = "#ea580c"
 
 Votes = Mapping[str, Mapping[str, float]]
-
-
-def normalize(answer: str) -> str:
-    """Spaces and `$` removed: `$ 42 $` and `42` are one answer here."""
-    return re.sub(r"[\s$]", "", answer)
 
 
 def _argmax(values: dict[str, float]) -> str | None:
@@ -51,11 +47,13 @@ def _merge(search: Votes, majority: Votes | None) -> tuple[dict[str, dict[str, f
     """Rows per answer (count, score_sum, best_score; best_score -1: never scored) and the order
     the majority count saw the answers in, for its tie-break. Keys are the first spelling seen."""
     rows: dict[str, dict[str, float]] = {}
-    names: dict[str, str] = {}  # normalised -> first spelling
+
+    def name(answer: str) -> str:
+        """The first spelling seen of an answer equal to `answer` (strategies.answers' rule)."""
+        return next((k for k in rows if answers_equal(k, answer)), answer)
 
     def row(answer: str) -> dict[str, float]:
-        name = names.setdefault(normalize(answer), answer)
-        return rows.setdefault(name, {"count": 0.0, "score_sum": 0.0, "best_score": -1.0})
+        return rows.setdefault(name(answer), {"count": 0.0, "score_sum": 0.0, "best_score": -1.0})
 
     for a, v in search.items():
         r = row(a)
@@ -65,7 +63,7 @@ def _merge(search: Votes, majority: Votes | None) -> tuple[dict[str, dict[str, f
             r["count"] += float(v.get("count", 0))
     for a, v in (majority or {}).items():
         row(a)["count"] += float(v.get("count", 0))
-    count_order = [names[normalize(a)] for a in (search if majority is None else majority)]
+    count_order = [name(a) for a in (search if majority is None else majority)]
     return rows, count_order
 
 
@@ -81,7 +79,7 @@ def _labels(answers: list[str], expected: str | None) -> list[str]:
     if expected is not None:
         out = [
             f'<span style="color:{EXPECTED_COLOR}"><b>{EXPECTED_MARK} {lab}</b></span>'
-            if normalize(a) == normalize(expected)
+            if answers_equal(a, expected)
             else lab
             for a, lab in zip(answers, out, strict=True)
         ]
@@ -191,7 +189,7 @@ def votes_figure(
         col=2,
     )
 
-    if expected is not None and all(normalize(a) != normalize(expected) for a in answers):
+    if expected is not None and not any(answers_equal(a, expected) for a in answers):
         fig.add_annotation(
             text=f"expected {short(expected, 30)}: not among the answers",
             showarrow=False,

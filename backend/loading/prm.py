@@ -8,14 +8,12 @@ rebuilt here from `Qwen2Model` and read the hub checkpoint by its own weight nam
   `lm_head.weight` is not needed for scoring and is skipped, saving ~1 GB on the 7B.
 RLHFlow's and Math-Shepherd's PRMs are plain Llama / Mistral causal LMs scored through their LM
 head. A load whose head weights are missing from the checkpoint fails loudly instead of scoring
-with a randomly initialised head.
+with a randomly initialised head. Which loaded PRM is kept is backend/runtime.py's.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-import threading
 import time
 from typing import Any
 
@@ -24,8 +22,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Model, Qwen2PreTrainedModel
 
 from backend import catalog as model_catalog
-from backend.hub_prms import FAMILIES, HubPRM
-from backend.quantization import weights_kwargs
+from backend.loading.quantization import weights_kwargs
+from backend.verifiers.hub_prms import FAMILIES, HubPRM
 
 log = logging.getLogger(__name__)
 
@@ -124,48 +122,3 @@ def load_hub_prm(name: str, precision: str, device: str, location: str | None = 
     scorer = make_scorer(entry.family, model, tokenizer, name)
     scorer.precision = precision
     return scorer
-
-
-_lock = threading.Lock()
-_current: tuple[tuple[str, str, str], HubPRM] | None = None
-
-
-def current_prm() -> HubPRM | None:
-    """The loaded hub PRM, if any."""
-    return _current[1] if _current else None
-
-
-def get_prm(name: str, precision: str, device: str) -> HubPRM:
-    """The process-wide hub PRM, loaded once and reused; thread-safe.
-
-    One PRM is kept at a time: asking for another (name, precision, device) releases the old
-    one first, so GPU memory never holds both.
-    """
-    global _current
-    key = (name, precision, device)
-    with _lock:
-        if _current is not None and _current[0] == key:
-            return _current[1]
-        _release_locked()
-        scorer = load_hub_prm(name, precision, device)
-        _current = (key, scorer)
-        return scorer
-
-
-def release_prm(keep: tuple[str, str, str] | None = None) -> None:
-    """Drop the loaded hub PRM unless it is `keep` (name, precision, device): a runtime frees
-    the PRM it will not use before loading anything else."""
-    with _lock:
-        if _current is not None and _current[0] != keep:
-            _release_locked()
-
-
-def _release_locked() -> None:
-    global _current
-    if _current is None:
-        return
-    log.info("releasing PRM %s", _current[0])
-    _current = None
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -2,66 +2,49 @@
 
 `explore` is a generator of partial updates (a dict: output name -> new value; names not in a
 dict stay as they are), so it can be tested without a browser and the layout (app/ui.py) decides
-where each value goes. `run_api` is the scripting endpoint: one JSON config in, the run JSON out.
+where each value goes. `run_search` is the scripting endpoint (and MCP tool): a prompt and any
+settings in, the run JSON with the majority-vote comparison out.
 Every error reaches the user as `gr.Error` with a readable message, never a traceback.
 """
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from dataclasses import fields
+from typing import Any, Literal
 
 import gradio as gr
-import plotly.graph_objects as go
 
 from app.panels import comparison_markdown, compute_markdown, status_line, steps_table
-from app.service import RunRequest, run_to_end, stream_run
+from app.service import (
+    REQUEST_HELP,
+    RunRequest,
+    preset_values,
+    run_json,
+    stream_majority,
+    stream_run,
+    write_exports,
+)
+from backend.catalog import PRECISIONS, catalog
+from strategies.config import AGGREGATIONS, SearchConfig, field_help
+from strategies.info import STRATEGY_NAMES
 from strategies.tree import SearchTree
 from visualize import replay_figure, standalone_html, tree_figure, votes_figure
 
 log = logging.getLogger(__name__)
 
-# Widget defaults (and the keys `request_from_widgets` reads); `compare` is the app's own switch.
-DEFAULTS: dict[str, Any] = {
-    "prompt": "",
-    "strategy": "beam_search",
-    "n": 4,
-    "beam_width": 2,
-    "max_steps": 10,
-    "temperature": 0.8,
-    "top_p": 1.0,
-    "aggregation": "last",
-    "lookahead": 2,
-    "filter_duplicates": False,
-    # the embedded model's steps: median ~10 tokens, 99th percentile ~53 (36 problems, 529 steps);
-    # a step past 64 tokens is rambling, and the longest step of an iteration sets its wait
-    "max_step_tokens": 64,
-    # a whole solution; the last iteration writes to the end, and a small model that never boxes
-    # an answer would otherwise ramble on for the library default of 2048 tokens at batch 1
-    "max_solution_tokens": 512,
-    "model": "smollm2-135m",
-    "prm": "arithmetic",
-    "precision": "auto",
-    "seed": 0,
-    "expected": "",
-    "compare": True,
-}
+# The widgets' values before a user touches them (and the keys `request_from_widgets` reads):
+# the service's preset, so the explorer and a `/run` call with only a prompt run the same search.
+DEFAULTS: dict[str, Any] = preset_values()
 INPUT_NAMES: tuple[str, ...] = tuple(DEFAULTS)
-APP_LIMITS = ("max_step_tokens", "max_solution_tokens")  # the API uses the explorer's too
-EXPORT_ROOT = Path(tempfile.gettempdir()) / "thinktree-exports"
 # frames of steps arriving inside an iteration are drawn at most this often (the first at once):
 # drawing pauses the search, and a figure a second is plenty to watch an iteration fill in
 WRITING_FRAME_S = 0.5
-EXPORT_TTL_S = 3600  # downloads are offered right after a run; older export folders are removed
-_INT_KEYS = (
-    "n", "beam_width", "max_steps", "lookahead", "max_step_tokens", "max_solution_tokens", "seed",
-)  # fmt: skip
+# number widgets send floats (4.0): these settings are whole numbers
+_INT_KEYS = tuple(f.name for f in fields(SearchConfig) if f.type == "int")
 
 
 def gpu(duration: int = 120) -> Callable[[Callable], Callable]:
@@ -84,7 +67,7 @@ def _whole(name: str, value: Any) -> Any:
 
 def request_from_widgets(values: dict[str, Any]) -> RunRequest:
     """The RunRequest for the explorer's widget values (ValueError with a readable message)."""
-    d = {k: v for k, v in values.items() if k in DEFAULTS and k != "compare"}
+    d = {k: v for k, v in values.items() if k in DEFAULTS}
     for key in _INT_KEYS:
         if key in d:
             d[key] = _whole(key, d[key])
@@ -102,38 +85,38 @@ def as_user_error(err: Exception) -> gr.Error:
 
 def load_models(request: RunRequest) -> float:
     """Load (or reuse) the request's models now, so the UI can say so; returns the seconds taken."""
-    from backend.runtime import get_runtime  # lazy: the only path that pulls in torch
+    from backend.runtime import get_runtime  # torch loads with the first run, not with the page
 
     t0 = time.perf_counter()
     get_runtime(request.model, request.prm, request.precision)
     return time.perf_counter() - t0
 
 
-def write_exports(tree: SearchTree, figure: go.Figure) -> tuple[str, str]:
-    """The run JSON and the tree as a standalone HTML page (~5 MB: plotly.js inline, opens
-    offline), in a fresh folder per run under EXPORT_ROOT; folders older than EXPORT_TTL_S go."""
-    EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    for old in EXPORT_ROOT.iterdir():
-        if old.is_dir() and now - old.stat().st_mtime > EXPORT_TTL_S:
-            shutil.rmtree(old, ignore_errors=True)
-    folder = Path(tempfile.mkdtemp(prefix="run-", dir=EXPORT_ROOT))
-    name = f"thinktree-{tree.strategy or 'run'}"
-    json_path = folder / f"{name}.json"
-    json_path.write_text(json.dumps(tree.to_dict(), indent=1))
-    html_path = folder / f"{name}.html"
-    html_path.write_text(standalone_html(figure))
-    return str(json_path), str(html_path)
+def precision_hint() -> Any:
+    """The precision menu's note on what "auto" chooses on this machine, and why (it imports
+    torch and may time this CPU once: the page calls it after it is up)."""
+    from backend.loading.policy import choose_precision, resolve_device
+
+    device = resolve_device("auto")
+    if device == "cpu":
+        auto = choose_precision("auto", device, catalog().default_policy)[2]
+    else:
+        auto = "each model's GPU default (see the catalog)"
+    return gr.update(info=f"auto here: {auto}")
 
 
-def _stream(request: RunRequest) -> Iterator[SearchTree]:
-    """`stream_run`, with any failure turned into a user-facing gr.Error."""
+def _stream(request: RunRequest, runs=stream_run) -> Iterator[SearchTree]:
+    """`stream_run` (or another of the service's streams), any failure a user-facing gr.Error."""
     try:
-        yield from stream_run(request)
+        yield from runs(request)
     except gr.Error:
         raise
     except Exception as err:
         raise as_user_error(err) from None
+
+
+def _stream_majority(request: RunRequest) -> Iterator[SearchTree]:
+    return _stream(request, stream_majority)
 
 
 def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -154,6 +137,7 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
         "replay": gr.update(value=0, maximum=1, interactive=False),
         "run": None,
         "json_file": None,
+        "graphml_file": None,
         "html_file": None,
     }
     try:
@@ -171,7 +155,7 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
         drawn = time.perf_counter()
     assert tree is not None and tree.done
     figure = tree_figure(tree)
-    json_path, html_path = write_exports(tree, figure)
+    paths = write_exports(tree, standalone_html(figure))
     run = tree.to_dict()
     yield {
         "status": f"Done · {status_line(tree)}",
@@ -181,15 +165,16 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
         "steps": steps_table(tree),
         "replay": gr.update(value=tree.iteration, maximum=max(1, tree.iteration), interactive=True),
         "run": run,
-        "json_file": json_path,
-        "html_file": html_path,
+        "json_file": paths["json"],
+        "graphml_file": paths["graphml"],
+        "html_file": paths["html"],
         "votes": votes_figure(tree, None, request.expected),
         "comparison": comparison_markdown(tree, None, request.expected),
     }
-    if not values.get("compare", True) or request.config.strategy == "majority_vote":
+    if not request.compares:
         return
     majority = None
-    for majority in _stream(request.with_strategy("majority_vote")):
+    for majority in _stream_majority(request):
         if not majority.done and not majority.writing:
             yield {
                 "status": f"Majority voting at N={n} for comparison: iteration {majority.iteration}…"
@@ -209,23 +194,71 @@ def replay(run: dict[str, Any] | None, iteration: float) -> Any:
     return replay_figure(SearchTree.from_dict(run), int(iteration))
 
 
-def run_api(config: dict | str) -> dict:
-    """Run one search to the end from a JSON config (an object, or its text); the run JSON.
-
-    Keys: prompt, strategy, n, and optionally beam_width, max_steps, temperature, top_p,
-    aggregation, lookahead, filter_duplicates, max_step_tokens, max_solution_tokens, seed, model,
-    prm, precision, expected. Unknown keys are an error. The token limits default to the
-    explorer's (64 per step, 512 per solution), not the library's.
-    """
+def _run(*args: Any, **kwargs: Any) -> dict:
     try:
-        if isinstance(config, str):
-            try:
-                config = json.loads(config)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"The config is not valid JSON: {err.msg}.") from err
-        if isinstance(config, dict):  # the explorer's token limits, unless the config sets them
-            config = {k: DEFAULTS[k] for k in APP_LIMITS} | config
-        request = RunRequest.from_dict(config)
-        return run_to_end(request).to_dict()
+        bound = run_search.__signature__.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        values["expected"] = (values.get("expected") or "").strip() or None
+        return run_json(RunRequest.from_dict(values))
+    except TypeError as err:  # a missing or unknown argument
+        raise as_user_error(ValueError(str(err))) from None
     except Exception as err:
         raise as_user_error(err) from None
+
+
+def _api_types() -> dict[str, Any]:
+    """Each argument's type: a choice among names (typed as Literal, so the API's schema lists
+    them), or the preset value's type."""
+    models = catalog()
+    choices = {
+        "strategy": STRATEGY_NAMES,
+        "aggregation": AGGREGATIONS,
+        "model": models.names("policy"),
+        "prm": models.prm_choices(),
+        "precision": PRECISIONS,
+    }
+    return {
+        name: Literal[choices[name]] if name in choices else type(value)
+        for name, value in DEFAULTS.items()
+    }
+
+
+def _api_doc() -> str:
+    helps = REQUEST_HELP | field_help()
+    args = "\n".join(f"        {name}: {helps[name]}" for name in DEFAULTS)
+    return (
+        "Run one ThinkTree search to the end and return the run as JSON.\n\n"
+        "    A small model solves the question step by step; a process reward model (PRM) scores\n"
+        "    every step and the strategy keeps, prunes and picks by those scores. The result holds\n"
+        "    the search tree (nodes with their text, scores and status), the answer, the votes per\n"
+        "    answer, the compute used, and, unless compare is false, the majority vote at the same\n"
+        "    budget N under 'comparison'. What is left out is the explorer's preset.\n\n"
+        f"    Args:\n{args}\n"
+    )
+
+
+def _api_signature() -> inspect.Signature:
+    types = _api_types()
+    params = [inspect.Parameter("prompt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)]
+    params += [
+        inspect.Parameter(
+            name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=types[name]
+        )
+        for name, value in DEFAULTS.items()
+        if name != "prompt"
+    ]
+    return inspect.Signature(params, return_annotation=dict)
+
+
+def run_search(*args: Any, **kwargs: Any) -> dict:
+    return _run(*args, **kwargs)
+
+
+# The scripting endpoint (/run, and the MCP tool of the same name): a typed signature built from
+# the request's fields and the preset, so the API, its schema and its docs list every setting with
+# the value the explorer starts from, and a new setting appears in all of them at once.
+run_search.__signature__ = _api_signature()
+run_search.__annotations__ = {p.name: p.annotation for p in run_search.__signature__.parameters.values()}
+run_search.__annotations__["return"] = dict
+run_search.__doc__ = _api_doc()

@@ -1,4 +1,5 @@
-"""The "How it works" tab: every strategy in plain words, each drawn from a tiny run on a toy model.
+"""The "How it works" tab: every strategy drawn from a tiny run on a toy model (its lesson text is
+in strategies/info.py, beside its other facts).
 
 No model is loaded here. `ToyPolicy` writes one line of arithmetic per step for one fixed word
 problem and sometimes slips (a wrong result); `ToyPRM` checks each line's arithmetic the way the
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from strategies.config import SearchConfig
+from strategies.info import label
 from strategies.protocols import GeneratedStep, Sampling, Scores
 from strategies.registry import run
 from strategies.tree import SearchTree
@@ -26,53 +28,6 @@ SLIP_RATE = 0.35  # how often a sampled (not greedy) step gets its arithmetic wr
 LESSON_CONFIG = dict(n=4, beam_width=2, max_iterations=5, lookahead=2, seed=5)
 
 _CALC = re.compile(r"(\d+) ([x+\-]) (\d+) = (\d+)")
-
-LESSONS: dict[str, tuple[str, str]] = {
-    "majority_vote": (
-        "Majority voting (self-consistency)",
-        "The model writes N complete solutions on its own, and we count which final answer comes "
-        "up most often. No judge is needed: the crowd decides. It is simple and hard to fool, but "
-        "if the model usually makes the same mistake, the crowd is wrong together.",
-    ),
-    "best_of_n": (
-        "Best-of-N (vanilla)",
-        "The model writes N complete solutions, and a *process reward model* (PRM), a judge that "
-        "scores every step, rates each one. We keep the single solution with the best score. One "
-        "confident-looking wrong solution can win on its own.",
-    ),
-    "weighted_best_of_n": (
-        "Best-of-N (weighted)",
-        "The same N scored solutions, but solutions that reach the same answer pool their scores. "
-        "The answer with the largest total wins, so it combines the crowd (how many agree) with "
-        "the judge (how good they look). In the reference work it beats vanilla Best-of-N.",
-    ),
-    "beam_search": (
-        "Beam search",
-        "Instead of waiting for whole solutions, the judge scores every step as soon as it is "
-        "written. After each step only the best N/M partial solutions (the beams) survive, and "
-        "each continues in M different ways. Weak lines of reasoning are pruned early, so the "
-        "budget goes to the promising ones.",
-    ),
-    "dvts": (
-        "DVTS (diverse verifier tree search)",
-        "The budget is split into N/M independent subtrees (the shaded bands). In each one the "
-        "model proposes M next steps and the judge keeps the best, again and again. The subtrees "
-        "never compete with each other, so the final answers stay diverse, which pays off at "
-        "large budgets.",
-    ),
-    "lookahead": (
-        "Lookahead search",
-        "Like beam search, but before judging a candidate step the model quickly writes k more "
-        "steps (greedily, without randomness) and the judge scores where they lead. Looking ahead "
-        "catches steps that look fine now but go nowhere, at the price of extra tokens.",
-    ),
-    "compute_optimal": (
-        "Compute-optimal scaling",
-        "First a few quick pilot solutions are scored to guess how hard the question is. Then it "
-        "picks the strategy that works best for that difficulty and budget: Best-of-N on easy "
-        "questions, beam search on hard ones, DVTS when the budget is large.",
-    ),
-}
 
 LEGEND_MD = (
     "Every picture is a search tree. **Q** is the question; each dot is one reasoning step, "
@@ -168,7 +123,7 @@ def lesson_tree(strategy: str) -> SearchTree:
 
 def lesson_figure(strategy: str) -> go.Figure:
     tree = lesson_tree(strategy)
-    title = f"{LESSONS[strategy][0]} · N=4 · answer <b>{tree.answer}</b>"
+    title = f"{label(strategy)} · N=4 · answer <b>{tree.answer}</b>"
     chosen = tree.meta.get("compute_optimal", {}).get("chosen_strategy")
     if chosen:
         title += f" · chose {chosen}"

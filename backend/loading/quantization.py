@@ -84,31 +84,3 @@ def check_fits(
         f"~{need / 1e9:.1f} GB, but only {have / 1e9:.1f} GB of {total / 1e9:.1f} GB can be "
         "freed for them. Choose a smaller policy or PRM, or a lower precision (nf4 < int8 < bf16)."
     )
-
-
-def check_runtime_fits(policy: str, prm: str, precision: str, device: str) -> None:
-    """Refuse a policy + PRM pair whose weights cannot fit next to each other on the GPU.
-
-    Counts only what is not loaded yet; a loaded policy or hub PRM that the pair replaces (or,
-    for a PRM, no longer needs) counts as memory the loads can reclaim.
-    """
-    from backend import models, prm_models  # deferred: both import this module
-
-    if device != "cuda":
-        return
-    wanted: list[tuple[str, str]] = []
-    reclaim = 0
-    held = models.current_policy()
-    policy_precision = models.resolve_precision(precision, device, policy)
-    if held is None or (held.name, held.precision) != (policy, policy_precision):
-        wanted.append((policy, policy_precision))
-        reclaim += held.model.get_memory_footprint() if held is not None else 0
-    held_prm = prm_models.current_prm()
-    prm_key = None
-    if prm in catalog().hub_prm_names():
-        prm_key = (prm, models.resolve_precision(precision, device, prm))
-    if held_prm is None or (held_prm.name, held_prm.precision) != prm_key:
-        if prm_key is not None:
-            wanted.append(prm_key)
-        reclaim += held_prm.model.get_memory_footprint() if held_prm is not None else 0
-    check_fits(wanted, device, reclaimable=reclaim)

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from backend.score_cache import Key, StepScoreCache
+from backend.verifiers.score_cache import Key, StepScoreCache
 from strategies.protocols import Scores
 
 QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -161,7 +161,7 @@ class HubPRM:
 
 
 class QwenMathPRM(HubPRM):
-    """Qwen/Qwen2.5-Math-PRM-7B (model: backend.prm_models.Qwen2ForProcessRewardModel)."""
+    """Qwen/Qwen2.5-Math-PRM-7B (model: backend.loading.prm.Qwen2ForProcessRewardModel)."""
 
     family = "qwen_prm"
     separator = "<extra_0>"
@@ -195,7 +195,7 @@ class QwenMathPRM(HubPRM):
 
 
 class SkyworkPRM(HubPRM):
-    """Skywork/Skywork-o1-Open-PRM-Qwen-2.5-* (model: backend.prm_models.Qwen2ForValueHeadPRM)."""
+    """Skywork/Skywork-o1-Open-PRM-Qwen-2.5-* (model: backend.loading.prm.Qwen2ForValueHeadPRM)."""
 
     family = "skywork"
 

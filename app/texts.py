@@ -1,0 +1,42 @@
+"""The app's words: the introduction, the API tab, and the labels of its outputs."""
+
+from __future__ import annotations
+
+INTRO = """# ThinkTree: see test-time compute
+A small language model solves a math question many times over, and a **process reward model
+(PRM)** judges every step. Pick a strategy and a budget **N**, press **Run**, and watch the search
+tree grow: colour is the PRM's score, pruned steps fade, the chosen solution is the blue path.
+After the search, majority voting at the same N runs for comparison.
+"""
+
+
+def api_markdown(settings: dict[str, object], helps: dict[str, str]) -> str:
+    """The API tab: how to call `/run` from Python and as an MCP tool, and every setting with
+    the value it takes when left out (the explorer's preset)."""
+    rows = "\n".join(
+        f"| `{name}` | `{value!r}` | {helps[name]} |"
+        for name, value in settings.items()
+        if name != "prompt"
+    )
+    return f"""### Scripting API
+A prompt and any settings in, the run JSON out (the export's format, plus the majority vote at
+the same N under `comparison`, as the explorer shows it):
+```python
+from gradio_client import Client
+client = Client("http://127.0.0.1:7860/")
+run = client.predict("A box holds 6 eggs. How many eggs are in 4 boxes?",
+                     strategy="beam_search", n=4, beam_width=2, api_name="/run")
+print(run["answer"], run["comparison"]["answer"], run["compute"])
+```
+A setting left out takes the value the explorer starts with, so a call with only the prompt runs
+the search the explorer runs for it untouched. A bad setting (say N=6 with M=4) comes back as an
+error message.
+
+**As an MCP tool:** the same endpoint is the tool `run` of the app's MCP server at
+`http://127.0.0.1:7860/gradio_api/mcp/` (its schema: `/gradio_api/mcp/schema`), so an assistant
+can run searches and read their trees.
+
+| setting | when left out | meaning |
+|---|---|---|
+{rows}
+"""
