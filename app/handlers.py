@@ -259,6 +259,8 @@ def run_search(*args: Any, **kwargs: Any) -> dict:
 # the request's fields and the preset, so the API, its schema and its docs list every setting with
 # the value the explorer starts from, and a new setting appears in all of them at once.
 run_search.__signature__ = _api_signature()
-run_search.__annotations__ = {p.name: p.annotation for p in run_search.__signature__.parameters.values()}
+run_search.__annotations__ = {
+    p.name: p.annotation for p in run_search.__signature__.parameters.values()
+}
 run_search.__annotations__["return"] = dict
 run_search.__doc__ = _api_doc()

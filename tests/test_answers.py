@@ -257,8 +257,8 @@ def test_the_one_rule_for_an_answer_that_is_written(text, written, number):
 
 
 def test_the_search_ends_a_solution_exactly_where_the_rule_says():
-    from strategies.registry import run
     from strategies.config import SearchConfig
+    from strategies.registry import run
     from tests.fakes import FakeGenerator, FakeScorer
 
     steps = {0: "I will box it: \\boxed{\n\n", 1: "The answer is \\boxed{5}.\n\n"}
