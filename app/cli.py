@@ -20,12 +20,11 @@ from app.service import (
     RunRequest,
     comparison,
     preset_values,
+    setting_choices,
     stream_majority,
     stream_run,
 )
-from backend.catalog import PRECISIONS, catalog
-from strategies.config import AGGREGATIONS, field_help
-from strategies.info import STRATEGY_NAMES
+from strategies.config import field_help
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,14 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run one search")
-    models = catalog()  # the CLI, like the app, chooses only from the catalog
-    choices = {
-        "strategy": STRATEGY_NAMES,
-        "aggregation": AGGREGATIONS,
-        "model": models.names("policy"),
-        "prm": models.prm_choices(),
-        "precision": PRECISIONS,
-    }
+    choices = setting_choices()  # the CLI, like the app, chooses only from the catalog
     helps = REQUEST_HELP | field_help()
     for name, default in preset_values().items():
         flag = "--" + name.replace("_", "-")

@@ -24,13 +24,13 @@ from app.service import (
     RunRequest,
     preset_values,
     run_json,
+    setting_choices,
     stream_majority,
     stream_run,
     write_exports,
 )
-from backend.catalog import PRECISIONS, catalog
-from strategies.config import AGGREGATIONS, SearchConfig, field_help
-from strategies.info import STRATEGY_NAMES
+from backend.catalog import catalog
+from strategies.config import SearchConfig, field_help
 from strategies.tree import SearchTree
 from visualize import replay_figure, standalone_html, tree_figure, votes_figure
 
@@ -210,14 +210,7 @@ def _run(*args: Any, **kwargs: Any) -> dict:
 def _api_types() -> dict[str, Any]:
     """Each argument's type: a choice among names (typed as Literal, so the API's schema lists
     them), or the preset value's type."""
-    models = catalog()
-    choices = {
-        "strategy": STRATEGY_NAMES,
-        "aggregation": AGGREGATIONS,
-        "model": models.names("policy"),
-        "prm": models.prm_choices(),
-        "precision": PRECISIONS,
-    }
+    choices = setting_choices()
     return {
         name: Literal[choices[name]] if name in choices else type(value)
         for name, value in DEFAULTS.items()

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.catalog import NO_PRM, catalog
+from backend.catalog import NO_PRM, PRECISIONS, catalog
 from strategies.answers import answers_equal
-from strategies.config import SearchConfig
-from strategies.info import check_scorer
+from strategies.config import AGGREGATIONS, SearchConfig
+from strategies.info import STRATEGY_NAMES, check_scorer
 from strategies.registry import search
 from strategies.tree import SearchTree
 
@@ -89,6 +89,19 @@ REQUEST_HELP = {
     "expected": "the answer you expect, marked right or wrong beside the votes",
     "compare": "also run majority voting at the same N, for comparison",
 }
+
+
+def setting_choices() -> dict[str, tuple[str, ...]]:
+    """The settings that take one of a list of names, with the names (for the CLI's choices and
+    the API's typed schema)."""
+    models = catalog()
+    return {
+        "strategy": STRATEGY_NAMES,
+        "aggregation": AGGREGATIONS,
+        "model": models.names("policy"),
+        "prm": models.prm_choices(),
+        "precision": PRECISIONS,
+    }
 
 
 def preset_values() -> dict[str, Any]:
