@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 INTRO = """# ThinkTree: see test-time compute
 A small language model solves a math question many times over, and a **process reward model
 (PRM)** judges every step. Pick a strategy and a budget **N**, press **Run**, and watch the search
@@ -14,7 +16,7 @@ def api_markdown(settings: dict[str, object], helps: dict[str, str]) -> str:
     """The API tab: how to call `/run` from Python and as an MCP tool, and every setting with
     the value it takes when left out (the explorer's preset)."""
     rows = "\n".join(
-        f"| `{name}` | `{value!r}` | {helps[name]} |"
+        f"| `{name}` | `{json.dumps(value)}` | {helps[name]} |"
         for name, value in settings.items()
         if name != "prompt"
     )
@@ -32,7 +34,7 @@ A setting left out takes the value the explorer starts with, so a call with only
 the search the explorer runs for it untouched. A bad setting (say N=6 with M=4) comes back as an
 error message.
 
-**As an MCP tool:** the same endpoint is the tool `run` of the app's MCP server at
+**As an MCP tool:** the same endpoint is the tool `run_search` of the app's MCP server at
 `http://127.0.0.1:7860/gradio_api/mcp/` (its schema: `/gradio_api/mcp/schema`), so an assistant
 can run searches and read their trees.
 
