@@ -13,9 +13,8 @@ time. This module runs the same arithmetic directly on the model's own weights:
 - linear layers with a low-bit small-batch copy (backend/small_batch.py) read it at small batches.
 - the other bf16 linear layers read a copy of their weights packed once in oneDNN's blocked
   layout (`torch.ops.mkldnn._linear_pointwise`): a plain bf16 `F.linear` reorders the weights at
-  every call. Same bits; a step at 9-16 rows ~14% faster (b=16: 57 vs 67 ms, b=9: 49 vs 57, min
-  of 4, interleaved), at the cost of a second copy of the bf16 weights (~270 MB for SmolLM2-135M).
-  `THINKTREE_PACKED_WEIGHTS=0` turns it off;
+  every call. Same bits and a faster step at the larger batches, at the cost of a second copy of
+  the bf16 weights. `THINKTREE_PACKED_WEIGHTS=0` turns it off;
 - a prefix every row shares (the question's prompt, `SlabLayer.prefix`) is attended once for all
   rows: the rows' queries are the query positions of one attention over it, and that attention
   and each row's own part are merged by their log-sum-exps (cascade attention);
@@ -23,13 +22,8 @@ time. This module runs the same arithmetic directly on the model's own weights:
 
 `FastDecoder.build(model)` returns None for anything it does not support (other architectures,
 quantized bitsandbytes weights, a GPU, norms or activations of other kinds); the engine then uses
-the model's own forward. `THINKTREE_FAST_DECODE=0` turns it off.
-
-Measured on the 2-core machine (SmolLM2-135M, bf16 with low-bit weights for <= 8 rows, 2
-threads, best of 3, ms per step; the model's own forward -> lean -> lean with a 290-token shared
-prompt), 330 positions: batch 1 24.7 -> 16.5 -> 18.4, batch 4 32.9 -> 24.9 -> 25.6, batch 16
-80.3 -> 62.8 -> 54.4; 550 positions, batch 16 94.9 -> 74.3 -> 65.4. Teacher-forced top-1
-agreement with fp32 over 384 tokens: 0.974 (the model's own bf16 forward: 0.982; 3 tokens apart).
+the model's own forward. `THINKTREE_FAST_DECODE=0` turns it off. tests/test_fast_decode.py checks
+it against the model's own forward; the benchmark (benchmarks/bench_search.py) times both.
 """
 
 from __future__ import annotations
@@ -261,8 +255,7 @@ class FastDecoder:
         return torch.lerp(out_s, out_p, w.unsqueeze(-1).to(out_s.dtype))
 
     def __call__(self, ids, pos, layers, mask: torch.Tensor | None) -> torch.Tensor:
-        # (locals and in-place ops: fewer allocations and lookups per layer, the same bits; a
-        # step ~3% faster, median of 30 paired runs at 9 and 16 rows)
+        # (locals and in-place ops: fewer allocations and lookups per layer, the same bits)
         b = ids.shape[0]
         h_, kv, d = self.heads, self.kv_heads, self.head_dim
         g, hk = h_ // kv, h_ + kv

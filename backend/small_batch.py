@@ -13,15 +13,11 @@ forward passes a linear layer reads a low-bit copy of its weights instead of the
 Larger batches keep the model's own path, bf16 or fp32 (backend/machine.py chooses per CPU). The
 copies are computed from the bf16-rounded weights whatever the model's dtype, and their kernels
 read bf16 activations: fp32 ones are rounded on the way in (torch's fp32 path of these kernels is
-10-50x slower, even on AVX2 where its bf16 path is fast).
+far slower, even on AVX2 where its bf16 path is fast).
 
-Measured on the 2-core machine (SmolLM2-135M, 2 threads, 390 positions, the lean decoder, best of
-4, ms per decode step), int8 -> 4-bit layers: batch 1 22.5 -> 16.7, batch 2 24.5 -> 18.5, batch 4
-32.7 -> 25.0, batch 8 51.4 -> 36.5. Int8 against bf16 (the model's own forward, 350 positions):
-batch 1 60 -> 30, batch 4 61 -> 48, batch 8 71 -> 84. Teacher-forced top-1 agreement with fp32
-over 384 tokens at batch 8 (4-bit layers, the model's own forward): 0.982; bf16 alone 0.974-0.982.
-`THINKTREE_SMALL_BATCH_INT8=0` turns both off. Computing the copies takes ~1.3 s of a load on 2
-cores, so for a converted model they are kept in a file beside it (`attach(cache=...)`).
+`THINKTREE_SMALL_BATCH_INT8=0` turns both off. Computing the copies is a noticeable part of a load
+on a small CPU, so for a converted model they are kept in a file beside it (`attach(cache=...)`).
+`scripts/measure_precision.py` measures their speed and agreement with fp32 (as "auto" loads them).
 """
 
 from __future__ import annotations
@@ -47,7 +43,7 @@ def cache_file() -> str:
 
 
 DEFAULT_ROWS = 4  # at most this many rows take the int8 path (batch 8 is already slower)
-INT4_ROWS = 8  # the 4-bit kernel still beats bf16 at 8 rows (18 vs 25 ms for 30 layers)
+INT4_ROWS = 8  # the 4-bit kernel still beats bf16 at 8 rows
 GROUP = 32  # the 4-bit groups: Q4_1's blocks of 32 input weights
 DTYPES = (torch.bfloat16, torch.float32)  # models whose layers may read the copies
 _KERNEL = getattr(torch, "_weight_int8pack_mm", None)
@@ -151,7 +147,7 @@ def attach(model: nn.Module, rows: int = DEFAULT_ROWS, cache: Path | None = None
     Returns how many layers were wrapped (0 when the kernel is missing or it is turned off). Only
     for bf16 and fp32 models on the CPU. `cache`: a file that keeps the low-bit copies for weights
     that do not change (a converted model's folder): read when it matches the model's weights
-    file, written otherwise (computing them takes ~1.3 s of a 2-core load).
+    file, written otherwise (computing them is a noticeable part of a load).
     """
     if not enabled():
         return 0

@@ -1,13 +1,12 @@
 """CPU threads for the decode loop, chosen by measuring while decoding.
 
 On the 2-core machines this project targets, the best intra-op thread count depends on what else
-the machine is doing, not on the model: alone, 2 threads decode a batch of 16 rows 1.5x faster
-than 1 (67 vs 103 ms per step, bf16, 350-token context); with another process busy on one core,
-OpenMP's spinning threads make 2 threads 6-10x slower than 1. No fixed setting is right for both,
-so the engine asks a `ThreadTuner` before each forward pass and reports how long it took: the tuner
-tries each thread count a few times per batch-size bucket, then keeps the faster one, and now and
-then tries the other again (less often each time it confirms the choice) so it follows the
-machine when its load changes.
+the machine is doing, not on the model: alone, 2 threads decode a full batch faster than 1; with
+another process busy on one core, OpenMP's spinning threads make 2 threads many times slower than
+1. No fixed setting is right for both, so the engine asks a `ThreadTuner` before each forward pass
+and reports how long it took: the tuner tries each thread count a few times per batch-size bucket,
+then keeps the faster one, and now and then tries the other again (less often each time it
+confirms the choice) so it follows the machine when its load changes.
 """
 
 from __future__ import annotations

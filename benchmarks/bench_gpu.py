@@ -27,9 +27,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2
 
 from backend.arithmetic_prm import ArithmeticPRM
 from backend.engine import StepEngine
-from backend.precision import measure_decode_ms, measure_prefill_s, sync
 from backend.prompts import PromptTemplate
 from backend.quantization import weights_kwargs
+from benchmarks.probes import forward_ms, measure_decode_ms, measure_prefill_s, sync
 from strategies.config import SearchConfig
 from strategies.registry import run
 
@@ -135,7 +135,7 @@ def engine_search(model: Any, tokenizer: Any, quick: bool) -> dict[str, Any]:
     decode_tok_s = st.decode_tokens / max(st.decode_s, 1e-9)
     prompt_len = len(engine.template.prompt_ids(tokenizer, QUESTION))
     context = prompt_len + tree.compute.generated_tokens // max(1, 2 * n)
-    limit_ms = engine.forward_ms(n, context, steps=16, stock=True)
+    limit_ms = forward_ms(engine, n, context, steps=16, stock=True)
     limit = n / (limit_ms / 1000)
     return {
         "search_s": round(wall, 2),

@@ -74,6 +74,7 @@ from backend.engine import EngineStats, StepEngine
 from backend.machine import cpu_info
 from backend.models import choose_precision, get_policy, load_policy
 from backend.prompts import PromptTemplate
+from benchmarks.probes import forward_ms
 from strategies.answers import answer_end
 from strategies.config import SearchConfig
 from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling
@@ -93,10 +94,10 @@ class Recorder:
 
     def __init__(self, engine: StepEngine) -> None:
         self.calls: list[dict[int, list[int]]] = []
-        self._stream, self._stop = engine.stream_steps, engine._check_stop
+        self._stream, self._stop = engine.stream_steps, engine.stops.check
         self.ids: dict[tuple[int, str], list[int]] = {}  # (tokens, text) -> the step's tokens
         engine.stream_steps = self.stream_steps  # next_steps goes through it too
-        engine._check_stop = self._check_stop  # where every step the engine writes ends
+        engine.stops.check = self._check_stop  # where every step the engine writes ends
 
     def _check_stop(self, row, sampling, budget):
         step = self._stop(row, sampling, budget)
@@ -390,9 +391,9 @@ def main(argv: list[str] | None = None) -> dict:
         for t in tuner.choices:
             torch.set_num_threads(t)
             for precision, eng in stock.items():
-                ms = eng.forward_ms(config.n, probe_context, steps=16, stock=True)
+                ms = forward_ms(eng, config.n, probe_context, steps=16, stock=True)
                 limits[precision, t] = min(limits.get((precision, t), ms), ms)
-            ms = probe.forward_ms(config.n, probe_context, steps=16, shared=prompt_len - 1)
+            ms = forward_ms(probe, config.n, probe_context, steps=16, shared=prompt_len - 1)
             own[t] = min(own.get(t, ms), ms)
 
     measure_forwards()

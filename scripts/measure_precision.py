@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.machine import cpu_info  # noqa: E402
 from backend.models import load_policy  # noqa: E402
-from backend.precision import (  # noqa: E402
+from benchmarks.probes import (  # noqa: E402
     greedy_agreement,
     greedy_tokens,
     measure_decode_ms,

@@ -152,7 +152,8 @@ def test_streamed_steps_come_as_rows_end_and_match_next_steps(policy, engine):
 
 
 def test_a_solution_written_to_the_end_stops_after_its_boxed_answer(engine):
-    from backend.engine import RowState, _Row
+    from backend.engine import RowState
+    from backend.engine.state import _Row
 
     text = "The answer is \\boxed{50}\n\nExplanation: There are 12 trays * 8 muffins = 96."
     ids = engine.tokenizer.encode(text, add_special_tokens=False)
@@ -161,7 +162,7 @@ def test_a_solution_written_to_the_end_stops_after_its_boxed_answer(engine):
     to_end = Sampling(temperature=0.0, to_end=True, max_solution_tokens=500)
     for tok in ids:
         row.new.append(tok)
-        step = engine._check_stop(row, to_end, 500)
+        step = engine.stops.check(row, to_end, 500)
         if step is not None:
             break
     assert step is not None, "never stopped"
@@ -174,7 +175,7 @@ def test_a_solution_written_to_the_end_stops_after_its_boxed_answer(engine):
     row = _Row(0, (), start, start.ids, [])
     for tok in ids:
         row.new.append(tok)
-        step = engine._check_stop(row, GREEDY, 48)
+        step = engine.stops.check(row, GREEDY, 48)
         if step is not None:
             break
     assert (step.finished, step.finish_reason) == (False, "delimiter")
@@ -183,7 +184,8 @@ def test_a_solution_written_to_the_end_stops_after_its_boxed_answer(engine):
 def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine):
     """A to-the-end call may start from a whole step written ahead, and must then still write to
     the end (not hand back the step written ahead as the whole rest of the solution)."""
-    from backend.engine import Prefetch, StepEngine, _sampling_key
+    from backend.engine import Prefetch, StepEngine
+    from backend.engine.state import _sampling_key
 
     to_end = Sampling(temperature=0.0, max_step_tokens=48, to_end=True, max_solution_tokens=200)
     start: tuple[str, ...] = ()
@@ -195,7 +197,7 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
     base = fast.store[(Q, start + (s1.text,))]
     after = fast.store[(Q, start + (s1.text, s2.text))]
     tokens = after.ids[len(base.ids) :]
-    fast.prefetch[(Q, start + (s1.text,))] = [
+    fast.written.waiting[(Q, start + (s1.text,))] = [
         Prefetch(after, base.ids, tokens, s2, _sampling_key(GREEDY))
     ]
     (got,) = fast.next_steps(Q, [start + (s1.text,)], 1, to_end)[0]
@@ -209,7 +211,7 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
 
 @pytest.mark.parametrize("top_p", [1.0, 0.7])
 def test_sampling_follows_the_distribution(top_p):
-    from backend.engine import _sample
+    from backend.engine.sampler import _sample
 
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, -float("inf")]]).repeat(40000, 1)
     sampling = Sampling(temperature=1.0, top_p=top_p)
@@ -228,7 +230,7 @@ def test_sampling_follows_the_distribution(top_p):
 def test_nucleus_sampling_beyond_the_top_tokens_tried_first(width):
     """A nucleus wider than the top 64 (then 1024) tokens tried first still comes out whole:
     rows whose set fits and rows that need a full sort, in one batch, each drawn exactly."""
-    from backend.engine import _nucleus, _sample
+    from backend.engine.sampler import _nucleus, _sample
 
     vocab, rows = 5000, 8000
     logits = torch.full((rows, vocab), -30.0)
@@ -278,12 +280,14 @@ def test_a_new_question_reads_only_its_own_tokens(policy, engine):
 
 
 def test_ranking_picks_the_rows_to_copy_and_stops_the_copies_of_the_rest():
-    from backend.engine import RowState, _rerank, _Row
+    from backend.engine import RowState
+    from backend.engine.speculation import _rerank
+    from backend.engine.state import _Row
 
     state = RowState([1, 2], [], prompt_len=1)
     a, b, c = ("a\n\n",), ("b\n\n",), ("c \\boxed{3}",)
     ranked, favored = [], set()
-    slot = [_Row(None, a, state, state.ids, [], fork=True), _Row(None, a, state, state.ids, [])]
+    slot = [_Row(None, a, state, state.ids, []), _Row(None, a, state, state.ids, [])]
     _rerank(ranked, favored, 1, (0.5, 3, a), slot)
     assert favored == {a}
     _rerank(ranked, favored, 1, (0.5, 1, b), slot)  # the same rank: the earlier one is kept
@@ -367,7 +371,7 @@ def test_likely_survivors_write_ahead_to_the_end_for_a_call_that_will(policy, en
                 if not s.finished and p + [s.text] not in children:
                     children.append(p + [s.text])
         kept = sorted(children, key=lambda c: -rank(c))[:2]
-        written = [p for waiting in eng.prefetch.values() for p in waiting]
+        written = [p for waiting in eng.written.waiting.values() for p in waiting]
         return rows, kept, written, eng.next_steps(Q, kept, 2, last)
 
     ahead = StepEngine(policy.model, policy.tokenizer, engine.template)
@@ -379,19 +383,21 @@ def test_likely_survivors_write_ahead_to_the_end_for_a_call_that_will(policy, en
     assert (rows, kept, final) == (want_rows, want_kept, want_final)
     # written to the end, it never starts a step-by-step continuation
     done = next(p for p in written if p.to_end)
-    ahead.prefetch[(Q, ("x",))] = [done]
-    assert ahead._take_prefetch(Q, ("x",), GREEDY) is None
-    ahead.prefetch[(Q, ("x",))] = [done]
-    assert ahead._take_prefetch(Q, ("x",), last) is done
+    ahead.written.waiting[(Q, ("x",))] = [done]
+    assert ahead.written.take(Q, ("x",), GREEDY, ahead.stats) is None
+    ahead.written.waiting[(Q, ("x",))] = [done]
+    assert ahead.written.take(Q, ("x",), last, ahead.stats) is done
 
 
 def test_written_ahead_steps_are_taken_by_identity_not_by_their_tensors():
     """Bookkeeping that holds tensors is found and removed by identity. Two steps written ahead
     for one partial solution may hold the same ids (two copies that sampled alike) in different
     tensors: comparing them by value asks torch whether two tensors are equal as a whole, which
-    raised "Boolean value of Tensor with more than one value is ambiguous" in `_ahead_rows` (a
-    user's run crashed). Deterministic: the state that crashed, built by hand."""
-    from backend.engine import Prefetch, RowState, StepEngine, _Row, _sampling_key
+    raised "Boolean value of Tensor with more than one value is ambiguous" in `_ahead_rows` (now
+    `WrittenAhead.rows_for`; a user's run crashed). Deterministic: the state that crashed, built
+    by hand."""
+    from backend.engine import Prefetch, RowState, StepEngine
+    from backend.engine.state import _Row, _sampling_key
     from backend.prompts import PromptTemplate
     from tests.test_fast_decode import tiny
     from tests.tiny_prms import smollm2_tokenizer
@@ -410,13 +416,14 @@ def test_written_ahead_steps_are_taken_by_identity_not_by_their_tensors():
     # the first one was written for a call that writes to the end: not usable here, so the
     # second one is taken and removed past it
     first, second = written(to_end=True), written(to_end=False)
-    engine.prefetch[(question, key)] = [first, second]
+    engine.written.waiting[(question, key)] = [first, second]
     base = RowState([1, 2, 3, 4], [], prompt_len=2)
-    rows = engine._ahead_rows(question, key, base, 2, sampling)
-    assert engine.prefetch[(question, key)] == [first]
-    assert engine.prefetch[(question, key)][0] is first
+    rows = engine.written.rows_for(question, key, base, 2, sampling, engine.stats)
+    assert engine.written.waiting[(question, key)] == [first]
+    assert engine.written.waiting[(question, key)][0] is first
     assert [r.start for r in rows][0] is second.state  # goes on from where it stopped
-    assert rows[0].new == [5, 6] and rows[1].start is base and rows[1].fork
+    assert rows[0].new == [5, 6] and rows[1].start is base
+    assert engine.stats.copied_rows == 1  # the second row is a copy: another continuation
     assert all(isinstance(r, _Row) and r.ahead == 1 for r in rows)
 
 
@@ -431,8 +438,8 @@ def test_every_backend_dataclass_that_holds_tensors_compares_by_identity():
 
     holds = ("Tensor", "KV", "RowState", "Prefetch", "LoadedModel", "StepEngine")
     found = []
-    for info in pkgutil.iter_modules(backend.__path__):
-        module = importlib.import_module(f"backend.{info.name}")
+    for info in pkgutil.walk_packages(backend.__path__, "backend."):  # subpackages too
+        module = importlib.import_module(info.name)
         for obj in vars(module).values():
             if not (dataclasses.is_dataclass(obj) and isinstance(obj, type)):
                 continue

@@ -184,12 +184,12 @@ def test_engine_steps_are_the_same_with_the_models_own_forward(policy, engine, m
     """The embedded model (fp32), two iterations with pruning and speculation: the lean decoder
     with the prompt as a shared prefix (and, for the last rows of a batch, copied back into
     their own rows) writes the same steps as the model's own forward."""
-    from backend import engine as engine_module
+    from backend.engine import batch as batch_module
 
     unshared = []
-    real_unshare = engine_module._unshare
+    real_unshare = batch_module._unshare
     monkeypatch.setattr(
-        engine_module,
+        batch_module,
         "_unshare",
         lambda layers, slot, mask: unshared.append(len(slot)) or real_unshare(layers, slot, mask),
     )
@@ -208,7 +208,7 @@ def test_engine_steps_are_the_same_with_the_models_own_forward(policy, engine, m
         third = eng.next_steps(q, kept[:1], 4, to_end)[0]
         runs.append((first, [[s.text for s in row] for row in second], [s.text for s in third]))
     assert runs[0] == runs[1]
-    assert unshared and max(unshared) <= engine_module.UNSHARE_ROWS
+    assert unshared and max(unshared) <= batch_module.UNSHARE_ROWS
     # the rows decoded with the shared prefix keep only their own tokens' KV, and the prompt's
     # KV once: every stored state points at the same prompt tensors
     prompt = engine.store[(q, ())]

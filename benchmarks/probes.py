@@ -3,7 +3,8 @@
 Each probe calls the model's forward directly (no `generate`), because that is how the step engine
 drives it: prefill a prompt once, then decode one token per step for a batch with a KV cache.
 `generate` adds per-step overhead (logits processors, stopping checks) that would blur the
-comparison between precisions.
+comparison between precisions. `forward_ms` times the step engine's own forward over its KV slab:
+the machine's limit for the engine.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import Cache
+
+from backend.engine import SlabLayer, StepEngine
+from backend.engine.slab import empty_slab
 
 
 def _device_of(model: PreTrainedModel) -> torch.device:
@@ -25,6 +30,47 @@ def sync(device: torch.device | str) -> None:
     """Wait for the device: CUDA kernels run asynchronously, so a timer would see only the launch."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def forward_ms(
+    engine: StepEngine,
+    batch: int,
+    context: int,
+    steps: int = 8,
+    warmup: int = 2,
+    stock: bool = False,
+    shared: int = 0,
+) -> float:
+    """Median ms of one raw batched one-token forward of `engine` over `context` cached positions.
+
+    The forward the decode loop runs (preallocated KV slab, no padding, no sampling or
+    stopping logic; with the lean decoder, the first `shared` positions are one prefix that
+    all rows share, as a question's prompt is), or with `stock` the model's own forward over
+    a slab of the same size: the machine's limit for the model.
+    """
+    shared = 0 if stock or engine.fast is None else shared
+    model, device = engine.model, engine.device
+    with engine.lock, torch.inference_mode():
+        layers = []
+        for _ in range(model.config.num_hidden_layers):
+            k, v = empty_slab(model, batch, context - shared + warmup + steps + 1, device)
+            layer = SlabLayer(k, v, context - shared)
+            if shared:
+                kp, vp = empty_slab(model, 1, shared, device)
+                layer.prefix = (kp[0], vp[0])
+            layers.append(layer)
+        cache = Cache(layers=layers)
+        ids = torch.randint(100, engine.vocab, (batch, 1), device=device)
+        times = []
+        for i in range(warmup + steps):
+            pos = torch.full((batch, 1), context + i, device=device)
+            sync(device)
+            t0 = time.perf_counter()
+            engine._forward(ids, pos, cache, stock=stock)
+            sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        return 1000 * sorted(times)[len(times) // 2]
 
 
 def _random_ids(model: PreTrainedModel, batch: int, length: int, seed: int) -> torch.Tensor:
