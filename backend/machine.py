@@ -11,7 +11,7 @@ CPU's "auto" is decided here, per machine, from what the CPU can do:
   CPU that is not x86), a short timed probe of fp32 against bf16 matmuls at the sizes the engine
   runs, kept in a file beside the converted models so that later starts pay nothing.
 Whichever wins above the small batches, small batches on x86 read the low-bit copies of the
-weights (backend/small_batch.py: 4-bit up to 8 rows, int8 up to 4), whose kernels take bf16
+weights (backend/kernels/small_batch.py: 4-bit up to 8 rows, int8 up to 4), whose kernels take bf16
 activations fast on AVX2 too.
 """
 
@@ -107,7 +107,9 @@ class CpuChoice:
 
     # "fp32" or "bf16": the weights, and the precision of batches above the small ones
     precision: str
-    small_batch: bool  # batches of at most 8 rows read low-bit copies (backend/small_batch.py)
+    small_batch: (
+        bool  # batches of at most 8 rows read low-bit copies (backend/kernels/small_batch.py)
+    )
     reason: str  # for people: "fp32: this CPU has no bf16 instructions"
     probed: dict | None = None  # the probe's ms per precision, when one decided
 
@@ -163,7 +165,7 @@ def probe_matmuls(repeats: int = 7) -> dict[str, float]:
     PROBE_ROWS rows, best of `repeats` rounds, interleaved, at torch's thread count now (a
     fraction of a second). Best of several rounds, so a neighbour that is busy for a while
     skews no side."""
-    from backend import fast_decode  # the engine's own bf16 path: packed once where it can
+    from backend.kernels import fast_decode  # the engine's own bf16 path: packed once where it can
 
     gen = torch.Generator().manual_seed(0)
     out, inp = PROBE_SHAPE[1], PROBE_SHAPE[0]

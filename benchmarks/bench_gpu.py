@@ -4,7 +4,7 @@
 
 No hub is needed: the model is built from its config with random weights, saved once to a
 temporary folder and loaded back through the project's own loading arguments
-(`backend.quantization.weights_kwargs`), so NF4 goes through bitsandbytes exactly as a hub model
+(`backend.loading.quantization.weights_kwargs`), so NF4 goes through bitsandbytes exactly as a hub model
 would. For each precision it reports the weights' GPU memory, the peak memory of the run, the load
 time, prefill throughput and decode tokens/s at several batch sizes (one-token forwards with a KV
 cache); with a tokenizer (the embedded SmolLM2's, or any other) it also runs a beam search
@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-from backend.arithmetic_prm import ArithmeticPRM
 from backend.engine import StepEngine
+from backend.loading.quantization import weights_kwargs
 from backend.prompts import PromptTemplate
-from backend.quantization import weights_kwargs
+from backend.verifiers.arithmetic import ArithmeticPRM
 from benchmarks.probes import forward_ms, measure_decode_ms, measure_prefill_s, sync
 from strategies.config import SearchConfig
 from strategies.registry import run
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     folder = args.tokenizer
     if folder is None:
-        from backend.models import models_cache_dir
+        from backend.loading.policy import models_cache_dir
 
         embedded = models_cache_dir() / "smollm2-135m"
         folder = str(embedded) if (embedded / "tokenizer.json").is_file() else "none"

@@ -32,7 +32,7 @@ paths run interleaved seed by seed, so a change in the machine's load hits both)
   taken, and measured after each seed's searches);
   fraction_of_limit is their ratio (both forwards are measured before the searches and after
   each seed's, the fastest kept). engine_forward_tok_s is the same forward through the engine's
-  lean decoder with the prompt as a shared prefix (backend/fast_decode.py), and occupancy =
+  lean decoder with the prompt as a shared prefix (backend/kernels/fast_decode.py), and occupancy =
   decode_tok_s / engine_forward_tok_s: what the step-synchronous search leaves of its own forward
   (rows idle while the iteration's longest step ends);
 - first_frame_s: request to the first streamed tree with steps in it (model loaded, a new
@@ -68,12 +68,13 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from backend import threads as cpu_threads
-from backend.arithmetic_prm import ArithmeticPRM
 from backend.engine import EngineStats, StepEngine
+from backend.kernels import threads as cpu_threads
+from backend.loading.policy import choose_precision, load_policy
 from backend.machine import cpu_info
-from backend.models import choose_precision, get_policy, load_policy
 from backend.prompts import PromptTemplate
+from backend.runtime import get_policy
+from backend.verifiers.arithmetic import ArithmeticPRM
 from benchmarks.probes import forward_ms
 from strategies.answers import answer_end
 from strategies.config import SearchConfig
@@ -258,7 +259,7 @@ def _rss_mb() -> float:
 
 
 def by_rows(policy) -> dict[str, str]:
-    """What a forward of so many rows reads (backend/small_batch.py, backend/machine.py)."""
+    """What a forward of so many rows reads (backend/kernels/small_batch.py, backend/machine.py)."""
     int4, int8, top = policy.small_batch_int4, policy.small_batch_int8, policy.precision
     if not (int4 or int8):
         return {"1+": top}
@@ -272,7 +273,7 @@ def cold_and_warm_start(precision: str) -> dict[str, float]:
     """Cold: a fresh process converts the GGUF into an empty cache; warm: a second process loads it."""
     code = (
         "import time, json; t=time.perf_counter();"
-        "from backend.models import load_policy;"
+        "from backend.loading.policy import load_policy;"
         f"p=load_policy('smollm2-135m', '{precision}');"
         "print(json.dumps({'load_s': p.load_s, 'process_s': time.perf_counter()-t, 'source': p.source}))"
     )

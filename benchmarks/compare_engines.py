@@ -11,7 +11,7 @@ which is why many seeds are summed (see the README's speed section).
 
 Variants:
 - final: the engine as it ships;
-- unpacked: bf16 layers read plain weights instead of oneDNN-packed ones (`backend/fast_decode.py`);
+- unpacked: bf16 layers read plain weights instead of oneDNN-packed ones (`backend/kernels/fast_decode.py`);
 - one_copy: one continuation written ahead per row, whatever the search hints (`forks=1`);
 - one_level: likely survivors write ahead for the next call only, not the one after it;
 - stepwise_last: nothing is written ahead to the end for the last call (no `last_call_in` hint);
@@ -25,10 +25,10 @@ import json
 import time
 from dataclasses import replace
 
-from backend.arithmetic_prm import ArithmeticPRM
 from backend.engine import StepEngine
-from backend.models import get_policy
 from backend.prompts import PromptTemplate
+from backend.runtime import get_policy
+from backend.verifiers.arithmetic import ArithmeticPRM
 from benchmarks.bench_search import QUESTION
 from strategies.config import SearchConfig
 from strategies.registry import run

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.loading.policy import load_policy  # noqa: E402
 from backend.machine import cpu_info  # noqa: E402
-from backend.models import load_policy  # noqa: E402
 from benchmarks.probes import (  # noqa: E402
     greedy_agreement,
     greedy_tokens,

@@ -21,7 +21,8 @@ from app.lessons import lesson_figure, lesson_tree
 from app.panels import STEP_COLUMNS, comparison_markdown, compute_markdown, steps_table
 from app.service import PRESET
 from app.ui import INPUT_NAMES, OUTPUT_NAMES, load_examples
-from backend import fast_decode, machine
+from backend import machine
+from backend.kernels import fast_decode
 from backend.loading.policy import models_cache_dir
 from strategies.info import STRATEGY_NAMES
 from strategies.tree import SearchTree

@@ -1,4 +1,4 @@
-"""Tests for backend/catalog.py and backend/quantization.py: names, memory estimates, the memory
+"""Tests for backend/catalog.py and backend/loading/quantization.py: names, memory estimates, the memory
 check, and the hub policies' prompts (the step delimiter must survive the chat template)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The lean decoder (backend/fast_decode.py) computes what the model's own forward computes."""
+"""The lean decoder (backend/kernels/fast_decode.py) computes what the model's own forward computes."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from transformers import (
 )
 from transformers.cache_utils import Cache, DynamicCache
 
-from backend import fast_decode, small_batch
 from backend.engine import SlabLayer, StepEngine
+from backend.kernels import fast_decode, small_batch
 from strategies.protocols import STEP_DELIMITER, Sampling
 
 PREFIX = [5, 17, 42, 99, 7, 3, 250, 31]  # shared by every row, as a question's prompt is

@@ -1,4 +1,4 @@
-"""Tests for backend/hub_prms.py and backend/prm_models.py: the four hub PRM formats, offline.
+"""Tests for backend/verifiers/hub_prms.py and backend/loading/prm.py: the four hub PRM formats, offline.
 
 Each family runs on a tiny random model (2 layers, hidden 64) with the embedded SmolLM2's real
 tokenizer extended by the format's tokens, saved in the hub checkpoint layout (tests/tiny_prms).

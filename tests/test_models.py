@@ -1,4 +1,4 @@
-"""Tests for backend/models.py: loading the embedded SmolLM2 GGUF, its converted cache, and precisions.
+"""Tests for backend/loading/policy.py: loading the embedded SmolLM2 GGUF, its converted cache, and precisions.
 
 The model tests share one conversion (module fixture, ~30 s on 2 cores) in a temporary
 THINKTREE_CACHE, so they never touch the user's real cache.
@@ -74,7 +74,7 @@ def test_threads_env_is_validated(monkeypatch):
         monkeypatch.delenv("THINKTREE_THREADS")  # default: all cores at most, tuned per forward
         cores = len(os.sched_getaffinity(0))
         assert models.configure_threads() == cores
-        from backend import threads
+        from backend.kernels import threads
 
         assert threads.tuner().choices == sorted({1, cores})
     finally:
@@ -162,7 +162,7 @@ def test_get_policy_loads_once_per_key_and_frees_the_old_model(first_load):
 
 
 def test_thread_tuner_keeps_the_faster_count_and_looks_again():
-    from backend.threads import ThreadTuner
+    from backend.kernels.threads import ThreadTuner
 
     before = torch.get_num_threads()
     try:
@@ -198,7 +198,7 @@ def test_thread_tuner_keeps_the_faster_count_and_looks_again():
 def test_small_batches_read_int8_weights_and_large_ones_bf16(monkeypatch):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from backend import small_batch
+    from backend.kernels import small_batch
 
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -229,7 +229,7 @@ def test_an_fp32_model_reads_the_same_low_bit_copies_at_small_batches():
     """Where "auto" keeps fp32 (a CPU without bf16 instructions), small batches still read the
     low-bit copies: the very copies a bf16 model gets (computed from the bf16-rounded weights),
     fed bf16 activations (the kernels' fast path); larger batches stay fp32, exactly."""
-    from backend import small_batch
+    from backend.kernels import small_batch
     from tests.test_fast_decode import tiny
 
     def model(dtype):
@@ -268,7 +268,7 @@ def q4_1_weights(out: int, inp: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_weights_that_are_4_bit_get_an_exact_4_bit_copy():
-    from backend import small_batch
+    from backend.kernels import small_batch
 
     w = q4_1_weights(96, 128)
     packed, scale_zero = small_batch.exact_int4(w)
@@ -300,7 +300,7 @@ def q4_1_layers(model) -> None:
 
 
 def test_low_bit_copies_are_kept_beside_a_converted_model(tmp_path, monkeypatch):
-    from backend import small_batch
+    from backend.kernels import small_batch
     from tests.test_fast_decode import tiny
 
     def model():
@@ -359,7 +359,7 @@ def test_low_bit_copies_packed_for_other_cpu_kernels_are_never_read(tmp_path):
     import subprocess
     import sys
 
-    from backend import small_batch
+    from backend.kernels import small_batch
     from tests.test_fast_decode import tiny
 
     ours = torch.backends.cpu.get_cpu_capability()
@@ -370,7 +370,7 @@ def test_low_bit_copies_packed_for_other_cpu_kernels_are_never_read(tmp_path):
         env["ATEN_CPU_CAPABILITY"] = "avx2"
     (tmp_path / "model.safetensors").write_bytes(b"weights")
     code = (
-        "import sys, torch; from backend import small_batch; from tests.test_fast_decode import tiny;"
+        "import sys, torch; from backend.kernels import small_batch; from tests.test_fast_decode import tiny;"
         "from tests.test_models import q4_1_layers;"
         "m = tiny('llama', torch.bfloat16, tie_word_embeddings=True); q4_1_layers(m);"
         f"small_batch.attach(m, cache=__import__('pathlib').Path({str(tmp_path)!r}) / small_batch.cache_file());"
@@ -408,7 +408,7 @@ def test_the_cpu_default_uses_low_bit_weights_for_small_batches():
     assert loaded.precision_reason in (choice.reason, "bf16: chosen by hand")
     # the layers come from a Q4_1 GGUF: exact 4-bit for <= 8 rows; the head (Q8_0) int8
     assert (loaded.small_batch_int4, loaded.small_batch_int8) == (8, 4)
-    from backend import small_batch
+    from backend.kernels import small_batch
 
     layers = [m for m in loaded.model.modules() if isinstance(m, small_batch.SmallBatchLinear)]
     assert len(layers) == 30 * 7 + 1

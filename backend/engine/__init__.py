@@ -10,9 +10,9 @@ How it is fast on two CPU cores:
   stopping.py); the batch is compacted once a quarter of it has finished rather than after every
   row, and steps are handed to the caller as they end (`stream_steps`);
 - on the CPU, batches of at most 8 rows (the tails of a search) read 4-bit or int8 copies of
-  the weights (backend/small_batch.py), and the thread count is tuned per batch size
-  (backend/threads.py);
-- one-token steps run through a lean decoder (backend/fast_decode.py) where the model allows:
+  the weights (backend/kernels/small_batch.py), and the thread count is tuned per batch size
+  (backend/kernels/threads.py);
+- one-token steps run through a lean decoder (backend/kernels/fast_decode.py) where the model allows:
   the question's prompt is one shared prefix whose KV every row's attention reads once, so the
   slab and the stored rows hold only each row's own tokens (the last few rows of a batch take
   the prompt back into their rows, where one attention is faster than two);

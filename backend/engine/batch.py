@@ -59,7 +59,7 @@ class DecodeBatch:
 
         With `share` (the lean decoder), the question's prompt (`prompt`, the stored state of the
         question's prompt) becomes one prefix that every row's attention reads once
-        (backend/fast_decode.py), and the slab holds what follows it; a few rows read it from
+        (backend/kernels/fast_decode.py), and the slab holds what follows it; a few rows read it from
         their own rows (see `_unshare`). `budget`: the most tokens a row may write.
         """
         b = len(rows)

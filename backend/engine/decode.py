@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from backend import threads as cpu_threads
 from backend.engine.batch import DecodeBatch
 from backend.engine.sampler import _sample
 from backend.engine.speculation import Key, Ranking
 from backend.engine.state import RowState, _Row
+from backend.kernels import threads as cpu_threads
 from strategies.protocols import GeneratedStep, Sampling
 
 if TYPE_CHECKING:

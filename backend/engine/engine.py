@@ -11,15 +11,15 @@ from collections.abc import Iterator, Sequence
 import torch
 from transformers.cache_utils import Cache
 
-from backend import fast_decode
-from backend import threads as cpu_threads
 from backend.engine.decode import StepDecoder
 from backend.engine.slab import SlabLayer, empty_slab
 from backend.engine.speculation import WrittenAhead
 from backend.engine.state import EngineStats, RowState, _Row
 from backend.engine.stopping import StopChecks, _as_whole_solution
+from backend.kernels import fast_decode
+from backend.kernels import threads as cpu_threads
+from backend.kernels.small_batch import SmallBatchLinear
 from backend.prompts import PromptTemplate
-from backend.small_batch import SmallBatchLinear
 from strategies.protocols import GeneratedStep, Sampling
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,12 @@ class StepEngine:
         # with the search's hints, likely survivors write ahead for the next call and, once that
         # step has ended, for the one after it (2 levels)
         self.levels = 2
-        # batches of at most this many rows read low-bit weights (backend/small_batch.py)
+        # batches of at most this many rows read low-bit weights (backend/kernels/small_batch.py)
         self.small_batch_rows = max(
             (m.rows for m in model.modules() if isinstance(m, SmallBatchLinear)), default=0
         )
         self.device = next(model.parameters()).device
-        # a lean one-token forward over the slabs where the model allows (backend/fast_decode.py)
+        # a lean one-token forward over the slabs where the model allows (backend/kernels/fast_decode.py)
         self.fast = fast_decode.for_model(model)
         self.stops = StopChecks(model, tokenizer)
         # a model's embedding rows past the tokenizer's vocabulary (padding to a round size) are

@@ -20,7 +20,7 @@ class SlabLayer(DynamicLayer):
         self.k_slab, self.v_slab, self.length = keys, values, length
         self.rows = keys.shape[0]  # the batch's rows: the first `rows` of the slab
         # (keys, values) of shape (heads, P, dim) that every row attends to before the slab's
-        # positions (read once for all rows: backend/fast_decode.py); None: no shared prefix
+        # positions (read once for all rows: backend/kernels/fast_decode.py); None: no shared prefix
         self.prefix: tuple[torch.Tensor, torch.Tensor] | None = None
         self.dtype, self.device = keys.dtype, keys.device
         self.is_initialized = True

@@ -16,11 +16,12 @@ class StopChecks:
 
     def __init__(self, model, tokenizer) -> None:
         self.tokenizer = tokenizer
-        eos = {tokenizer.eos_token_id, model.config.eos_token_id}
+        # a config may declare several EOS ids (a list, as Qwen2.5's generation configs do)
+        eos = [tokenizer.eos_token_id, model.config.eos_token_id]
         for name in END_TOKENS:
             tid = tokenizer.convert_tokens_to_ids(name)
             if isinstance(tid, int) and tid != tokenizer.unk_token_id:
-                eos.add(tid)
+                eos.append(tid)
         self.eos_ids = {int(e) for e in _flatten(eos) if e is not None}
         pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
         # the delimiter can only complete at a token holding a newline: decode only then

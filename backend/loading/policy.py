@@ -31,9 +31,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backend import catalog as model_catalog
-from backend import machine, small_batch
-from backend import threads as cpu_threads
+from backend import machine
 from backend.catalog import PRECISIONS
+from backend.kernels import small_batch
+from backend.kernels import threads as cpu_threads
 from backend.loading.quantization import weights_kwargs
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class LoadedModel:
     threads: int  # torch.get_num_threads() after loading
     load_s: float
     # forwards of at most this many rows read int8 / exact 4-bit copies of the weights
-    # (backend/small_batch.py); 0: never
+    # (backend/kernels/small_batch.py); 0: never
     small_batch_int8: int = 0
     small_batch_int4: int = 0
     precision_reason: str = ""  # why this precision: "fp32: this CPU has no bf16 instructions"
@@ -95,7 +96,7 @@ def configure_threads() -> int:
     """Set up torch's CPU threads; returns the most the decode loop will use.
 
     `$THINKTREE_THREADS` fixes the count. Otherwise the step engine chooses between 1 thread and
-    all usable cores per forward pass by measuring (`backend.threads`): all cores are faster on
+    all usable cores per forward pass by measuring (`backend.kernels.threads`): all cores are faster on
     an idle machine, and much slower than 1 thread when another process keeps a core busy.
     """
     wanted = os.environ.get("THINKTREE_THREADS")

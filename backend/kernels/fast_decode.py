@@ -10,7 +10,7 @@ time. This module runs the same arithmetic directly on the model's own weights:
   folded into the batch, softmax in fp32 as transformers' eager attention does;
 - the rotary embedding is computed once per forward by the model's own rotary module (so its
   scaling variants apply), and applied to q and k;
-- linear layers with a low-bit small-batch copy (backend/small_batch.py) read it at small batches.
+- linear layers with a low-bit small-batch copy (backend/kernels/small_batch.py) read it at small batches.
 - the other bf16 linear layers read a copy of their weights packed once in oneDNN's blocked
   layout (`torch.ops.mkldnn._linear_pointwise`): a plain bf16 `F.linear` reorders the weights at
   every call. Same bits and a faster step at the larger batches, at the cost of a second copy of
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backend.small_batch import SmallBatchLinear, small_matmul
+from backend.kernels.small_batch import SmallBatchLinear, small_matmul
 
 SUPPORTED = ("llama", "qwen2")
 # returns the attention and its log-sum-exp per query (what merging two partial attentions needs)
@@ -112,7 +112,7 @@ def _join(parts: list[nn.Module], name: str) -> torch.Tensor:
 
 class _Linear:
     """A (possibly fused) linear map: bf16/fp32 weights, optional bias, optional low-bit copy
-    (int8 or exact 4-bit, backend/small_batch.py) for small batches."""
+    (int8 or exact 4-bit, backend/kernels/small_batch.py) for small batches."""
 
     def __init__(self, parts: list[nn.Module]) -> None:
         plain = [p.linear if isinstance(p, SmallBatchLinear) else p for p in parts]
