@@ -160,9 +160,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     folder = args.tokenizer
     if folder is None:
+        from backend.catalog import catalog
         from backend.loading.policy import models_cache_dir
 
-        embedded = models_cache_dir() / "smollm2-135m"
+        embedded = models_cache_dir() / catalog().default_policy
         folder = str(embedded) if (embedded / "tokenizer.json").is_file() else "none"
     tokenizer = AutoTokenizer.from_pretrained(folder) if folder != "none" else None
     result = gpu_benchmark(args.precisions.split(","), tokenizer, quick=args.quick)

@@ -68,6 +68,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from backend.catalog import catalog
 from backend.engine import EngineStats, StepEngine
 from backend.kernels import threads as cpu_threads
 from backend.loading.policy import choose_precision, load_policy
@@ -82,6 +83,7 @@ from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling
 from strategies.registry import run, search
 from strategies.tree import SearchTree
 
+MODEL = catalog().default_policy  # the embedded model
 QUESTION = (
     "A baker makes 12 trays of 8 muffins. She sells 57 muffins and gives away 15. "
     "How many muffins are left?"
@@ -274,7 +276,7 @@ def cold_and_warm_start(precision: str) -> dict[str, float]:
     code = (
         "import time, json; t=time.perf_counter();"
         "from backend.loading.policy import load_policy;"
-        f"p=load_policy('smollm2-135m', '{precision}');"
+        f"p=load_policy({MODEL!r}, '{precision}');"
         "print(json.dumps({'load_s': p.load_s, 'process_s': time.perf_counter()-t, 'source': p.source}))"
     )
     out = {}
@@ -345,11 +347,11 @@ def main(argv: list[str] | None = None) -> dict:
         "iterations": config.max_iterations,
     }
 
-    policy = get_policy("smollm2-135m", args.precision)
-    template = PromptTemplate.load("smollm2_fewshot")
+    policy = get_policy(MODEL, args.precision)
+    template = PromptTemplate.load(catalog().get(MODEL).prompt)
     tuner = cpu_threads.tuner()
     result.update(precision=policy.precision, threads=tuner.choices, device=policy.device)
-    reason = choose_precision(args.precision, policy.device, "smollm2-135m")[2]
+    reason = choose_precision(args.precision, policy.device, MODEL)[2]
     result.update(precision_reason=reason, precision_by_rows=by_rows(policy))
     if policy.device == "cpu":
         result.update(cpu=cpu_info().as_json(), cpu_summary=cpu_info().summary())
@@ -379,7 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
     def load_other_precision():  # beside (not replacing) the policy; after peak_rss_mb is taken
         for other in ("fp32", "bf16") if policy.device == "cpu" else ():
             if other not in stock:
-                loaded = load_policy("smollm2-135m", other)
+                loaded = load_policy(MODEL, other)
                 stock[other] = StepEngine(loaded.model, loaded.tokenizer, template)
         # a load installs a fresh thread tuner: the searches keep the one that has measured
         cpu_threads._TUNER = tuner
@@ -511,7 +513,7 @@ def main(argv: list[str] | None = None) -> dict:
         result.update(cold_and_warm_start(args.precision))
     else:
         t0 = time.perf_counter()
-        load_policy("smollm2-135m", args.precision)
+        load_policy(MODEL, args.precision)
         result["warm_start_s"] = round(time.perf_counter() - t0, 2)
     if torch.cuda.is_available() and not args.skip_gpu:  # the GPU section (benchmarks/bench_gpu)
         from benchmarks.bench_gpu import gpu_benchmark

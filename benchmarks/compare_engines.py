@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         config = replace(config, n=4, beam_width=2, max_iterations=2, max_step_tokens=16,
                          max_solution_tokens=48)  # fmt: skip
-    policy = get_policy("smollm2-135m", "auto")
+    policy = get_policy(precision="auto")  # the embedded model
     template = PromptTemplate.load("smollm2_fewshot")
     out = {v: {"seconds": 0.0, "tokens": 0, "per_seed": []} for v in variants}
     for k in range(args.seeds):

@@ -153,12 +153,12 @@ def test_streamed_steps_come_as_rows_end_and_match_next_steps(policy, engine):
 
 def test_a_solution_written_to_the_end_stops_after_its_boxed_answer(engine):
     from backend.engine import RowState
-    from backend.engine.state import _Row
+    from backend.engine.state import Row
 
     text = "The answer is \\boxed{50}\n\nExplanation: There are 12 trays * 8 muffins = 96."
     ids = engine.tokenizer.encode(text, add_special_tokens=False)
     start = RowState([1, 2], [], prompt_len=2)
-    row = _Row(0, (), start, start.ids, [])
+    row = Row(0, (), start, start.ids, [])
     to_end = Sampling(temperature=0.0, to_end=True, max_solution_tokens=500)
     for tok in ids:
         row.new.append(tok)
@@ -172,7 +172,7 @@ def test_a_solution_written_to_the_end_stops_after_its_boxed_answer(engine):
     assert "\n\n" in engine.tokenizer.decode(ids[:k])
     assert "\n\n" not in engine.tokenizer.decode(ids[: k - 1])
     # written step by step, the same text ends its step at the delimiter and goes on
-    row = _Row(0, (), start, start.ids, [])
+    row = Row(0, (), start, start.ids, [])
     for tok in ids:
         row.new.append(tok)
         step = engine.stops.check(row, GREEDY, 48)
@@ -185,7 +185,7 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
     """A to-the-end call may start from a whole step written ahead, and must then still write to
     the end (not hand back the step written ahead as the whole rest of the solution)."""
     from backend.engine import Prefetch, StepEngine
-    from backend.engine.state import _sampling_key
+    from backend.engine.state import sampling_key
 
     to_end = Sampling(temperature=0.0, max_step_tokens=48, to_end=True, max_solution_tokens=200)
     start: tuple[str, ...] = ()
@@ -198,7 +198,7 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
     after = fast.store[(Q, start + (s1.text, s2.text))]
     tokens = after.ids[len(base.ids) :]
     fast.written.waiting[(Q, start + (s1.text,))] = [
-        Prefetch(after, base.ids, tokens, s2, _sampling_key(GREEDY))
+        Prefetch(after, base.ids, tokens, s2, sampling_key(GREEDY))
     ]
     (got,) = fast.next_steps(Q, [start + (s1.text,)], 1, to_end)[0]
     assert fast.stats.prefetch_hits == 1  # the written-ahead step was used
@@ -211,18 +211,18 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
 
 @pytest.mark.parametrize("top_p", [1.0, 0.7])
 def test_sampling_follows_the_distribution(top_p):
-    from backend.engine.sampler import _sample
+    from backend.engine.sampler import sample
 
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, -float("inf")]]).repeat(40000, 1)
     sampling = Sampling(temperature=1.0, top_p=top_p)
-    picked = _sample(logits, sampling, torch.Generator().manual_seed(0))
+    picked = sample(logits, sampling, torch.Generator().manual_seed(0))
     freq = torch.bincount(picked, minlength=5).double() / len(picked)
     p = torch.softmax(logits[0].double(), -1)
     if top_p < 1.0:  # the nucleus: 3 (0.644) and 2 (0.237) reach 0.7; the rest is cut
         p = torch.tensor([0.0, 0.0, 0.237, 0.644, 0.0], dtype=torch.double)
         p = p / p.sum()
     assert freq[4] == 0 and torch.allclose(freq, p, atol=0.01), (freq, p)
-    again = _sample(logits, sampling, torch.Generator().manual_seed(0))
+    again = sample(logits, sampling, torch.Generator().manual_seed(0))
     assert torch.equal(picked, again)  # seeded: reproducible
 
 
@@ -230,7 +230,7 @@ def test_sampling_follows_the_distribution(top_p):
 def test_nucleus_sampling_beyond_the_top_tokens_tried_first(width):
     """A nucleus wider than the top 64 (then 1024) tokens tried first still comes out whole:
     rows whose set fits and rows that need a full sort, in one batch, each drawn exactly."""
-    from backend.engine.sampler import _nucleus, _sample
+    from backend.engine.sampler import nucleus, sample
 
     vocab, rows = 5000, 8000
     logits = torch.full((rows, vocab), -30.0)
@@ -239,22 +239,22 @@ def test_nucleus_sampling_beyond_the_top_tokens_tried_first(width):
     logits[1::2, 7] = 5.0  # odd rows: one token dominates
     logits[1::2, 8] = 4.0
     sampling = Sampling(temperature=1.0, top_p=0.9)
-    picked = _sample(logits, sampling, torch.Generator().manual_seed(1))
+    picked = sample(logits, sampling, torch.Generator().manual_seed(1))
     even, odd = picked[0::2], picked[1::2]
     p = torch.softmax(logits[0].double(), -1)
     size = int(((p.cumsum(-1) - p) < 0.9).sum())  # the nucleus: tokens 0 .. size-1
     assert bool((even < size).all()), (int(even.max()), size)
-    nucleus = p[:size] / p[:size].sum()
+    kept = p[:size] / p[:size].sum()
     for lo, hi in ((0, 64), (64, 1024), (1024, size)):  # each part is drawn as often as it should
         if lo < size:
-            want = float(nucleus[lo:hi].sum())
+            want = float(kept[lo:hi].sum())
             got = float(((even >= lo) & (even < hi)).double().mean())
             assert abs(got - want) < 0.025, (lo, hi, got, want)
     # peaked rows: 7 (0.73) alone is short of 0.9, so 8 (0.27) joins; nothing else
     assert set(odd.tolist()) == {7, 8}
     assert abs(float((odd == 7).double().mean()) - 0.731) < 0.025
     w = logits.clone().sub_(logits.amax(-1, keepdim=True)).exp_()
-    again = _nucleus(w, 0.9, torch.Generator().manual_seed(1))
+    again = nucleus(w, 0.9, torch.Generator().manual_seed(1))
     assert torch.equal(picked, again)  # seeded: reproducible
 
 
@@ -281,19 +281,19 @@ def test_a_new_question_reads_only_its_own_tokens(policy, engine):
 
 def test_ranking_picks_the_rows_to_copy_and_stops_the_copies_of_the_rest():
     from backend.engine import RowState
-    from backend.engine.speculation import _rerank
-    from backend.engine.state import _Row
+    from backend.engine.speculation import rerank
+    from backend.engine.state import Row
 
     state = RowState([1, 2], [], prompt_len=1)
     a, b, c = ("a\n\n",), ("b\n\n",), ("c \\boxed{3}",)
     ranked, favored = [], set()
-    slot = [_Row(None, a, state, state.ids, []), _Row(None, a, state, state.ids, [])]
-    _rerank(ranked, favored, 1, (0.5, 3, a), slot)
+    slot = [Row(None, a, state, state.ids, []), Row(None, a, state, state.ids, [])]
+    rerank(ranked, favored, 1, (0.5, 3, a), slot)
     assert favored == {a}
-    _rerank(ranked, favored, 1, (0.5, 1, b), slot)  # the same rank: the earlier one is kept
+    rerank(ranked, favored, 1, (0.5, 1, b), slot)  # the same rank: the earlier one is kept
     assert favored == {b}
     assert slot == [None, None]  # a (and its copy) stop writing ahead: it will not be kept
-    _rerank(ranked, favored, 3, (float("-inf"), 0, c), slot)  # an ended solution: never kept
+    rerank(ranked, favored, 3, (float("-inf"), 0, c), slot)  # an ended solution: never kept
     assert c not in favored
 
 
@@ -397,7 +397,7 @@ def test_written_ahead_steps_are_taken_by_identity_not_by_their_tensors():
     `WrittenAhead.rows_for`; a user's run crashed). Deterministic: the state that crashed, built
     by hand."""
     from backend.engine import Prefetch, RowState, StepEngine
-    from backend.engine.state import _Row, _sampling_key
+    from backend.engine.state import Row, sampling_key
     from backend.prompts import PromptTemplate
     from tests.test_fast_decode import tiny
     from tests.tiny_prms import smollm2_tokenizer
@@ -411,7 +411,7 @@ def test_written_ahead_steps_are_taken_by_identity_not_by_their_tensors():
     def written(to_end: bool) -> Prefetch:
         kv = [(torch.randn(1, 5, 16), torch.randn(1, 5, 16))]  # other tensors, the same ids
         state = RowState([1, 2, 3, 4, 5, 6], kv, prompt_len=2)
-        return Prefetch(state, [1, 2, 3, 4], [5, 6], None, _sampling_key(sampling), to_end)
+        return Prefetch(state, [1, 2, 3, 4], [5, 6], None, sampling_key(sampling), to_end)
 
     # the first one was written for a call that writes to the end: not usable here, so the
     # second one is taken and removed past it
@@ -424,7 +424,7 @@ def test_written_ahead_steps_are_taken_by_identity_not_by_their_tensors():
     assert [r.start for r in rows][0] is second.state  # goes on from where it stopped
     assert rows[0].new == [5, 6] and rows[1].start is base
     assert engine.stats.copied_rows == 1  # the second row is a copy: another continuation
-    assert all(isinstance(r, _Row) and r.ahead == 1 for r in rows)
+    assert all(isinstance(r, Row) and r.ahead == 1 for r in rows)
 
 
 def test_every_backend_dataclass_that_holds_tensors_compares_by_identity():
@@ -450,4 +450,4 @@ def test_every_backend_dataclass_that_holds_tensors_compares_by_identity():
             if model or any(word in types for word in holds):
                 found.append(obj.__name__)
                 assert obj.__eq__ is object.__eq__, f"{obj.__name__} compares its tensors"
-    assert {"RowState", "Prefetch", "_Row", "LoadedModel", "Runtime"} <= set(found)
+    assert {"RowState", "Prefetch", "Row", "LoadedModel", "Runtime"} <= set(found)

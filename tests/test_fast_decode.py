@@ -187,10 +187,10 @@ def test_engine_steps_are_the_same_with_the_models_own_forward(policy, engine, m
     from backend.engine import batch as batch_module
 
     unshared = []
-    real_unshare = batch_module._unshare
+    real_unshare = batch_module.unshare
     monkeypatch.setattr(
         batch_module,
-        "_unshare",
+        "unshare",
         lambda layers, slot, mask: unshared.append(len(slot)) or real_unshare(layers, slot, mask),
     )
     assert engine.fast is not None

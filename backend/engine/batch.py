@@ -12,10 +12,10 @@ from collections.abc import Callable
 import torch
 from transformers.cache_utils import Cache
 
-from backend.engine.slab import SlabLayer, _unshare, empty_slab
-from backend.engine.state import KV, RowState, _Row
+from backend.engine.slab import SlabLayer, empty_slab, unshare
+from backend.engine.state import KV, Row, RowState
 
-# a batch down to this many rows reads the shared prompt from its own rows again (_unshare)
+# a batch down to this many rows reads the shared prompt from its own rows again (unshare)
 UNSHARE_ROWS = 3
 # a new slab leaves room for at most this many new tokens per row (it grows if a step is longer)
 FIRST_ROOM = 64
@@ -27,7 +27,7 @@ class DecodeBatch:
     def __init__(
         self,
         layers: list[SlabLayer],
-        rows: list[_Row],
+        rows: list[Row],
         mask: torch.Tensor,
         pos: torch.Tensor,
         room: int,
@@ -35,7 +35,7 @@ class DecodeBatch:
     ) -> None:
         self.layers = layers  # one per model layer: every row's KV (and the shared prefix's)
         self.cache = Cache(layers=layers)
-        self.slot: list[_Row | None] = list(rows)  # batch position -> its row; None once stopped
+        self.slot: list[Row | None] = list(rows)  # batch position -> its row; None once stopped
         # per batch position, the token it feeds next: a row's pending one, then its newest
         self.tokens = [r.start.ids[-1] for r in rows]
         self.mask = mask  # (rows, slab positions + 1): 1 where a row has a token, the fed one too
@@ -48,7 +48,7 @@ class DecodeBatch:
         cls,
         model,
         device: torch.device,
-        rows: list[_Row],
+        rows: list[Row],
         *,
         room: int,
         budget: int,
@@ -60,11 +60,11 @@ class DecodeBatch:
         With `share` (the lean decoder), the question's prompt (`prompt`, the stored state of the
         question's prompt) becomes one prefix that every row's attention reads once
         (backend/kernels/fast_decode.py), and the slab holds what follows it; a few rows read it from
-        their own rows (see `_unshare`). `budget`: the most tokens a row may write.
+        their own rows (see `unshare`). `budget`: the most tokens a row may write.
         """
         b = len(rows)
         cached = [len(r.start.ids) - 1 for r in rows]  # cached positions per row
-        prefix = _shared_prefix(rows, prompt) if share and b > UNSHARE_ROWS else None
+        prefix = shared_prefix(rows, prompt) if share and b > UNSHARE_ROWS else None
         shared = rows[0].start.prompt_len - 1 if prefix is not None else 0
         lengths = [n - shared for n in cached]  # positions per row in the slab
         width = max(lengths)
@@ -168,7 +168,7 @@ class DecodeBatch:
         for p, q in zip(wanted, targets):
             parent = slot[p]
             self.tokens[q] = self.tokens[p]
-            slot[q] = _Row(
+            slot[q] = Row(
                 None,
                 parent.key,
                 parent.start,
@@ -194,10 +194,10 @@ class DecodeBatch:
     def unshare_if_few(self) -> None:
         """Down to UNSHARE_ROWS places, rows read the shared prefix from their own rows again."""
         if self.layers[0].prefix is not None and len(self.slot) <= UNSHARE_ROWS:
-            self.mask = _unshare(self.layers, self.slot, self.mask)
+            self.mask = unshare(self.layers, self.slot, self.mask)
 
 
-def _shared_prefix(rows: list[_Row], prompt: RowState | None) -> KV | None:
+def shared_prefix(rows: list[Row], prompt: RowState | None) -> KV | None:
     """The prompt's KV (all positions but its pending last token) for rows of one question;
     `prompt` is the stored state of the question's prompt, if any.
 

@@ -11,21 +11,40 @@ earlier.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
 from backend.engine.batch import DecodeBatch
-from backend.engine.sampler import _sample
-from backend.engine.speculation import Key, Ranking
-from backend.engine.state import RowState, _Row
+from backend.engine.sampler import sample
+from backend.engine.speculation import Key, Ranking, WrittenAhead
+from backend.engine.state import EngineStats, Row, RowState
+from backend.engine.stopping import StopChecks
 from backend.kernels import threads as cpu_threads
 from strategies.protocols import GeneratedStep, Sampling
 
-if TYPE_CHECKING:
-    from backend.engine.engine import StepEngine
+
+class Engine(Protocol):
+    """What the loop reads of the engine that runs it (backend/engine/engine.py: StepEngine)."""
+
+    model: Any
+    device: torch.device
+    fast: Callable | None  # the lean decoder, where the model has one
+    speculate: bool
+    levels: int
+    compact_fraction: float
+    small_batch_rows: int
+    vocab: int
+    calls: int
+    stats: EngineStats
+    store: dict[tuple[str, tuple[str, ...]], RowState]
+    written: WrittenAhead
+    stops: StopChecks
+
+    def _forward(self, ids, pos, cache, mask=None, stock: bool = False) -> torch.Tensor: ...
+
 
 Ended = tuple[int, GeneratedStep, RowState | None]  # (result index, step, state after it)
 
@@ -33,7 +52,7 @@ Ended = tuple[int, GeneratedStep, RowState | None]  # (result index, step, state
 class StepDecoder:
     """Decodes one call's rows as one batch (see the module docstring)."""
 
-    def __init__(self, engine: StepEngine, question: str, sampling: Sampling, fan: int) -> None:
+    def __init__(self, engine: Engine, question: str, sampling: Sampling, fan: int) -> None:
         self.engine, self.question, self.sampling = engine, question, sampling
         self.speculate = engine.speculate and not sampling.to_end
         # continuations written ahead per likely survivor (1: one per row that ends its step)
@@ -46,7 +65,7 @@ class StepDecoder:
         # rows that write ahead for a call that will write to the end stop as that call would
         self.stop_to_end = replace(sampling, to_end=True), sampling.max_solution_tokens
 
-    def run(self, rows: list[_Row], ahead: Sequence[tuple[int, Key, RowState]]) -> Iterator[Ended]:
+    def run(self, rows: list[Row], ahead: Sequence[tuple[int, Key, RowState]]) -> Iterator[Ended]:
         """Yields (index, step, new state) per row as soon as its step ends (the state is None
         when the solution ended).
 
@@ -84,7 +103,7 @@ class StepDecoder:
         tuner = cpu_threads.tuner() if e.device.type == "cpu" else None
         while batch.has_real_rows():
             logits = self._forward(batch, tuner)
-            batch.tokens = _sample(logits, self.sampling, gen).tolist()
+            batch.tokens = sample(logits, self.sampling, gen).tolist()
             parents: list[int] = []  # likely survivors that begin writing ahead: copy them
             for p, row in enumerate(batch.slot):
                 if row is not None and self._take_token(batch, p, row, ended):
@@ -125,7 +144,7 @@ class StepDecoder:
         e.stats.forward_rows += rows
         return logits
 
-    def _take_token(self, batch: DecodeBatch, p: int, row: _Row, ended: list[Ended]) -> bool:
+    def _take_token(self, batch: DecodeBatch, p: int, row: Row, ended: list[Ended]) -> bool:
         """Add the token sampled for position p to its row; when that ends the row's step, hand
         the step over (`ended`) or keep it as written ahead, and either stop the row or let it
         write its next step ahead. True when it does so as a likely survivor (to be copied).

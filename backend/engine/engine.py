@@ -14,8 +14,8 @@ from transformers.cache_utils import Cache
 from backend.engine.decode import StepDecoder
 from backend.engine.slab import SlabLayer, empty_slab
 from backend.engine.speculation import WrittenAhead
-from backend.engine.state import EngineStats, RowState, _Row
-from backend.engine.stopping import StopChecks, _as_whole_solution
+from backend.engine.state import EngineStats, Row, RowState
+from backend.engine.stopping import StopChecks, as_whole_solution
 from backend.kernels import fast_decode
 from backend.kernels import threads as cpu_threads
 from backend.kernels.small_batch import SmallBatchLinear
@@ -137,21 +137,21 @@ class StepEngine:
         self.calls += 1
         self.stats.calls += 1
         ready: list[tuple[int, GeneratedStep, RowState | None]] = []
-        rows: list[_Row] = []
+        rows: list[Row] = []
         for i, key in enumerate(keys):
             for j in range(n):
                 pre = self.written.take(question, key, sampling, self.stats)
                 if pre is not None and pre.step is not None:  # a whole step written ahead
                     # written to the end, it is only the start, unless it ends the solution
-                    step = _as_whole_solution(pre.step) if sampling.to_end else pre.step
+                    step = as_whole_solution(pre.step) if sampling.to_end else pre.step
                     if step.finished or not sampling.to_end:
                         ready.append((i * n + j, step, None if step.finished else pre.state))
                         continue
                 if pre is not None:  # continue from what was written ahead
-                    rows.append(_Row(i * n + j, key, pre.state, pre.base_ids, list(pre.tokens)))
+                    rows.append(Row(i * n + j, key, pre.state, pre.base_ids, list(pre.tokens)))
                 else:
                     state = self._state(question, key)
-                    rows.append(_Row(i * n + j, key, state, state.ids, []))
+                    rows.append(Row(i * n + j, key, state, state.ids, []))
         # continuations written ahead for a likely survivor (one the search ranks among the ones
         # it keeps): as many as this call asked for per partial (a beam search's next call asks
         # as many), else the default; without a ranking, one per row that ends its step

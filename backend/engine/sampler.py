@@ -9,25 +9,25 @@ from strategies.protocols import Sampling
 NUCLEUS_TRIES = (64, 1024)  # top-k sizes tried for the nucleus before a full sort
 
 
-def _sample(logits: torch.Tensor, sampling: Sampling, gen: torch.Generator) -> torch.Tensor:
+def sample(logits: torch.Tensor, sampling: Sampling, gen: torch.Generator) -> torch.Tensor:
     """Next token per row: argmax when greedy, else temperature + nucleus (top_p) sampling.
 
     Sampling inverts the cumulative distribution at one uniform draw per row: exact, and much
     faster on a CPU than `torch.multinomial` over a 49k vocabulary. The weights are
     exp((logit - max) / T), unnormalized and computed in place (the uniform is scaled by their
     total instead), which is cheaper than softmax(logits / T) and its cumsum. The nucleus is
-    looked for among the top tokens first (`_nucleus`), not by sorting the whole vocabulary.
+    looked for among the top tokens first (`nucleus`), not by sorting the whole vocabulary.
     """
     if sampling.greedy:
         return logits.argmax(-1)
     w = logits.to(torch.float32, copy=True)
     w.sub_(w.amax(-1, keepdim=True)).mul_(1.0 / sampling.temperature).exp_()
     if sampling.top_p < 1.0:
-        return _nucleus(w, sampling.top_p, gen)
-    return _invert(w.cumsum_(-1), gen)
+        return nucleus(w, sampling.top_p, gen)
+    return invert(w.cumsum_(-1), gen)
 
 
-def _invert(cdf: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def invert(cdf: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Per row, the first index whose cumulative weight exceeds u * total, u uniform in [0, 1):
     index i with probability w_i / total."""
     u = torch.rand(cdf.shape[0], 1, generator=gen, device=cdf.device, dtype=cdf.dtype)
@@ -35,7 +35,7 @@ def _invert(cdf: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return picked.clamp_(max=cdf.shape[-1] - 1).squeeze(-1)
 
 
-def _nucleus(w: torch.Tensor, top_p: float, gen: torch.Generator) -> torch.Tensor:
+def nucleus(w: torch.Tensor, top_p: float, gen: torch.Generator) -> torch.Tensor:
     """Sample from the smallest set of the most likely tokens whose weight reaches `top_p` of
     the total (the top token always survives), per row of unnormalized weights `w`.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from backend.engine.state import _Row
+from backend.engine.state import Row
 
 
 class SlabLayer(DynamicLayer):
@@ -85,7 +85,7 @@ def empty_slab(
     return k, torch.zeros_like(k)
 
 
-def _unshare(layers: list[SlabLayer], slot: list[_Row | None], mask: torch.Tensor) -> torch.Tensor:
+def unshare(layers: list[SlabLayer], slot: list[Row | None], mask: torch.Tensor) -> torch.Tensor:
     """Copy the shared prefix into each row's part of the slab; returns the widened mask.
 
     For the last few rows of a batch one attention over the whole context is faster than the

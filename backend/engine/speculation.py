@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from backend.engine.state import EngineStats, Prefetch, RowState, _Row, _sampling_key
+from backend.engine.state import EngineStats, Prefetch, Row, RowState, sampling_key
 from strategies.protocols import GeneratedStep, Sampling
 
 Key = tuple[str, ...]  # a partial solution: its steps
@@ -39,7 +39,7 @@ class WrittenAhead:
             return None
         # what was written ahead step by step may start a continuation written to the end,
         # whatever its step limit; a step-by-step call needs the very same settings
-        wanted = _sampling_key(sampling)
+        wanted = sampling_key(sampling)
         if (
             pre.sampling[: 3 if sampling.to_end else None]
             != wanted[: 3 if sampling.to_end else None]
@@ -51,7 +51,7 @@ class WrittenAhead:
     def keep(
         self,
         question: str,
-        row: _Row,
+        row: Row,
         step: GeneratedStep | None,
         state: RowState | None,
         sampling: Sampling,
@@ -62,7 +62,7 @@ class WrittenAhead:
             return
         pre_state = state if state is not None else RowState(row.base_ids, [], row.start.prompt_len)
         pre = Prefetch(
-            pre_state, row.base_ids, list(row.new), step, _sampling_key(sampling), row.to_end
+            pre_state, row.base_ids, list(row.new), step, sampling_key(sampling), row.to_end
         )
         pre.state.used = call
         self.waiting.setdefault((question, row.key), []).append(pre)
@@ -75,21 +75,19 @@ class WrittenAhead:
         fan: int,
         sampling: Sampling,
         stats: EngineStats,
-    ) -> list[_Row]:
+    ) -> list[Row]:
         """Rows that write `fan` next steps of `key` ahead (for the next call), from `state`.
         What was written ahead for it already counts: whole steps are not written again, steps
         cut off when the call that wrote them ended go on from where they stopped."""
         waiting = self.waiting.get((question, key), [])
         to_end = sampling.last_call_in == 1  # the next call writes to the end
-        usable = [
-            p for p in waiting if p.sampling == _sampling_key(sampling) and p.to_end == to_end
-        ]
+        usable = [p for p in waiting if p.sampling == sampling_key(sampling) and p.to_end == to_end]
         need = fan - sum(p.step is not None for p in usable)
         partial = [p for p in usable if p.step is None][: max(0, need)]
         for pre in partial:
             waiting.remove(pre)
-        rows = [_Row(None, key, p.state, p.base_ids, list(p.tokens), ahead=1) for p in partial]
-        rows += [_Row(None, key, state, state.ids, [], ahead=1) for _ in range(need - len(rows))]
+        rows = [Row(None, key, p.state, p.base_ids, list(p.tokens), ahead=1) for p in partial]
+        rows += [Row(None, key, state, state.ids, [], ahead=1) for _ in range(need - len(rows))]
         for r in rows:
             r.to_end = to_end
         stats.copied_rows += max(0, len(rows) - 1)
@@ -117,17 +115,17 @@ class Ranking:
         self.ranked: dict[int, list[Ranked]] = {1: [], 2: []}
         self.favored: dict[int, set[Key]] = {1: set(), 2: set()}  # the `keep` best keys
 
-    def add(self, level: int, key: Key, index: int, slot: list[_Row | None]) -> None:
-        """Rank a step that just ended (see `_rerank`); a level-1 key that drops out of the best
+    def add(self, level: int, key: Key, index: int, slot: list[Row | None]) -> None:
+        """Rank a step that just ended (see `rerank`); a level-1 key that drops out of the best
         takes the steps written for its children along."""
-        lost = _rerank(
+        lost = rerank(
             self.ranked[level], self.favored[level], self.keep, (self.rank(key), index, key), slot
         )
         if level == 1 and lost:  # nothing is written for their children either
             self.ranked[2][:] = [r for r in self.ranked[2] if r[2][:-1] not in lost]
             self.favored[2] -= {k for k in self.favored[2] if k[:-1] in lost}
 
-    def likely(self, row: _Row) -> bool:
+    def likely(self, row: Row) -> bool:
         """Whether the partial solution a speculative row writes for is among the best."""
         return row.key in self.favored.get(row.ahead, ())
 
@@ -139,12 +137,12 @@ class Ranking:
         return order.index(parent) * fan + siblings
 
 
-def _rerank(
+def rerank(
     ranked: list[Ranked],
     favored: set[Key],
     keep: int,
     ended: tuple[float, int, Key],
-    slot: list[_Row | None],
+    slot: list[Row | None],
 ) -> set[Key]:
     """Add a row that just ended its step, as (rank, index, key), to the ranking of the ended
     ones, and make `favored` the keys of the `keep` best (higher rank first, ties to the lower

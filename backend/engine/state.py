@@ -69,7 +69,7 @@ class Prefetch:
 
 
 @dataclass(eq=False)
-class _Row:
+class Row:
     """One row of a decoding batch."""
 
     out: int | None  # which result this row answers; None while it writes speculatively
@@ -82,6 +82,6 @@ class _Row:
     to_end: bool = False  # writing ahead to the end (for a call that will write to the end)
 
 
-def _sampling_key(s: Sampling) -> tuple:
+def sampling_key(s: Sampling) -> tuple:
     """What a step written ahead must have been sampled with to serve a call sampling with `s`."""
     return (s.greedy, 0.0 if s.greedy else s.temperature, s.top_p, s.max_step_tokens)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.engine.state import _Row
+from backend.engine.state import Row
 from strategies.answers import answer_end
 from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling
 
@@ -27,7 +27,7 @@ class StopChecks:
         # the delimiter can only complete at a token holding a newline: decode only then
         self.newline_ids = {i for i, piece in enumerate(pieces) if "\n" in piece}
 
-    def check(self, row: _Row, sampling: Sampling, budget: int) -> GeneratedStep | None:
+    def check(self, row: Row, sampling: Sampling, budget: int) -> GeneratedStep | None:
         """The finished step if this row should stop after its newest token, else None."""
         new = row.new
         tok = new[-1]
@@ -53,7 +53,7 @@ class StopChecks:
         return None
 
 
-def _as_whole_solution(step: GeneratedStep) -> GeneratedStep:
+def as_whole_solution(step: GeneratedStep) -> GeneratedStep:
     """A step written step by step, seen as the start of a continuation written to the end."""
     if step.finished:
         return step
