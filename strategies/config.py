@@ -34,7 +34,7 @@ class SearchConfig:
     top_p: float = _setting(1.0, "nucleus sampling: keep the tokens of this probability mass")
     max_step_tokens: int = _setting(256, "a step is cut after this many tokens")
     max_solution_tokens: int = _setting(2048, "a whole solution is cut after this many tokens")
-    seed: int = _setting(0, "random seed: the same seed and settings give the same tree")
+    seed: int = _setting(0, "random seed of the sampling")
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
