@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,8 +20,6 @@ from backend.kernels import threads as cpu_threads
 from backend.kernels.small_batch import SmallBatchLinear
 from backend.prompts import PromptTemplate
 from strategies.protocols import GeneratedStep, Sampling
-
-log = logging.getLogger(__name__)
 
 # speculation (backend/engine/decode.py): at most this many continuations of one partial
 # solution are written ahead (the app's default beam width)
