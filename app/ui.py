@@ -106,7 +106,7 @@ def _examples(rows: list[dict[str, str]], title: str, targets: list) -> None:
 
 
 def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Button]:
-    """The input widgets (keyed as in `explore.DEFAULTS`) and the Run and Stop buttons."""
+    """The input widgets (keyed as in `handlers.DEFAULTS`) and the Run and Stop buttons."""
     d = DEFAULTS
     w: dict[str, gr.components.Component] = {}
     w["prompt"] = gr.Textbox(
