@@ -163,3 +163,16 @@ def test_the_offline_qwen_coder_0_5b_runs_a_search_on_the_engine():
     tree = run("What is 12 times 7?", greedy, exact.generator, exact.scorer)
     assert tree.done and tree.answer == "84"
     pool.release()
+
+
+def test_an_offline_model_that_is_not_installed_says_how_to_install_it(tmp_path, monkeypatch):
+    """No parts, no assembled file, no hub: a message the app shows, not a traceback."""
+    from backend.loading import policy
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(PartedGGUF, "part_files", lambda self: None)
+    monkeypatch.setattr(policy.AutoModelForCausalLM, "from_pretrained", offline)
+    with pytest.raises(ModelNotInstalled, match=r"'qwen2\.5-coder-0\.5b' is not installed.*setup"):
+        policy.load_policy("qwen2.5-coder-0.5b", "fp32", "cpu", cache_dir=tmp_path)
