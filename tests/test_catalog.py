@@ -15,6 +15,8 @@ from backend.loading.quantization import InsufficientMemoryError, check_fits, we
 
 POLICIES = {
     "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "qwen2.5-coder-0.5b": "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+    "qwen2.5-coder-1.5b": "Qwen/Qwen2.5-Coder-1.5B-Instruct",
     "smollm2-360m": "HuggingFaceTB/SmolLM2-360M-Instruct",
     "smollm2-1.7b": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
     "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B-Instruct",
