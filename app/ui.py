@@ -29,7 +29,8 @@ from app.lessons import LEGEND_MD, lesson_figure
 from app.panels import STEP_COLUMNS
 from app.service import REQUEST_HELP
 from app.texts import INTRO, api_markdown
-from backend.catalog import PRECISIONS, catalog
+from backend.catalog import PRECISIONS, catalog, models_cache_dir
+from backend.loading import gguf_parts
 from strategies.config import AGGREGATIONS, field_help
 from strategies.info import STRATEGY_INFO, STRATEGY_NAMES
 
@@ -94,6 +95,19 @@ def _strategy_hint(strategy: str) -> tuple[str, Any, Any]:
         gr.update(interactive=info.reads_beam_width),
         gr.update(visible=strategy == "lookahead"),
     )
+
+
+def _policy_choices() -> list[tuple[str, str]]:
+    """(label, name) per catalog policy; an offline model whose files are not here says so."""
+    cache = models_cache_dir()
+    choices = []
+    for name in catalog().names("policy"):
+        label = catalog().get(name).label
+        parted = gguf_parts.PartedGGUF.of(name)
+        if parted and not gguf_parts.assembled(parted, cache) and parted.part_files() is None:
+            label += " (not installed: run scripts/setup.sh)"
+        choices.append((label, name))
+    return choices
 
 
 def _examples(rows: list[dict[str, str]], title: str, targets: list) -> None:
@@ -163,9 +177,7 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
                 info="the last iteration writes each solution to its end, at most this long",
             )  # fmt: skip
         with gr.Row():
-            w["model"] = gr.Dropdown(
-                list(models.names("policy")), value=d["model"], label="Policy model"
-            )
+            w["model"] = gr.Dropdown(_policy_choices(), value=d["model"], label="Policy model")
             w["precision"] = gr.Dropdown(
                 list(PRECISIONS), value=d["precision"], label="Precision",
                 info="auto: what runs fastest on this machine",
