@@ -311,5 +311,8 @@ def build_demo() -> gr.Blocks:
                 gr.Markdown(api_markdown(DEFAULTS, REQUEST_HELP | field_help()))
         gr.api(gpu(duration=120)(run_search), api_name="run", **MODEL_QUEUE)
         # what "auto" means here needs torch: it is filled in once the page is up
-        demo.load(precision_hint, None, widgets["precision"], queue=False, api_visibility="private")
+        demo.load(
+            precision_hint, None, widgets["precision"], queue=False, show_progress="hidden",
+            api_visibility="private",
+        )  # fmt: skip
     return demo
