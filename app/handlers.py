@@ -155,7 +155,11 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
         drawn = time.perf_counter()
     assert tree is not None and tree.done
     figure = tree_figure(tree)
-    paths = write_exports(tree, standalone_html(figure))
+    try:
+        paths = write_exports(tree, standalone_html(figure))
+    except Exception:  # a download that failed must not cost the user the finished run
+        log.exception("writing the exports failed")
+        paths = {}
     run = tree.to_dict()
     yield {
         "status": f"Done · {status_line(tree)}",
@@ -165,9 +169,9 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
         "steps": steps_table(tree),
         "replay": gr.update(value=tree.iteration, maximum=max(1, tree.iteration), interactive=True),
         "run": run,
-        "json_file": paths["json"],
-        "graphml_file": paths["graphml"],
-        "html_file": paths["html"],
+        "json_file": paths.get("json"),
+        "graphml_file": paths.get("graphml"),
+        "html_file": paths.get("html"),
         "votes": votes_figure(tree, None, request.expected),
         "comparison": comparison_markdown(tree, None, request.expected),
     }
@@ -194,15 +198,32 @@ def replay(run: dict[str, Any] | None, iteration: float) -> Any:
     return replay_figure(SearchTree.from_dict(run), int(iteration))
 
 
-def _run(*args: Any, **kwargs: Any) -> dict:
+def _bind(args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The call's settings by name, the preset's where left out (ValueError in words a user
+    understands for a call the signature does not take)."""
+    if args and isinstance(args[0], dict):
+        raise ValueError(
+            "/run takes the prompt and its settings as arguments, not one JSON object: "
+            'predict("…", strategy="beam_search", n=4, api_name="/run").'
+        )
+    if "max_steps" in kwargs:
+        raise ValueError("Unknown setting max_steps: the iteration limit is max_iterations.")
     try:
         bound = run_search.__signature__.bind(*args, **kwargs)
-        bound.apply_defaults()
-        values = dict(bound.arguments)
-        values["expected"] = (values.get("expected") or "").strip() or None
-        return run_json(RunRequest.from_dict(values))
     except TypeError as err:  # a missing or unknown argument
-        raise as_user_error(ValueError(str(err))) from None
+        raise ValueError(str(err)) from None
+    bound.apply_defaults()
+    values = dict(bound.arguments)
+    for key in _INT_KEYS:  # a JSON or MCP client may send 4.0 for 4
+        values[key] = _whole(key, values[key])
+    expected = values.get("expected")
+    values["expected"] = (str(expected).strip() or None) if expected is not None else None
+    return values
+
+
+def _run(*args: Any, **kwargs: Any) -> dict:
+    try:
+        return run_json(RunRequest.from_dict(_bind(args, kwargs)))
     except Exception as err:
         raise as_user_error(err) from None
 

@@ -187,7 +187,7 @@ class ModelPool:
         wanted: list[tuple[str, str]] = []
         reclaim = 0
         held = self._policy
-        if held is None or held[0][:2] != policy[:2]:
+        if held is None or held[0][:3] != policy[:3]:  # name, precision, device
             wanted.append(policy[:2])
             reclaim += held[1].model.get_memory_footprint() if held is not None else 0
         prm_pair = prm[:2] if prm is not None else None

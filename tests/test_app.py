@@ -131,8 +131,32 @@ def test_bad_input_is_an_error_message_and_the_app_keeps_serving(client, fake_mo
         client.predict(QUESTION, strategy="beam_search", prm="none", api_name="/run")
     with pytest.raises(TypeError, match="hello"):  # the client refuses an unknown setting
         client.predict(QUESTION, hello=4, api_name="/run")
+    with pytest.raises(AppError, match="not one JSON object"):
+        client.predict({"prompt": QUESTION}, api_name="/run")
     run = client.predict(QUESTION, strategy="beam_search", n=8, beam_width=4, api_name="/run")
     assert SearchTree.from_dict(run).done
+
+
+def test_run_takes_what_a_json_or_mcp_client_sends_and_reports_bugs_as_bugs(fake_models):
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="the iteration limit is max_iterations"):
+        app.handlers.run_search(QUESTION, max_steps=3)
+    run = app.handlers.run_search(QUESTION, n=4.0, expected=2, compare=False)
+    tree = SearchTree.from_dict(run)
+    assert tree.config["n"] == 4 and tree.meta["expected"] == "2"
+
+    def broken(request):
+        raise TypeError("a bug inside the search")
+
+    original = app.handlers.run_json
+    app.handlers.run_json = broken
+    try:
+        with pytest.raises(gr.Error) as caught:
+            app.handlers.run_search(QUESTION)
+    finally:
+        app.handlers.run_json = original
+    assert caught.value.title != "Check the settings" and "TypeError" in str(caught.value)
 
 
 def test_run_is_an_mcp_tool_with_a_typed_schema_and_answers_a_call(client, fake_models):

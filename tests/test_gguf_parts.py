@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -98,8 +100,23 @@ def test_parts_assemble_in_order_into_one_checked_file_without_being_imported(pa
     assert not any(m.startswith("tt_fake_part") for m in sys.modules)  # no __init__ ran
     assert assembled(model, cache) == path  # the stamp: later starts trust the checked file
     assert [p.name for p in path.parent.iterdir() if ".tmp-" in p.name] == []
-    path.write_bytes(whole[:-1] + b"\0")  # changed after the check: checked again
+    # touched, or its stamp cut short by a crash: checked again from its bytes (the parts may be
+    # gone by then), and stamped again
+    os.utime(path, ns=(1, 1))
+    (path.parent / "tiny.gguf.checked").write_text("")
+    assert assembled(model, cache) == path
+    assert json.loads((path.parent / "tiny.gguf.checked").read_text())["mtime_ns"] == 1
+    path.write_bytes(whole[:-1] + b"\0")  # another file now: refused
     assert assembled(model, cache) is None
+
+
+def test_a_temporary_copy_left_by_a_dead_process_is_removed(parts):
+    model, cache, _, _ = parts
+    (cache / "gguf").mkdir(parents=True)
+    stale = cache / "gguf" / f".tiny.gguf.tmp-{2**22 + 1}-deadbeef"  # no process has this pid
+    stale.write_bytes(b"half a model")
+    assemble(model, cache)
+    assert not stale.exists()
 
 
 def test_a_wrong_hash_or_header_is_refused_and_nothing_is_left(parts):
@@ -121,7 +138,7 @@ def test_a_missing_part_says_how_to_install_it(parts, tmp_path):
     missing = PartedGGUF(
         model.name, (*model.parts, "tt_fake_part_absent"), 1, "0" * 64, "qwen2", "x"
     )
-    with pytest.raises(ModelNotInstalled, match="requirements-models.txt"):
+    with pytest.raises(ModelNotInstalled, match="scripts/setup.sh"):
         assemble(missing, cache)
 
 

