@@ -44,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                            help=helps[name])  # fmt: skip
         else:
-            kind = str if name == "expected" else type(default)
-            r.add_argument(flag, type=kind, default=default, choices=choices.get(name),
+            r.add_argument(flag, type=type(default), default=default, choices=choices.get(name),
                            help=f"{helps[name]} (default: %(default)s)")  # fmt: skip
     r.add_argument("--json", type=Path, default=None, help="write the run JSON here")
     r.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -78,13 +78,6 @@ class ModelPool:
         self._prm: tuple[PrmKey, HubPRM] | None = None
         self._runtimes: dict[tuple[str, str, str], Runtime] = {}
 
-    # ---- what it holds ------------------------------------------------------------------------
-    def held_policy(self) -> LoadedModel | None:
-        return self._policy[1] if self._policy else None
-
-    def held_prm(self) -> HubPRM | None:
-        return self._prm[1] if self._prm else None
-
     # ---- runtimes -----------------------------------------------------------------------------
     def runtime(
         self, policy: str | None = None, prm: str | None = None, precision: str = "auto"
@@ -97,7 +90,7 @@ class ModelPool:
             raise ValueError(
                 f"Unknown PRM {prm!r}; choose one of {', '.join(models.prm_choices())}."
             )
-        models.get(policy, "policy")  # a ValueError listing the catalog's policies
+        prompt = models.get(policy, "policy").prompt  # a ValueError listing the policies
         key = (policy, prm, precision)
         with self._lock:
             if key in self._runtimes:
@@ -113,7 +106,7 @@ class ModelPool:
                 self._drop_prm()  # the old PRM goes before the policy loads
             loaded = self._load_policy(policy_key, precision)
             if self._engine is None:
-                template = PromptTemplate.load(models.get(policy).prompt)
+                template = PromptTemplate.load(prompt)
                 self._engine = StepEngine(loaded.model, loaded.tokenizer, template)
             scorer: StepScorer | None = None
             if prm == "arithmetic":
@@ -122,7 +115,6 @@ class ModelPool:
                 scorer = SelfJudgePRM(loaded.model, loaded.tokenizer)
             elif prm_key is not None:
                 scorer = self._load_prm(prm_key)
-            prompt = models.get(policy).prompt
             runtime = Runtime(loaded, self._engine, scorer, prm, prompt, reason)
             self._runtimes[key] = runtime
             return runtime

@@ -215,11 +215,10 @@ def main(argv: list[str]) -> int:
         return 1 if missing else 0
     if argv[:1] == ["assemble"]:
         for model in parted_models():
-            if model.part_files() is None and assembled(model, cache) is None:
-                print(f"{model.name}: parts not installed, skipped")
-                continue
             try:
                 print(f"{model.name}: {assemble(model, cache)}")
+            except ModelNotInstalled:
+                print(f"{model.name}: parts not installed, skipped")
             except ValueError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 1

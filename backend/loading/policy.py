@@ -90,10 +90,10 @@ def gguf_path(name: str, cache_dir: Path | None = None) -> Path | None:
     parted = gguf_parts.PartedGGUF.of(name)
     if parted is None:
         return _find_gguf(gguf["package"], gguf["file"])
-    cache = cache_dir or models_cache_dir()
-    if gguf_parts.assembled(parted, cache) is None and parted.part_files() is None:
+    try:
+        return gguf_parts.assemble(parted, cache_dir or models_cache_dir())  # once, then cached
+    except gguf_parts.ModelNotInstalled:
         return None
-    return gguf_parts.assemble(parted, cache)
 
 
 def configure_threads() -> int:
