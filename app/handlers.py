@@ -25,10 +25,13 @@ from app.service import (
     preset_values,
     run_json,
     setting_choices,
+    short_names,
+    stream_bigger,
     stream_majority,
     stream_run,
     write_exports,
 )
+from app.versus import MIN_VOTERS, equal_compute_voters, versus_markdown
 from backend.catalog import catalog
 from strategies.config import SearchConfig, field_help
 from strategies.tree import SearchTree
@@ -133,6 +136,7 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
         "compute": "",
         "votes": None,
         "comparison": "",
+        "versus": "",
         "steps": None,
         "replay": gr.update(value=0, maximum=1, interactive=False),
         "run": None,
@@ -184,10 +188,44 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 "status": f"Majority voting at N={n} for comparison: iteration {majority.iteration}…"
             }
     assert majority is not None
+    done = f"Done · {status_line(tree)} · majority voting: {majority.answer}"
     yield {
-        "status": f"Done · {status_line(tree)} · majority voting: {majority.answer}",
+        "status": done,
         "votes": votes_figure(tree, majority, request.expected),
         "comparison": comparison_markdown(tree, majority, request.expected),
+    }
+    if request.bigger_model:
+        yield from _versus(request, tree, done)
+
+
+def _versus(request: RunRequest, tree: SearchTree, done: str) -> Iterator[dict[str, Any]]:
+    """The bigger model alone on the same question: greedy, then majority voting over as many
+    samples as the search's compute buys it (when that is at least MIN_VOTERS)."""
+    small, big = short_names(request)
+    yield {
+        "status": f"{done} · now {big} answers alone (loading it the first time)…",
+        "versus": versus_markdown(tree, None, None, small, big),
+    }
+    greedy = None
+    for greedy in _stream(request, stream_bigger):
+        if not greedy.done and not greedy.writing:
+            yield {"status": f"{done} · {big} alone: iteration {greedy.iteration}…"}
+    assert greedy is not None
+    table = versus_markdown(tree, greedy, None, small, big, request.expected)
+    voters = equal_compute_voters(tree, greedy, cap=request.config.n)
+    if voters < MIN_VOTERS:
+        yield {"status": done, "versus": table}
+        return
+    yield {"status": f"{done} · {big} majority voting over {voters} samples…", "versus": table}
+    big_majority = None
+    for big_majority in _stream(request, lambda r: stream_bigger(r, voters)):
+        if not big_majority.done and not big_majority.writing:
+            yield {
+                "status": f"{done} · {big} majority@{voters}: iteration {big_majority.iteration}…"
+            }
+    yield {
+        "status": done,
+        "versus": versus_markdown(tree, greedy, big_majority, small, big, request.expected),
     }
 
 

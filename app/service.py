@@ -2,7 +2,9 @@
 
 `PRESET` is the app's one preset of settings: the explorer's widgets start from it, and a `/run`
 call or a CLI run that leaves a setting out gets the same value, so all three run the same search
-for the same prompt. `compare` adds majority voting at the same budget N, as the explorer shows it.
+for the same prompt. `compare` adds majority voting at the same budget N, as the explorer shows it,
+and the bigger model's own answer (`bigger`): greedy, and majority voting with as many samples
+as the search's compute buys it (app/versus.py counts the FLOPs).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.versus import MIN_VOTERS, equal_compute_voters, verdict_line, versus
 from backend.catalog import NO_PRM, PRECISIONS, catalog
 from strategies.answers import answers_equal
 from strategies.config import AGGREGATIONS, SearchConfig
@@ -48,6 +51,8 @@ class RunRequest:
     precision: str = "auto"
     expected: str | None = None  # the answer the user expects, shown beside the votes
     compare: bool = True  # also run majority voting at the same N, for comparison
+    # with compare: the bigger model that answers alone ("auto": the catalog's for the policy)
+    bigger: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -57,6 +62,10 @@ class RunRequest:
                 f"The question is too long ({len(self.prompt)} > {MAX_PROMPT_CHARS} characters)."
             )
         check_scorer(self.config.strategy, self.prm != NO_PRM)
+        choices = bigger_choices()
+        if self.bigger not in choices:
+            raise ValueError(f"Unknown bigger model {self.bigger!r}; choose one of "
+                             f"{', '.join(choices)}.")  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunRequest:
@@ -79,6 +88,22 @@ class RunRequest:
         """Whether majority voting runs beside the search (not beside itself)."""
         return self.compare and self.config.strategy != "majority_vote"
 
+    @property
+    def bigger_model(self) -> str | None:
+        """The policy that answers alone beside the search, or None (no comparison asked, none
+        in the catalog for this policy, or it is the policy itself)."""
+        if not self.compares or self.bigger == NO_BIGGER:
+            return None
+        name = catalog().get(self.model, "policy").bigger if self.bigger == "auto" else self.bigger
+        return name if name != self.model else None
+
+
+NO_BIGGER = "none"
+
+
+def bigger_choices() -> tuple[str, ...]:
+    return ("auto", NO_BIGGER, *catalog().names("policy"))
+
 
 REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(RunRequest) if f.name != "config")
 REQUEST_HELP = {
@@ -88,6 +113,8 @@ REQUEST_HELP = {
     "precision": "auto (what runs fastest here), fp32, bf16, int8 or nf4",
     "expected": "the answer you expect, marked right or wrong beside the votes",
     "compare": "also run majority voting at the same N, for comparison",
+    "bigger": "with compare: the bigger model that answers alone, greedy and by majority at equal "
+    "FLOPs ('auto': the catalog's for the model, 'none': skip it)",
 }
 
 
@@ -101,6 +128,7 @@ def setting_choices() -> dict[str, tuple[str, ...]]:
         "model": models.names("policy"),
         "prm": models.prm_choices(),
         "precision": PRECISIONS,
+        "bigger": bigger_choices(),
     }
 
 
@@ -135,6 +163,32 @@ def stream_majority(request: RunRequest) -> Iterator[SearchTree]:
     return stream_run(request.with_strategy("majority_vote"))
 
 
+def stream_bigger(request: RunRequest, voters: int = 0) -> Iterator[SearchTree]:
+    """The bigger model alone on the request's question: its greedy answer (`voters` 0), or
+    majority voting over `voters` samples; same token limits and seed as the search."""
+    from backend.runtime import POOL
+
+    name = request.bigger_model
+    if name is None:
+        raise ValueError("This request compares with no bigger model.")
+    loaded, engine = POOL.bigger(name, request.precision)
+    config = dataclasses.replace(request.config, strategy="majority_vote", n=max(1, voters))
+    if not voters:
+        config = dataclasses.replace(config, temperature=0.0)
+    meta = {"model": name, "params": catalog().get(name, "policy").params, "prm": NO_PRM,
+            "prm_params": 0, "device": loaded.device, "precision": loaded.precision}  # fmt: skip
+    for tree in search(request.prompt, config, engine, None):
+        tree.meta.update(meta)
+        yield tree
+
+
+def short_names(request: RunRequest) -> tuple[str, str]:
+    """The policy's and the bigger model's names in a verdict line."""
+    models = catalog()
+    big = request.bigger_model
+    return models.get(request.model).short_name, models.get(big).short_name if big else ""
+
+
 def comparison(search_tree: SearchTree, majority: SearchTree) -> dict[str, Any]:
     """What the explorer shows of the majority-vote run beside the search, as plain data."""
     agree = None
@@ -157,6 +211,17 @@ def run_json(request: RunRequest) -> dict[str, Any]:
     if request.compares:
         (majority,) = deque(stream_majority(request), maxlen=1)
         run["comparison"] = comparison(tree, majority)
+    if request.bigger_model:
+        (greedy,) = deque(stream_bigger(request), maxlen=1)
+        voters = equal_compute_voters(tree, greedy, cap=request.config.n)
+        big_majority = None
+        if voters >= MIN_VOTERS:
+            (big_majority,) = deque(stream_bigger(request, voters), maxlen=1)
+        bigger = versus(tree, greedy, big_majority, request.expected)
+        bigger["verdict"] = verdict_line(
+            tree, greedy, big_majority, *short_names(request), request.expected
+        )
+        run["comparison"]["bigger"] = bigger
     return run
 
 

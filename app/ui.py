@@ -27,7 +27,7 @@ from app.handlers import (
 )
 from app.lessons import LEGEND_MD, lesson_figure
 from app.panels import STEP_COLUMNS
-from app.service import REQUEST_HELP
+from app.service import REQUEST_HELP, bigger_choices
 from app.texts import INTRO, api_markdown
 from backend.catalog import PRECISIONS, catalog, models_cache_dir
 from backend.loading import gguf_parts
@@ -42,6 +42,7 @@ OUTPUT_NAMES = (
     "compute",
     "votes",
     "comparison",
+    "versus",
     "steps",
     "replay",
     "run",
@@ -108,6 +109,12 @@ def _policy_choices() -> list[tuple[str, str]]:
             label += " (not installed: run scripts/setup.sh)"
         choices.append((label, name))
     return choices
+
+
+def _bigger_choices() -> list[tuple[str, str]]:
+    names = {"auto": "auto (the catalog's for the policy)", "none": "none"}
+    return [(names.get(n, catalog().get(n).label if n in catalog().entries else n), n)
+            for n in bigger_choices()]  # fmt: skip
 
 
 def _examples(rows: list[dict[str, str]], title: str, targets: list) -> None:
@@ -183,9 +190,14 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
                 info="auto: what runs fastest on this machine",
             )  # fmt: skip
             w["seed"] = gr.Number(value=d["seed"], precision=0, minimum=0, label="Seed")
-        w["compare"] = gr.Checkbox(
-            value=d["compare"], label="Compare with majority voting at the same N"
-        )
+        with gr.Row():
+            w["compare"] = gr.Checkbox(
+                value=d["compare"], label="Compare with majority voting at the same N"
+            )
+            w["bigger"] = gr.Dropdown(
+                _bigger_choices(), value=d["bigger"], label="…and with a bigger model alone",
+                info="auto: the catalog's bigger model for the policy (0.5B → 1.5B)",
+            )  # fmt: skip
     with gr.Accordion("Harder examples (for hub models)", open=False):
         _examples(examples["hub"], "MATH-style", [w["prompt"], w["expected"]])
     w["strategy"].change(
@@ -224,6 +236,7 @@ def _explorer_tab() -> dict[str, gr.components.Component]:
         votes = gr.Plot(label="Answers: search vs. majority voting", elem_id="votes-plot", scale=3)
         with gr.Column(scale=2):
             comparison = gr.Markdown(elem_id="comparison")
+            versus = gr.Markdown(elem_id="versus")
     steps = gr.Dataframe(
         headers=STEP_COLUMNS,
         datatype=["number", "number", "number", "number", "str", "str"],
@@ -246,6 +259,7 @@ def _explorer_tab() -> dict[str, gr.components.Component]:
         compute=compute,
         votes=votes,
         comparison=comparison,
+        versus=versus,
         steps=steps,
         replay=replay_slider,
         run=run_state,

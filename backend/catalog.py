@@ -14,6 +14,7 @@ Weights only: activations, the KV cache and the CUDA context come on top (see ba
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -27,7 +28,7 @@ PROMPTS_DIR = ASSETS / "prompts"
 
 Kind = Literal["policy", "prm"]
 NO_PRM = "none"  # the PRM choice "no verifier": majority voting only
-Family = Literal["causal_lm", "offline", "qwen_prm", "skywork", "rlhflow", "math_shepherd"]
+Family = Literal["causal_lm", "offline", "judge", "qwen_prm", "skywork", "rlhflow", "math_shepherd"]
 WeightPrecision = Literal["fp32", "bf16", "int8", "nf4"]
 WEIGHT_PRECISIONS: tuple[str, ...] = get_args(WeightPrecision)
 # what a user may ask for: "auto" (this machine's choice, see backend/loading/policy.py) or one
@@ -64,6 +65,13 @@ class CatalogEntry:
     params_16bit: int = 0  # kept in 16-bit under quantization
     # policy: an installed package that ships a GGUF of it ({"package": ..., "file": ...})
     gguf: dict[str, str] | None = None
+    short: str = ""  # a policy's name in one-line verdicts ("0.5B"); default: its catalog name
+    # policy: the bigger model its answers are compared with in the explorer (a policy name)
+    bigger: str | None = None
+    # a "judge" PRM: the catalog policy that judges the steps (its params are the judge's), and
+    # whether the arithmetic checker stands in front of it ("veto"; None: the judge alone)
+    judge: str | None = None
+    combine: str | None = None
 
     def __post_init__(self) -> None:
         where = f"model {self.name!r} in {CATALOG_PATH.name}"
@@ -77,7 +85,11 @@ class CatalogEntry:
             raise ValueError(f"{where}: default_precision {self.default_precision!r} is unknown")
         if not 0 <= self.params_16bit <= self.params:
             raise ValueError(f"{where}: need 0 <= params_16bit <= params")
-        if self.family != "offline" and not (self.hub_id and self.params):
+        if (self.family == "judge") != (self.judge is not None):
+            raise ValueError(f"{where}: a judge PRM names its model in 'judge', nothing else does")
+        if self.combine not in (None, "veto", "fallback"):
+            raise ValueError(f"{where}: combine is 'veto' or 'fallback', got {self.combine!r}")
+        if self.family not in ("offline", "judge") and not (self.hub_id and self.params):
             raise ValueError(f"{where}: a downloadable model needs hub_id and params")
         if self.kind == "policy" and not (PROMPTS_DIR / f"{self.prompt}.json").is_file():
             raise ValueError(f"{where}: no prompt template assets/prompts/{self.prompt}.json")
@@ -88,6 +100,10 @@ class CatalogEntry:
             )
         if self.kind == "prm" and self.prompt not in ("chat", "plain"):
             raise ValueError(f"{where}: a PRM's prompt is 'chat' or 'plain', got {self.prompt!r}")
+
+    @property
+    def short_name(self) -> str:
+        return self.short or self.name
 
     @property
     def is_hub_prm(self) -> bool:
@@ -146,6 +162,18 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
             if kind == "policy":
                 fields.setdefault("family", "causal_lm")
             entries[name] = CatalogEntry(name=name, kind=kind, **fields)
+    for name, entry in list(entries.items()):
+        named = {"judge": entry.judge, "bigger": entry.bigger}
+        for what, other in named.items():
+            if other is not None and getattr(entries.get(other), "kind", None) != "policy":
+                raise ValueError(f"{Path(path).name}: {name!r} names {other!r} as its {what}, "
+                                 "which is not a policy")  # fmt: skip
+        if entry.judge is not None:  # the judge's size is its model's: written once
+            judge = entries[entry.judge]
+            entries[name] = dataclasses.replace(
+                entry, params=judge.params, params_16bit=judge.params_16bit,
+                default_precision=judge.default_precision,
+            )  # fmt: skip
     policies = [n for n, e in entries.items() if e.kind == "policy"]
     found = Catalog(
         entries,

@@ -4,8 +4,10 @@ The app, the API and the CLI ask for a runtime by names (policy, PRM, precision)
 wrapped as a step generator, plus the chosen PRM. Models load once per process and are shared by
 every run and every user; runs differ only in their `SearchConfig`. The pool holds at most one
 policy (with its step engine, whose prefix cache every PRM choice shares) and at most one hub PRM,
-so GPU memory never holds two of either; before it loads anything it checks that the new models
-fit beside what it keeps. Everything here happens under one lock.
+so GPU memory never holds two of either, and at most one second causal LM: the model judge of a
+"judge" PRM and the bigger model the explorer compares with (one model when both are the 1.5B).
+Before it loads anything it checks that the new models fit beside what it keeps. Everything here
+happens under one lock.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 
 from backend import machine
-from backend.catalog import catalog
+from backend.catalog import NO_PRM, catalog
 from backend.engine import StepEngine
 from backend.loading.policy import LoadedModel, choose_precision, load_policy, resolve_device
 from backend.loading.prm import load_hub_prm
@@ -27,7 +29,7 @@ from backend.loading.quantization import check_fits
 from backend.prompts import PromptTemplate
 from backend.verifiers.arithmetic import ArithmeticPRM
 from backend.verifiers.hub_prms import HubPRM
-from backend.verifiers.self_judge import SelfJudgePRM
+from backend.verifiers.judge import CheckedJudgePRM, JudgePRM
 from strategies.protocols import StepScorer
 
 log = logging.getLogger(__name__)
@@ -49,10 +51,18 @@ class Runtime:
         """What a run's JSON records about the models it ran on."""
         p = self.policy
         fast = self.generator.fast
+        models = catalog()
+        prm_params = 0  # what reading one token costs the verifier, for FLOPs (2 per parameter)
+        if self.prm_name == "self_judge":
+            prm_params = models.get(p.name, "policy").params
+        elif self.prm_name != NO_PRM:
+            prm_params = models.get(self.prm_name, "prm").params
         return {
             "model": p.name,
             "model_source": p.source,
+            "params": models.get(p.name, "policy").params,
             "prm": self.prm_name,
+            "prm_params": prm_params,
             "prompt": self.prompt_name,
             "device": p.device,
             "precision": p.precision,
@@ -76,6 +86,9 @@ class ModelPool:
         self._policy: tuple[PolicyKey, LoadedModel] | None = None
         self._engine: StepEngine | None = None  # over the loaded policy, built on first use
         self._prm: tuple[PrmKey, HubPRM] | None = None
+        # the second causal LM (a model judge, the bigger model) and its engine, built on first use
+        self._second: tuple[PolicyKey, LoadedModel] | None = None
+        self._second_engine: StepEngine | None = None
         self._runtimes: dict[tuple[str, str, str], Runtime] = {}
 
     # ---- runtimes -----------------------------------------------------------------------------
@@ -101,7 +114,9 @@ class ModelPool:
             prm_key = None
             if prm in models.hub_prm_names():
                 prm_key = (prm, choose_precision(precision, device, prm)[0], device)
-            self._check_fits(policy_key, prm_key)  # before anything is freed or loaded
+            judge_name = models.get(prm, "prm").judge if prm != NO_PRM else None
+            judge_key = self._key(judge_name, precision, device) if judge_name else None
+            self._check_fits(policy_key, prm_key, judge_key)  # before anything is freed or loaded
             if self._prm is not None and self._prm[0] != prm_key:
                 self._drop_prm()  # the old PRM goes before the policy loads
             loaded = self._load_policy(policy_key, precision)
@@ -112,7 +127,13 @@ class ModelPool:
             if prm == "arithmetic":
                 scorer = ArithmeticPRM()
             elif prm == "self_judge":
-                scorer = SelfJudgePRM(loaded.model, loaded.tokenizer)
+                scorer = JudgePRM(loaded.model, loaded.tokenizer)
+            elif judge_key is not None:
+                judge = self._load_second(judge_key, precision)
+                scorer = JudgePRM(judge.model, judge.tokenizer, name=prm)
+                combine = models.get(prm, "prm").combine
+                if combine:
+                    scorer = CheckedJudgePRM(scorer, ArithmeticPRM(), combine, name=prm)
             elif prm_key is not None:
                 scorer = self._load_prm(prm_key)
             runtime = Runtime(loaded, self._engine, scorer, prm, prompt, reason)
@@ -130,17 +151,46 @@ class ModelPool:
         with self._lock:
             return self._load_policy((name, resolved, device, copies), precision)
 
+    def bigger(self, name: str, precision: str = "auto") -> tuple[LoadedModel, StepEngine]:
+        """The policy `name` loaded as the second model (the one the explorer compares a small
+        model's search with), and a step engine over it with its own prompt template."""
+        models = catalog()
+        prompt = models.get(name, "policy").prompt
+        device = resolve_device("auto")
+        with self._lock:
+            key = self._key(name, precision, device)
+            self._check_fits(self._policy[0] if self._policy else key, None, key)
+            loaded = self._load_second(key, precision)
+            if self._policy is not None and loaded is self._policy[1] and self._engine:
+                return loaded, self._engine  # the bigger model is the loaded policy itself
+            if self._second_engine is None:
+                self._second_engine = StepEngine(
+                    loaded.model, loaded.tokenizer, PromptTemplate.load(prompt)
+                )
+            return loaded, self._second_engine
+
     def release(self) -> None:
         """Drop every model and runtime (they are freed unless a caller still holds one)."""
         with self._lock:
             self._drop_policy()
             self._drop_prm()
+            self._drop_second()
+
+    @staticmethod
+    def _key(name: str, precision: str, device: str) -> PolicyKey:
+        resolved, copies, _ = choose_precision(precision, device, name)
+        return (name, resolved, device, copies)
 
     # ---- loading and dropping, under the lock --------------------------------------------------
     def _load_policy(self, key: PolicyKey, precision: str) -> LoadedModel:
         if self._policy is not None and self._policy[0] == key:
             return self._policy[1]
         self._drop_policy()
+        if self._second is not None and self._second[0] == key:  # the judge becomes the policy
+            loaded = self._second[1]
+            self._second, self._second_engine = None, None
+            self._policy = (key, loaded)
+            return loaded
         loaded = load_policy(key[0], precision, key[2])
         self._policy = (key, loaded)
         return loaded
@@ -152,6 +202,27 @@ class ModelPool:
         scorer = load_hub_prm(*key)
         self._prm = (key, scorer)
         return scorer
+
+    def _load_second(self, key: PolicyKey, precision: str) -> LoadedModel:
+        if self._policy is not None and self._policy[0] == key:
+            return self._policy[1]  # the judge or bigger model is the policy: one copy
+        if self._second is not None and self._second[0] == key:
+            return self._second[1]
+        self._drop_second()
+        loaded = load_policy(key[0], precision, key[2])
+        self._second = (key, loaded)
+        return loaded
+
+    def _drop_second(self) -> None:
+        if self._second is None:
+            return
+        log.info("releasing %s", self._second[0])
+        model = self._second[1].model
+        self._runtimes = {
+            k: r for k, r in self._runtimes.items() if _judge_model(r.scorer) is not model
+        }
+        self._second, self._second_engine = None, None
+        _free()
 
     def _drop_policy(self) -> None:
         if self._policy is None:
@@ -168,7 +239,9 @@ class ModelPool:
         self._prm = None
         _free()
 
-    def _check_fits(self, policy: PolicyKey, prm: PrmKey | None) -> None:
+    def _check_fits(
+        self, policy: PolicyKey, prm: PrmKey | None, second: PolicyKey | None = None
+    ) -> None:
         """Refuse a policy + PRM pair whose weights cannot fit beside each other on the GPU.
 
         Counts only what is not loaded yet; a loaded policy or hub PRM that the pair replaces (or,
@@ -188,7 +261,16 @@ class ModelPool:
                 wanted.append(prm_pair)
             if self._prm is not None:
                 reclaim += self._prm[1].model.get_memory_footprint()
+        held2 = self._second
+        if second is not None and second != policy and (held2 is None or held2[0] != second):
+            wanted.append(second[:2])
+            reclaim += held2[1].model.get_memory_footprint() if held2 is not None else 0
         check_fits(wanted, "cuda", reclaimable=reclaim)
+
+
+def _judge_model(scorer: StepScorer | None) -> Any:
+    judge = getattr(scorer, "judge", scorer)
+    return getattr(judge, "model", None)
 
 
 def _free() -> None:

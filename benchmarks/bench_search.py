@@ -3,11 +3,16 @@
     .venv/bin/python -m benchmarks.bench_search            # full run (~3-5 min on 2 cores)
     .venv/bin/python -m benchmarks.bench_search --no-speculation   # + the engine without it
     .venv/bin/python -m benchmarks.bench_search --quick    # smoke run (tiny settings)
+    .venv/bin/python -m benchmarks.bench_search --model qwen2.5-coder-0.5b --n 8 --beam-width 4
+        # Qwen2.5-Coder 0.5B (--model: any catalog policy; its cold start alone takes ~85 s,
+        # --skip-cold leaves it out)
 
-Prints one JSON object. Everything is measured side by side in one run, on the embedded model,
-with the same prompt, seeds, N, M and number of iterations (times are summed over --seeds
-searches, 3 by default: each seed samples different paths, so one search alone is noisy; the
-paths run interleaved seed by seed, so a change in the machine's load hits both):
+Prints one JSON object. Everything is measured side by side in one run, on one policy (`model`:
+--model, by default the catalog's default policy, today the embedded SmolLM2-135M) with its own
+prompt template (`prompt`: its catalog entry's), with the same question, seeds, N, M and number
+of iterations (times are summed over --seeds searches, 3 by default: each seed samples different
+paths, so one search alone is noisy; the paths run interleaved seed by seed, so a change in the
+machine's load hits both):
 - engine_s: beam search through StepEngine + the arithmetic PRM (the project's own path), each
   search on a fresh engine that has read the template's fixed head, in a process that has served
   another question whole (as the app is after its first question: the thread tuner has measured,
@@ -37,7 +42,10 @@ paths run interleaved seed by seed, so a change in the machine's load hits both)
   (rows idle while the iteration's longest step ends);
 - first_frame_s: request to the first streamed tree with steps in it (model loaded, a new
   question for an app that has served one before; first_frame_cold_s: its very first question);
-- cold_start_s (GGUF -> converted copy, in a fresh process) and warm_start_s (load of the copy);
+- cold_start_s (GGUF -> converted copy, in a fresh process, into an empty temporary cache that is
+  removed after: the user's cache is never read or written; a policy shipped as GGUF parts also
+  assembles them there) and warm_start_s (a second process loads that copy; with --skip-cold or
+  --quick, this process loads the user's copy again);
 - peak_rss_mb of this process after the first engine search (before the naive port ran;
   peak_rss_mb_with_naive after everything); the precision and threads used;
 - with a CUDA device, the GPU section (`benchmarks/bench_gpu.py`): a random-weight model of
@@ -56,6 +64,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,7 +92,6 @@ from strategies.protocols import STEP_DELIMITER, GeneratedStep, Sampling
 from strategies.registry import run, search
 from strategies.tree import SearchTree
 
-MODEL = catalog().default_policy  # the embedded model
 QUESTION = (
     "A baker makes 12 trays of 8 muffins. She sells 57 muffins and gives away 15. "
     "How many muffins are left?"
@@ -271,22 +279,28 @@ def by_rows(policy) -> dict[str, str]:
     return {f"1-{small}": ", ".join(parts) + ", bf16 activations", f"{small + 1}+": top}
 
 
-def cold_and_warm_start(precision: str) -> dict[str, float]:
-    """Cold: a fresh process converts the GGUF into an empty cache; warm: a second process loads it."""
+def cold_and_warm_start(model: str, precision: str) -> dict[str, float]:
+    """Cold: a fresh process converts policy `model`'s GGUF into an empty cache; warm: a second
+    process loads it. The cache is a temporary folder (removed after), never the user's: each
+    process names the cache it used, and one outside that folder is an error."""
     code = (
         "import time, json; t=time.perf_counter();"
+        "from backend.catalog import models_cache_dir;"
         "from backend.loading.policy import load_policy;"
-        f"p=load_policy({MODEL!r}, '{precision}');"
-        "print(json.dumps({'load_s': p.load_s, 'process_s': time.perf_counter()-t, 'source': p.source}))"
+        f"p=load_policy({model!r}, {precision!r});"
+        "print(json.dumps({'load_s': p.load_s, 'process_s': time.perf_counter()-t,"
+        " 'source': p.source, 'cache': str(models_cache_dir())}))"
     )
     out = {}
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory(prefix="thinktree-cold-") as cache:
         env = {**os.environ, "THINKTREE_CACHE": cache}
         for label in ("cold", "warm"):
             proc = subprocess.run(
                 [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
             )
             res = json.loads(proc.stdout.strip().splitlines()[-1])
+            if not Path(res["cache"]).resolve().is_relative_to(Path(cache).resolve()):
+                raise RuntimeError(f"the {label} start used the cache {res['cache']}, not {cache}")
             out[f"{label}_start_s"] = round(res["load_s"], 2)
             out[f"{label}_process_s"] = round(res["process_s"], 2)
     return out
@@ -306,9 +320,17 @@ def timed_searches(
     return seconds, trees
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (an unknown --model exits, as argparse does, listing the policies)."""
+    models = catalog()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
+    ap.add_argument(
+        "--model",
+        default=models.default_policy,
+        choices=models.names("policy"),
+        help="the catalog policy to benchmark (default: %(default)s)",
+    )
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--beam-width", type=int, default=4)
     ap.add_argument("--iterations", type=int, default=4)
@@ -328,7 +350,12 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="also time the engine without speculative next steps (adds about a minute)",
     )
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    model = args.model
     if args.quick:
         args.n, args.beam_width, args.iterations, args.seeds = 4, 2, 1, 1
     config = SearchConfig(
@@ -336,22 +363,25 @@ def main(argv: list[str] | None = None) -> dict:
         n=args.n,
         beam_width=args.beam_width,
         max_iterations=args.iterations,
-        # the app's defaults for the embedded model
+        # the app's defaults (app/service.py's PRESET)
         max_step_tokens=16 if args.quick else 64,
         max_solution_tokens=64 if args.quick else 512,
         seed=args.seed,
     )
+    prompt = catalog().get(model, "policy").prompt
     result: dict = {
+        "model": model,
+        "prompt": prompt,
         "n": config.n,
         "beam_width": config.beam_width,
         "iterations": config.max_iterations,
     }
 
-    policy = get_policy(MODEL, args.precision)
-    template = PromptTemplate.load(catalog().get(MODEL).prompt)
+    policy = get_policy(model, args.precision)
+    template = PromptTemplate.load(prompt)
     tuner = cpu_threads.tuner()
     result.update(precision=policy.precision, threads=tuner.choices, device=policy.device)
-    reason = choose_precision(args.precision, policy.device, MODEL)[2]
+    reason = choose_precision(args.precision, policy.device, model)[2]
     result.update(precision_reason=reason, precision_by_rows=by_rows(policy))
     if policy.device == "cpu":
         result.update(cpu=cpu_info().as_json(), cpu_summary=cpu_info().summary())
@@ -381,7 +411,7 @@ def main(argv: list[str] | None = None) -> dict:
     def load_other_precision():  # beside (not replacing) the policy; after peak_rss_mb is taken
         for other in ("fp32", "bf16") if policy.device == "cpu" else ():
             if other not in stock:
-                loaded = load_policy(MODEL, other)
+                loaded = load_policy(model, other)
                 stock[other] = StepEngine(loaded.model, loaded.tokenizer, template)
         # a load installs a fresh thread tuner: the searches keep the one that has measured
         cpu_threads._TUNER = tuner
@@ -510,10 +540,10 @@ def main(argv: list[str] | None = None) -> dict:
             ),
         )
     if not args.skip_cold and not args.quick:  # as asked ("auto"): its choice and copies
-        result.update(cold_and_warm_start(args.precision))
+        result.update(cold_and_warm_start(model, args.precision))
     else:
         t0 = time.perf_counter()
-        load_policy(MODEL, args.precision)
+        load_policy(model, args.precision)
         result["warm_start_s"] = round(time.perf_counter() - t0, 2)
     if torch.cuda.is_available() and not args.skip_gpu:  # the GPU section (benchmarks/bench_gpu)
         from benchmarks.bench_gpu import gpu_benchmark

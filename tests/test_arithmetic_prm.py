@@ -253,14 +253,14 @@ def test_boxed_answer_must_match_the_latest_calculation():
     sols = [
         ["Sara has 5 + 7 = 12 pencils.\n\n", "The answer is \\boxed{10}."],
         ["Sara has 5 + 7 = 12 pencils.\n\n", "The answer is \\boxed{12}."],
-        ["The answer is \\boxed{12}."],  # nothing computed: nothing to compare
+        ["The answer is \\boxed{12}."],  # nothing computed: nothing behind the answer
         ["5 + 7 = 12, so the answer is \\boxed{10}"],
         ["3 x 4 = 12 apples.\n\n", "12 - 2 = 10 left.\n\n", "The answer is \\boxed{1,000}."],
     ]
     steps = prm.score("q", sols).steps
     assert steps[0] == [prm.right, prm.wrong]
     assert steps[1] == [prm.right, prm.right]
-    assert steps[2] == [prm.unchecked]
+    assert steps[2] == [prm.unsupported]
     assert steps[3] == [prm.wrong]
     assert steps[4] == [prm.right, prm.right, prm.wrong]  # 1,000 is not the 10 just computed
     # without the cache of step checks (the benchmark's naive port): the same scores, and no
@@ -268,3 +268,24 @@ def test_boxed_answer_must_match_the_latest_calculation():
     check_step.cache_clear()
     assert ArithmeticPRM(cache=False).score("q", sols).steps == steps
     assert check_step.cache_info().currsize == 0
+
+
+def test_an_answer_with_nothing_behind_it_scores_below_one_that_checks():
+    """The search that followed "we'd need to add the two numbers" to \\boxed{1} (issue 16)."""
+    prm = ArithmeticPRM()
+    question = "What is 17 + 25?"
+    vacuous = ["To find the total value, we'd need to add the two numbers.\n\n",
+               "The answer is \\boxed{1}."]  # fmt: skip
+    checked = ["17 + 25 = 42.\n\n", "The answer is \\boxed{42}."]
+    wrong = ["17 + 25 = 32.\n\n", "The answer is \\boxed{32}."]
+    v, c, w = prm.score(question, [vacuous, checked, wrong]).steps
+    assert v[0] == prm.unchecked  # prose with nothing to check stays neutral
+    assert v[1] < v[0] and v[1] < c[0] and v[1] < c[1]  # the answer it leads to does not pay
+    assert w[1] < v[1]  # an answer from a wrong calculation is still worse
+    # weighted Best-of-N: four vacuous answers do not outvote one whose calculation checks
+    assert 4 * v[1] < c[1]
+    # every way of writing the answer alone: boxed in the first step, or after more prose
+    for sol in (["\\boxed{1}"], ["Let me think.\n\n", "So.\n\n", "It is \\boxed{1}."]):
+        assert prm.score(question, [sol]).steps[0][-1] == prm.unsupported
+    with pytest.raises(ValueError, match="unsupported"):
+        ArithmeticPRM(unsupported=2.0)

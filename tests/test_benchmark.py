@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from backend.catalog import catalog
+
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {
     "engine_s", "naive_s", "speedup", "decode_tok_s", "forward_limit_tok_s", "fraction_of_limit",
@@ -28,6 +30,10 @@ def test_benchmark_quick_prints_every_figure():
     start = proc.stdout.index("{")
     result = json.loads(proc.stdout[start:])
     assert set(result) >= KEYS
+    # with no --model: the catalog's default policy, in its own prompt template
+    default = catalog().default_policy
+    assert result["model"] == default
+    assert result["prompt"] == catalog().get(default, "policy").prompt
     assert result["engine_s"] > 0 and result["naive_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["speedup"] == pytest.approx(result["naive_s"] / result["engine_s"], rel=0.02)
     # the naive port replays the engine's paths: the same search, token for token
@@ -46,6 +52,53 @@ def test_benchmark_quick_prints_every_figure():
         assert cpu["capability"] and result["cpu_summary"].startswith(cpu["model"])
         assert set(limits) == {"fp32", "bf16"}
     assert result["precision"] in result["precision_by_rows"].values()
+
+
+def test_model_option_takes_the_catalog_policies_only(capsys):
+    from benchmarks.bench_search import parse_args
+
+    assert parse_args([]).model == catalog().default_policy
+    policies = catalog().names("policy")
+    assert "qwen2.5-coder-0.5b" in policies
+    for name in policies:
+        assert parse_args(["--model", name, "--skip-cold"]).model == name
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--model", "no-such-model"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'no-such-model'" in capsys.readouterr().err
+
+
+def test_cold_start_runs_in_a_temporary_cache(monkeypatch):
+    """The cold start converts into a fresh folder of its own, never the user's model cache, and
+    loads the policy it is given; a process that reports another cache is an error."""
+    import benchmarks.bench_search as bench
+    from backend.catalog import models_cache_dir
+
+    calls = []
+
+    def fake_run(cmd, *, env, **kwargs):
+        calls.append((cmd[-1], env["THINKTREE_CACHE"]))
+        cache = Path(env["THINKTREE_CACHE"]) / "models"
+        out = {"load_s": 1.0, "process_s": 2.0, "source": "gguf", "cache": str(cache)}
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(out) + "\n")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    result = bench.cold_and_warm_start("qwen2.5-coder-0.5b", "auto")
+    assert result == {
+        "cold_start_s": 1.0, "cold_process_s": 2.0, "warm_start_s": 1.0, "warm_process_s": 2.0,
+    }  # fmt: skip
+    (code, cold), (_, warm) = calls
+    assert "load_policy('qwen2.5-coder-0.5b', 'auto')" in code
+    assert cold == warm and not Path(cold).exists()  # one folder for both, removed after
+    assert not Path(cold).resolve().is_relative_to(models_cache_dir().resolve().parent)
+
+    def elsewhere(cmd, *, env, **kwargs):
+        out = {"load_s": 1.0, "process_s": 2.0, "source": "gguf", "cache": str(models_cache_dir())}
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(out))
+
+    monkeypatch.setattr(bench.subprocess, "run", elsewhere)
+    with pytest.raises(RuntimeError, match="used the cache"):
+        bench.cold_and_warm_start("smollm2-135m", "auto")
 
 
 @pytest.mark.model

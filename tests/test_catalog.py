@@ -25,6 +25,7 @@ POLICIES = {
     "llama-3.2-1b": "meta-llama/Llama-3.2-1B-Instruct",
     "llama-3.2-3b": "meta-llama/Llama-3.2-3B-Instruct",
 }
+OFFLINE_PRMS = ("arithmetic", "checker+judge-1.5b", "judge-1.5b", "self_judge")
 HUB_PRMS = {
     "skywork-prm-1.5b": ("Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B", "skywork"),
     "skywork-prm-7b": ("Skywork/Skywork-o1-Open-PRM-Qwen-2.5-7B", "skywork"),
@@ -39,7 +40,7 @@ def test_catalog_lists_the_models():
     c = cat.catalog()
     assert {n: c.get(n, "policy").hub_id for n in c.names("policy")} == POLICIES
     assert {n: (c.get(n).hub_id, c.get(n).family) for n in c.hub_prm_names()} == HUB_PRMS
-    assert set(c.names("prm")) == {*HUB_PRMS, "arithmetic", "self_judge"}
+    assert set(c.names("prm")) == {*HUB_PRMS, *OFFLINE_PRMS}
     for name in c.names():
         entry = c.get(name)
         assert entry.label and entry.license
@@ -68,6 +69,18 @@ def test_bad_catalog_entries_are_refused(tmp_path):
             load_catalog(path)
     with pytest.raises(ValueError, match="unknown family"):
         CatalogEntry("p", "prm", "x", "reward_magic", "x", "a/b", params=1)
+    policy = base | {"prompt": "reference"}
+    judge = {"label": "j", "family": "judge", "license": "x"}
+    for data, problem in [
+        ({"prms": {"j": judge | {"judge": "nobody"}}}, "'nobody' as its judge, which is not"),
+        ({"prms": {"j": judge}}, "names its model in 'judge'"),
+        ({"prms": {"j": judge | {"judge": "m", "combine": "vote"}}}, "combine is 'veto'"),
+        ({"policies": {"m": policy | {"bigger": "ghost"}}}, "'ghost' as its bigger"),
+    ]:
+        path = tmp_path / "models.json"
+        path.write_text(json.dumps({"policies": {"m": policy}} | data))
+        with pytest.raises(ValueError, match=problem):
+            load_catalog(path)
 
 
 def test_memory_estimates_match_published_sizes():
@@ -82,6 +95,10 @@ def test_memory_estimates_match_published_sizes():
         if e.params:
             assert m["fp32"] > m["bf16"] > m["int8"] > m["nf4"] > 0
     assert cat.get("self_judge").memory_bytes("bf16") == 0  # reuses the policy
+    # a model judge weighs what its model weighs: the numbers are written once, on the policy
+    for judge in ("judge-1.5b", "checker+judge-1.5b"):
+        assert cat.get(judge).memory_gb() == cat.get("qwen2.5-coder-1.5b").memory_gb()
+        assert cat.get(judge).judge == "qwen2.5-coder-1.5b" and not cat.get(judge).is_hub_prm
 
 
 def _params_16bit(model) -> int:
@@ -173,8 +190,10 @@ def test_loaders_and_the_app_take_their_names_from_the_catalog():
     assert c.names("policy") == tuple(POLICIES)
     assert {n: c.get(n).hub_id for n in c.names("policy")} == POLICIES
     assert c.get("smollm2-135m").gguf["file"]  # the embedded GGUF path stays
-    assert set(c.prm_choices()) == {*HUB_PRMS, "arithmetic", "self_judge", "none"}
-    assert c.prm_choices()[:3] == ("arithmetic", "self_judge", "none")
+    assert set(c.prm_choices()) == {*HUB_PRMS, *OFFLINE_PRMS, "none"}
+    assert c.prm_choices()[: len(OFFLINE_PRMS) + 1] == (*OFFLINE_PRMS, "none")
+    assert c.get("qwen2.5-coder-0.5b").bigger == "qwen2.5-coder-1.5b"
+    assert c.get("qwen2.5-coder-0.5b").short_name == "0.5B"
     assert all(c.prm_label(n) for n in c.prm_choices())
     assert c.get("llama-3.2-1b").prompt == "reference"
     assert policy.resolve_precision("auto", "cuda", "smollm2-135m") == "bf16"

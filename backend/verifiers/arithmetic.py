@@ -4,7 +4,10 @@ The embedded policy (SmolLM2-135M) writes steps like "so 3 x 12 = 36 eggs" and m
 are checkable arithmetic, so a verifier that recomputes every `expression = value` it finds already
 separates good samples from bad ones, with no model, no GPU and no download. A step scores
 `right` (0.9) when every calculation in it holds, `wrong` (0.1) when any fails and `unchecked`
-(0.5) when it has nothing to check; a step's score depends on that step's text alone.
+(0.5) when it has nothing to check. A boxed answer with no calculation anywhere behind it is
+`unsupported` (0.2): saying nothing must not pay, or a search follows the line that never
+calculates (SmolLM2 on "17 + 25": "we'd need to add the two numbers" then "\boxed{1}"), and a
+few such answers must not outvote one whose calculation checks in weighted Best-of-N.
 
 Text is untrusted: it is read by a linear-time tokenizer and a small recursive-descent evaluator
 over exact Fractions (never `eval`); numbers, exponents, expression length, nesting and the
@@ -82,13 +85,14 @@ class ArithmeticPRM:
     right: float = 0.9  # every calculation in the step holds
     wrong: float = 0.1  # some calculation is wrong
     unchecked: float = 0.5  # nothing checkable in the step
+    unsupported: float = 0.2  # a boxed answer with no calculation in the solution behind it
     cache: bool = True  # remember each step's check (False: re-check every step every call)
     name: ClassVar[str] = "arithmetic"
     # scoring is cheap (no model): a search may score steps while others are still being written
     cheap: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        for field_name in ("right", "wrong", "unchecked"):
+        for field_name in ("right", "wrong", "unchecked", "unsupported"):
             value = getattr(self, field_name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"ArithmeticPRM.{field_name} must be in [0, 1], got {value}")
@@ -104,8 +108,9 @@ class ArithmeticPRM:
 
         Besides its own arithmetic, a step that states the boxed answer is checked for consistency:
         the answer must equal the result of the solution's latest calculation (so "5 + 7 = 12 ...
-        \\boxed{10}" is wrong), and is only as right as that calculation. A step's score depends
-        only on the steps up to it.
+        \\boxed{10}" is wrong), and is only as right as that calculation; with no calculation
+        anywhere up to it, the answer is `unsupported`. A step's score depends only on the steps
+        up to it.
         `tokens` is a rough count of what was read: the whitespace-separated words of all steps.
         """
         steps = [self._score_solution(solution) for solution in solutions]
@@ -121,7 +126,9 @@ class ArithmeticPRM:
                 if c.written is not None:
                     last = c
             boxed = boxed_number(step)
-            if boxed is not None and last is not None and verdict != "wrong":
+            if boxed is not None and last is None and verdict == "unchecked":
+                verdict = "unsupported"
+            elif boxed is not None and last is not None and verdict != "wrong":
                 # an answer taken from a wrong calculation is as wrong as the calculation
                 consistent = _close(boxed, last.written)
                 verdict = {True: "right", False: "wrong", None: verdict}[last.ok]

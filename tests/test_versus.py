@@ -1,0 +1,140 @@
+"""Small model + search against a bigger model alone: FLOPs, equal-compute voters, the verdict line,
+the explorer's panel and the `/run` comparison, on fakes (no model loads)."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import pytest
+
+import app.service
+import backend.runtime
+from app.handlers import DEFAULTS, explore
+from app.service import RunRequest, run_json
+from app.versus import MIN_VOTERS, equal_compute_voters, run_flops, verdict_line, versus_markdown
+from backend.catalog import catalog
+from strategies.tree import Compute, SearchTree
+from tests.fakes import FakeGenerator, FakeScorer
+
+QUESTION = "A baker makes 24 muffins and sells 15. How many are left?"
+SMALL, BIG = "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
+
+
+def _tree(
+    answer, generated, scored=0, params=494_032_768, prm_params=0, n=8, strategy="beam_search"
+):
+    tree = SearchTree(QUESTION, strategy=strategy, config={"n": n})
+    tree.answer = answer
+    tree.compute = Compute(generated_tokens=generated, scored_tokens=scored)
+    tree.meta.update(params=params, prm_params=prm_params)
+    return tree
+
+
+def test_flops_count_the_policy_and_the_verifier_two_per_parameter_per_token():
+    search = _tree("9", generated=1000, scored=3000, prm_params=1_543_714_304)
+    assert run_flops(search) == 2 * (494_032_768 * 1000 + 1_543_714_304 * 3000)
+    assert run_flops(_tree("9", generated=1000, scored=3000)) == 2 * 494_032_768 * 1000  # checker
+    greedy = _tree("7", generated=200, params=1_543_714_304, n=1)
+    # 10.2e12 FLOPs of search buy 16 samples of 200 tokens from the 1.5B; capped at N
+    assert equal_compute_voters(search, greedy, cap=64) == 16
+    assert equal_compute_voters(search, greedy, cap=8) == 8
+    assert equal_compute_voters(search, _tree("7", generated=0), cap=8) == 0
+
+
+def test_the_verdict_line_reads_like_the_issue_asks():
+    search = _tree("16", generated=1200, params=494_032_768)
+    greedy = _tree("3", generated=200, params=1_543_714_304, n=1, strategy="majority_vote")
+    line = verdict_line(search, greedy, None, "0.5B", "1.5B", expected="16")
+    ratio = run_flops(search) / run_flops(greedy)
+    assert (
+        line
+        == f"0.5B + Beam search (N=8): 16 ✓ — 1.5B alone: 3 ✗ — at {ratio:.1f}× the 1.5B's compute"
+    )
+    voted = _tree("16", generated=600, params=1_543_714_304, n=3, strategy="majority_vote")
+    line = verdict_line(search, greedy, voted, "0.5B", "1.5B")  # no expected answer: no marks
+    assert "1.5B alone: 3 — 1.5B majority@3: 16 —" in line and "✓" not in line
+    table = versus_markdown(search, greedy, voted, "0.5B", "1.5B", "16")
+    assert table.count("\n| ") == 4 and "| FLOPs |" in table and line.split(" — ")[0] in table
+    assert "answering the same question" in versus_markdown(search, None, None, "0.5B", "1.5B")
+
+
+def test_which_bigger_model_a_request_compares_with():
+    assert catalog().get(SMALL).bigger == BIG
+    assert RunRequest(QUESTION, model=SMALL).bigger_model == BIG  # auto: the catalog's
+    assert RunRequest(QUESTION, model="smollm2-135m").bigger_model is None  # none listed
+    assert RunRequest(QUESTION, model="smollm2-135m", bigger=SMALL).bigger_model == SMALL
+    assert RunRequest(QUESTION, model=SMALL, bigger="none").bigger_model is None
+    assert RunRequest(QUESTION, model=SMALL, compare=False).bigger_model is None
+    assert RunRequest(QUESTION, model=BIG).bigger_model is None  # not compared with itself
+    with pytest.raises(ValueError, match="Unknown bigger model 'gpt-9'"):
+        RunRequest(QUESTION, bigger="gpt-9")
+
+
+class FakeRuntime:
+    def __init__(self) -> None:
+        self.generator = FakeGenerator(depth=3, answers=("9",))
+        self.scorer = FakeScorer()
+
+    def meta(self) -> dict:
+        return {"model": SMALL, "params": 494_032_768, "prm": "fake", "prm_params": 0}
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    """The 0.5B's search on a fake that answers 9; the 1.5B on a fake that answers 7."""
+    big = FakeGenerator(depth=2, answers=("7",))
+    loaded = types.SimpleNamespace(device="cpu", precision="fp32")
+    calls = []
+
+    def bigger(name, precision="auto"):
+        calls.append(name)
+        return loaded, big
+
+    monkeypatch.setattr(backend.runtime, "get_runtime", lambda *a, **k: FakeRuntime())
+    monkeypatch.setattr(backend.runtime.POOL, "bigger", bigger)
+    return types.SimpleNamespace(calls=calls, big=big)
+
+
+def test_run_json_carries_the_bigger_models_answers_and_the_verdict(fakes):
+    request = RunRequest(QUESTION, model=SMALL, expected="9")
+    run = run_json(request)
+    bigger = run["comparison"]["bigger"]
+    assert fakes.calls and set(fakes.calls) == {BIG}
+    greedy, search = bigger["greedy"], bigger["search"]
+    assert greedy["model"] == BIG and greedy["n"] == 1 and greedy["answer"] == "7"
+    assert greedy["correct"] is False and search["correct"] is True
+    tokens = greedy["tokens"]
+    assert greedy["flops"] == 2 * catalog().get(BIG).params * tokens > 0
+    assert search["flops"] == 2 * 494_032_768 * run["compute"]["generated_tokens"]
+    voters = min(request.config.n, int(search["flops"] // greedy["flops"]))
+    if voters >= MIN_VOTERS:
+        assert bigger["majority"]["n"] == voters and bigger["majority"]["answer"] == "7"
+    else:
+        assert bigger["majority"] is None
+    assert bigger["verdict"].startswith("0.5B + ") and "1.5B alone: 7 ✗" in bigger["verdict"]
+    assert bigger["compute_ratio"] == pytest.approx(search["flops"] / greedy["flops"])
+    # the bigger model's greedy answer is greedy: temperature 0
+    assert run_json(dataclasses.replace(request, bigger="none"))["comparison"].get("bigger") is None
+
+
+def test_the_bigger_model_votes_when_equal_compute_buys_enough_samples(fakes, monkeypatch):
+    monkeypatch.setattr(app.service, "equal_compute_voters", lambda *a, **k: 4)
+    run = run_json(RunRequest(QUESTION, model=SMALL))
+    majority = run["comparison"]["bigger"]["majority"]
+    assert majority["n"] == 4 and majority["strategy"] == "majority_vote"
+    assert "1.5B majority@4: 7" in run["comparison"]["bigger"]["verdict"]
+
+
+def test_the_explorer_shows_the_bigger_model_beside_majority_voting(fakes):
+    updates = list(explore({**DEFAULTS, "prompt": QUESTION, "model": SMALL, "expected": "9"}))
+    panels = [u["versus"] for u in updates if u.get("versus")]
+    assert "answering the same question" in panels[0]  # said before the bigger model writes
+    final = panels[-1]
+    assert "| answer | 9 ✓ | 7 ✗" in final and "1.5B alone: 7 ✗" in final
+    assert final.index("| FLOPs |") < final.index("**0.5B + ")
+    # the majority-vote comparison came first, and a policy with no bigger model shows none
+    first_versus = next(i for i, u in enumerate(updates) if u.get("versus"))
+    assert any("comparison" in u and u["comparison"] for u in updates[:first_versus])
+    updates = list(explore({**DEFAULTS, "prompt": QUESTION, "model": "smollm2-135m"}))
+    assert not any(u.get("versus") for u in updates)
