@@ -20,6 +20,7 @@ from app.service import (
     RunRequest,
     comparison,
     preset_values,
+    run_bigger,
     setting_choices,
     stream_majority,
     stream_run,
@@ -108,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
             f"majority voting at N={request.config.n}: {majority.answer} "
             f"({m.generated_tokens} generated tokens, {m.wall_s:.1f} s)"
         )
+    if request.bigger_model:
+        print(f"{request.bigger_model} alone ...", file=sys.stderr, flush=True)
+        try:
+            run["comparison"]["bigger"] = bigger = run_bigger(request, tree)
+        except (ValueError, OSError) as err:  # e.g. the bigger model is not installed here
+            print(f"error: {request.bigger_model}: {err}", file=sys.stderr)
+            return 1
+        print(bigger["verdict"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(run, indent=1))

@@ -212,17 +212,24 @@ def run_json(request: RunRequest) -> dict[str, Any]:
         (majority,) = deque(stream_majority(request), maxlen=1)
         run["comparison"] = comparison(tree, majority)
     if request.bigger_model:
-        (greedy,) = deque(stream_bigger(request), maxlen=1)
-        voters = equal_compute_voters(tree, greedy, cap=request.config.n)
-        big_majority = None
-        if voters >= MIN_VOTERS:
-            (big_majority,) = deque(stream_bigger(request, voters), maxlen=1)
-        bigger = versus(tree, greedy, big_majority, request.expected)
-        bigger["verdict"] = verdict_line(
-            tree, greedy, big_majority, *short_names(request), request.expected
-        )
-        run["comparison"]["bigger"] = bigger
+        run["comparison"]["bigger"] = run_bigger(request, tree)
     return run
+
+
+def run_bigger(request: RunRequest, search_tree: SearchTree) -> dict[str, Any]:
+    """The bigger model's side of the comparison, run to the end: greedy, then majority voting
+    when the search's compute buys it at least MIN_VOTERS samples (the JSON's comparison.bigger,
+    with the verdict line)."""
+    (greedy,) = deque(stream_bigger(request), maxlen=1)
+    voters = equal_compute_voters(search_tree, greedy, cap=request.config.n)
+    big_majority = None
+    if voters >= MIN_VOTERS:
+        (big_majority,) = deque(stream_bigger(request, voters), maxlen=1)
+    bigger = versus(search_tree, greedy, big_majority, request.expected)
+    bigger["verdict"] = verdict_line(
+        search_tree, greedy, big_majority, *short_names(request), request.expected
+    )
+    return bigger
 
 
 def write_exports(tree: SearchTree, html: str) -> dict[str, str]:

@@ -289,6 +289,42 @@ def test_weights_that_are_4_bit_get_an_exact_4_bit_copy():
     assert small_batch.exact_int4(w2) is None
 
 
+def test_q4_k_sub_blocks_that_use_part_of_the_16_levels_are_exact_too():
+    """Q4_K: d * scale * q - dmin * min per sub-block of 32, q in 0..15, but a sub-block may span
+    only q_min..q_max (here 9 of the 16 levels in some groups, 16 in others)."""
+    from backend.kernels import small_batch
+
+    g = torch.Generator().manual_seed(3)
+    out, inp = 64, 256
+    span = torch.randint(1, 16, (out, inp // 32, 1), generator=g)  # levels spanned: 1..15 steps
+    span[0, 0] = 9
+    q = (torch.rand(out, inp // 32, 32, generator=g) * (span + 1)).floor().clamp(max=span)
+    q[..., 0], q[..., 1] = 0, span[..., 0]
+    q = q + torch.randint(0, 16, (out, inp // 32, 1), generator=g).clamp(max=15 - span)
+    d = torch.rand(out, inp // 32, 1, generator=g) * 0.02 + 0.001
+    m = -d * (5 + 5 * torch.rand(out, inp // 32, 1, generator=g))
+    w = (q * d.half().float() + m.half().float()).view(out, inp).to(torch.bfloat16)
+    packed, scale_zero = small_batch.exact_int4(w)
+    x = torch.randn(2, inp, dtype=torch.bfloat16)
+    got = small_batch.small_matmul(x, "int4", packed, scale_zero).float()
+    ref = x.float() @ w.float().T
+    assert (got - ref).abs().max() <= 0.01 * ref.abs().max()
+    # 5-bit blocks (Q5_0: d * (q - 16), q in 0..31) fit no 4-bit grid: int8 as before
+    q5 = torch.randint(0, 32, (out, inp // 32, 32), generator=g).float()
+    q5[..., 0], q5[..., 1] = 0, 31
+    w5 = ((q5 - 16) * d.half().float()).view(out, inp).to(torch.bfloat16)
+    assert small_batch.exact_int4(w5) is None
+    assert small_batch.SmallBatchLinear(_linear(w5)).kind == "int8"
+    assert small_batch.SmallBatchLinear(_linear(w)).kind == "int4"
+
+
+def _linear(w: torch.Tensor) -> torch.nn.Linear:
+    lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False).to(w.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    return lin
+
+
 def q4_1_layers(model) -> None:
     """Give every decoder layer's linear maps Q4_1-style weights (`q4_1_weights`)."""
     with torch.no_grad():

@@ -138,3 +138,41 @@ def test_the_explorer_shows_the_bigger_model_beside_majority_voting(fakes):
     assert any("comparison" in u and u["comparison"] for u in updates[:first_versus])
     updates = list(explore({**DEFAULTS, "prompt": QUESTION, "model": "smollm2-135m"}))
     assert not any(u.get("versus") for u in updates)
+
+
+def test_the_cli_prints_the_verdict_and_writes_the_comparison(fakes, tmp_path, capsys):
+    from app.cli import main
+
+    out = tmp_path / "run.json"
+    assert main(["run", "--prompt", QUESTION, "--model", SMALL, "--expected", "9", "--quiet",
+                 "--json", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "0.5B + Beam search (N=4): 9 ✓ — 1.5B alone: 7 ✗" in printed
+    import json
+
+    assert json.loads(out.read_text())["comparison"]["bigger"]["greedy"]["answer"] == "7"
+
+
+@pytest.mark.model
+def test_the_comparison_runs_on_real_models_smollm2_against_the_0_5b():
+    """The real path: SmolLM2's search, then the 0.5B loaded as the second model (the pool's
+    slot that holds a judge or the bigger model), greedy and, if the FLOPs buy it, voting."""
+    from backend.loading.policy import gguf_path
+
+    if gguf_path(SMALL) is None:
+        pytest.skip("set up with --small: the Qwen2.5-Coder parts are not installed")
+    config = dataclasses.replace(app.service.PRESET, n=4, max_iterations=3)
+    request = RunRequest("What is 12 times 7?", config, "smollm2-135m", bigger=SMALL,
+                         expected="84")  # fmt: skip
+    try:
+        run = run_json(request)
+        bigger = run["comparison"]["bigger"]
+        assert bigger["greedy"]["model"] == SMALL and bigger["greedy"]["n"] == 1
+        assert bigger["greedy"]["tokens"] > 0 and bigger["greedy"]["flops"] > 0
+        assert bigger["search"]["model"] == "smollm2-135m"
+        assert bigger["verdict"].startswith("SmolLM2 135M + Beam search (N=4): ")
+        assert " — 0.5B alone: " in bigger["verdict"]
+        loaded, engine = backend.runtime.POOL.bigger(SMALL)
+        assert loaded.name == SMALL and loaded is not backend.runtime.POOL.policy("smollm2-135m")
+    finally:
+        backend.runtime.POOL.release()  # the other tests' models load again when asked for

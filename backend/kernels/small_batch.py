@@ -5,8 +5,9 @@ step at batch 1 costs about as much as one at batch 16. The tails of a search (t
 iteration, a solution written to its end) run at small batches and set its wall time. For those
 forward passes a linear layer reads a low-bit copy of its weights instead of the bf16 ones:
 - exact 4-bit, when its weights take only 16 levels per group of 32 inputs. The embedded model's
-  layers come from a Q4_1 GGUF, which stores exactly that (min + q * d per block of 32), so the
-  4-bit copy is the GGUF's own weights again (up to bf16 rounding), at a quarter of the bytes.
+  layers come from a Q4_1 GGUF, which stores exactly that (min + q * d per block of 32), and so
+  do the Q4_K blocks of the Qwen2.5-Coder GGUFs (most of the 1.5B's layers), so the 4-bit copy
+  is the GGUF's own weights again (up to bf16 rounding), at a quarter of the bytes.
   torch's 4-bit kernel is faster than bf16 up to 8 rows;
 - int8 per output channel otherwise (the LM head, from the GGUF's Q8_0 embeddings; other
   models), up to 4 rows: half the bytes; that kernel is slower than bf16 at 8 rows.
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = "2"  # of the cache file's layout and of how the copies are computed
+CACHE_VERSION = "3"  # of the cache file's layout and of how the copies are computed
 
 
 def cache_file() -> str:
@@ -53,28 +54,56 @@ _INT4_PACK = getattr(torch, "_convert_weight_to_int4pack_for_cpu", None)
 
 def exact_int4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(packed 4-bit weights, scales and zeros) when `w` (out, in) holds, in every group of 32
-    inputs, only the 16 levels min + q * (max - min) / 15 (up to bf16 rounding), as weights read
-    from a Q4_1 GGUF do; None otherwise (re-quantizing would then change the model).
+    inputs, only levels min + j * d for whole j in 0..15 (up to bf16 rounding); None otherwise
+    (re-quantizing would then change the model).
 
+    A Q4_1 GGUF's blocks use the whole range (d = (max - min) / 15). A Q4_K block's sub-blocks of
+    32 are d * scale * q - dmin * min with q in 0..15 too, but a sub-block need not use q = 0 or
+    15: its spacing is then (max - min) / k for the k = q_max - q_min it happens to span, which is
+    found by trying k = 15, 14, ... 1 for the groups that do not fit yet (a finer k that still
+    fits is as exact). Weights of more levels (Q5_0, Q6_K, Q8_0, random) fail in every group, and
+    a tensor is given up as soon as a group fits no k.
     torch's kernel computes (q - 8) * scale + zero per group, so scale = d and zero = min + 8d.
     """
     if _INT4_KERNEL is None or _INT4_PACK is None or w.shape[1] % GROUP:
         return None
     out, inp = w.shape
-    g = w.view(out, inp // GROUP, GROUP).to(torch.float32, copy=True)  # changed in place below
+    g = w.reshape(-1, GROUP).to(torch.float32)  # (groups, 32)
     lo, hi = torch.aminmax(g, dim=-1, keepdim=True)
-    d = (hi - lo) / 15
     # bf16 rounds each value, and the min and max the levels are rebuilt from, by up to 2^-8 of
-    # their magnitude: allow 2^-6 of the group's largest one, in units of the level spacing.
-    # Levels are ~1/7 of it apart, so weights that are not 4-bit never pass
-    tol = torch.maximum(lo.abs(), hi.abs()).mul_(2.0**-6).add_(1e-12).div_(d.clamp(min=1e-30))
-    r = g.sub_(lo).div_(d.clamp(min=1e-30))  # in level units (in place: g is a copy)
-    q = r.round()
-    if (r.sub_(q).abs_() > tol).any():
+    # their magnitude: allow 2^-6 of the group's largest one, in units of the level spacing
+    top = torch.maximum(lo.abs(), hi.abs()).mul_(2.0**-6).add_(1e-12)
+    d = torch.empty_like(lo)
+    todo = torch.arange(g.shape[0])
+    for k in range(15, 0, -1):
+        dk = (hi[todo] - lo[todo]) / k
+        r = (g[todo] - lo[todo]) / dk.clamp(min=1e-30)
+        fits = ((r - r.round()).abs() <= top[todo] / dk.clamp(min=1e-30)).all(-1)
+        d[todo[fits]] = dk[fits]
+        todo = todo[~fits]
+        if not len(todo):
+            break
+        if k == 15 and len(todo) > 64:  # a sample of the misfits must fit some k, or none will
+            sample = todo[:: len(todo) // 64][:64]
+            if not _fits_some_k(g[sample], lo[sample], hi[sample], top[sample]):
+                return None
+    if len(todo):
         return None
-    packed = _INT4_PACK(q.clamp_(0, 15).view(out, inp).to(torch.int32), 1)
-    scale_zero = torch.stack([d[..., 0], (lo + 8 * d)[..., 0]], -1)  # (out, groups, 2)
+    q = ((g - lo) / d.clamp(min=1e-30)).round_().clamp_(0, 15)
+    packed = _INT4_PACK(q.view(out, inp).to(torch.int32), 1)
+    groups = inp // GROUP
+    scale_zero = torch.stack([d.view(out, groups), (lo + 8 * d).view(out, groups)], -1)
     return packed, scale_zero.transpose(0, 1).contiguous().to(torch.bfloat16)
+
+
+def _fits_some_k(g: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, top: torch.Tensor) -> bool:
+    """Whether every group (row of `g`) lies on the levels of some spacing (max - min) / k."""
+    left = torch.ones(g.shape[0], dtype=torch.bool)
+    for k in range(14, 0, -1):
+        dk = ((hi - lo) / k).clamp(min=1e-30)
+        r = (g - lo) / dk
+        left &= ~((r - r.round()).abs() <= top / dk).all(-1)
+    return not bool(left.any())
 
 
 class SmallBatchLinear(nn.Module):
