@@ -26,12 +26,12 @@ from app.service import (
     run_json,
     setting_choices,
     short_names,
-    stream_bigger,
+    stream_bigger_side,
     stream_majority,
     stream_run,
     write_exports,
 )
-from app.versus import MIN_VOTERS, equal_compute_voters, versus_markdown
+from app.versus import versus_markdown
 from backend.catalog import catalog
 from strategies.config import SearchConfig, field_help
 from strategies.tree import SearchTree
@@ -199,33 +199,36 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def _versus(request: RunRequest, tree: SearchTree, done: str) -> Iterator[dict[str, Any]]:
-    """The bigger model alone on the same question: greedy, then majority voting over as many
-    samples as the search's compute buys it (when that is at least MIN_VOTERS)."""
+    """The bigger model alone on the same question (`service.stream_bigger_side`): greedy, then
+    majority voting at equal compute. Its failure is shown in its panel; the run stays."""
     small, big = short_names(request)
     yield {
         "status": f"{done} · now {big} answers alone (loading it the first time)…",
         "versus": versus_markdown(tree, None, None, small, big),
     }
-    greedy = None
-    for greedy in _stream(request, stream_bigger):
-        if not greedy.done and not greedy.writing:
-            yield {"status": f"{done} · {big} alone: iteration {greedy.iteration}…"}
-    assert greedy is not None
-    table = versus_markdown(tree, greedy, None, small, big, request.expected)
-    voters = equal_compute_voters(tree, greedy, cap=request.config.n)
-    if voters < MIN_VOTERS:
-        yield {"status": done, "versus": table}
+    side = None
+    try:
+        for side in stream_bigger_side(request, tree):
+            if side.done:
+                break
+            running = side.majority or side.greedy
+            if running.done or running.writing:
+                continue
+            what = f"majority@{side.voters}" if side.majority else "alone"
+            update = {"status": f"{done} · {big} {what}: iteration {running.iteration}…"}
+            if side.majority is not None:
+                update["versus"] = versus_markdown(tree, side.greedy, None, small, big,
+                                                   request.expected)  # fmt: skip
+            yield update
+    except Exception as err:
+        if not isinstance(err, ValueError):
+            log.exception("the bigger model failed")
+        yield {"status": done, "versus": f"*{big} could not answer here: {err}*"}
         return
-    yield {"status": f"{done} · {big} majority voting over {voters} samples…", "versus": table}
-    big_majority = None
-    for big_majority in _stream(request, lambda r: stream_bigger(r, voters)):
-        if not big_majority.done and not big_majority.writing:
-            yield {
-                "status": f"{done} · {big} majority@{voters}: iteration {big_majority.iteration}…"
-            }
+    assert side is not None and side.done
     yield {
         "status": done,
-        "versus": versus_markdown(tree, greedy, big_majority, small, big, request.expected),
+        "versus": versus_markdown(tree, side.greedy, side.majority, small, big, request.expected),
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -27,6 +28,8 @@ from strategies.config import AGGREGATIONS, SearchConfig
 from strategies.info import STRATEGY_NAMES, check_scorer
 from strategies.registry import search
 from strategies.tree import SearchTree
+
+log = logging.getLogger(__name__)
 
 # The library's defaults are the reference work's scale; on two CPU cores a teaching demo wants
 # answers in seconds: a small budget, few iterations, and token caps a small model's steps fit in
@@ -216,18 +219,45 @@ def run_json(request: RunRequest) -> dict[str, Any]:
     return run
 
 
-def run_bigger(request: RunRequest, search_tree: SearchTree) -> dict[str, Any]:
-    """The bigger model's side of the comparison, run to the end: greedy, then majority voting
-    when the search's compute buys it at least MIN_VOTERS samples (the JSON's comparison.bigger,
-    with the verdict line)."""
-    (greedy,) = deque(stream_bigger(request), maxlen=1)
+@dataclass(frozen=True)
+class BiggerSide:
+    """The bigger model's side as it stands: its greedy run (growing, then done), then, when
+    the search's compute buys it at least MIN_VOTERS samples, its majority vote over `voters`."""
+
+    greedy: SearchTree
+    majority: SearchTree | None = None
+    voters: int = 0  # samples the majority vote runs over (0: it does not run)
+    done: bool = False
+
+
+def stream_bigger_side(request: RunRequest, search_tree: SearchTree) -> Iterator[BiggerSide]:
+    """The bigger model's runs, one frame per tree it streams, the last one `done`."""
+    greedy = None
+    for greedy in stream_bigger(request):
+        yield BiggerSide(greedy)
+    assert greedy is not None
     voters = equal_compute_voters(search_tree, greedy, cap=request.config.n)
-    big_majority = None
-    if voters >= MIN_VOTERS:
-        (big_majority,) = deque(stream_bigger(request, voters), maxlen=1)
-    bigger = versus(search_tree, greedy, big_majority, request.expected)
+    if voters < MIN_VOTERS:
+        yield BiggerSide(greedy, done=True)
+        return
+    majority = None
+    for majority in stream_bigger(request, voters):
+        yield BiggerSide(greedy, majority, voters)
+    yield BiggerSide(greedy, majority, voters, done=True)
+
+
+def run_bigger(request: RunRequest, search_tree: SearchTree) -> dict[str, Any]:
+    """The bigger model's side of the comparison, run to the end (the JSON's comparison.bigger,
+    with the verdict line). When the bigger model cannot run (not installed, out of memory),
+    {"model", "error"}: the finished search and its majority vote are kept."""
+    try:
+        (side,) = deque(stream_bigger_side(request, search_tree), maxlen=1)
+    except Exception as err:  # the search the user waited for must not be lost with it
+        log.warning("the bigger model %s failed: %s", request.bigger_model, err)
+        return {"model": request.bigger_model, "error": f"{type(err).__name__}: {err}"}
+    bigger = versus(search_tree, side.greedy, side.majority, request.expected)
     bigger["verdict"] = verdict_line(
-        search_tree, greedy, big_majority, *short_names(request), request.expected
+        search_tree, side.greedy, side.majority, *short_names(request), request.expected
     )
     return bigger
 

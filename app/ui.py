@@ -27,7 +27,7 @@ from app.handlers import (
 )
 from app.lessons import LEGEND_MD, lesson_figure
 from app.panels import STEP_COLUMNS
-from app.service import REQUEST_HELP, bigger_choices
+from app.service import NO_BIGGER, REQUEST_HELP, bigger_choices
 from app.texts import INTRO, api_markdown
 from backend.catalog import PRECISIONS, catalog, models_cache_dir
 from backend.loading import gguf_parts
@@ -112,9 +112,8 @@ def _policy_choices() -> list[tuple[str, str]]:
 
 
 def _bigger_choices() -> list[tuple[str, str]]:
-    names = {"auto": "auto (the catalog's for the policy)", "none": "none"}
-    return [(names.get(n, catalog().get(n).label if n in catalog().entries else n), n)
-            for n in bigger_choices()]  # fmt: skip
+    names = {"auto": "auto (the catalog's for the policy)", NO_BIGGER: "none"}
+    return [(names.get(n) or catalog().get(n).label, n) for n in bigger_choices()]
 
 
 def _examples(rows: list[dict[str, str]], title: str, targets: list) -> None:
@@ -196,7 +195,7 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
             )
             w["bigger"] = gr.Dropdown(
                 _bigger_choices(), value=d["bigger"], label="…and with a bigger model alone",
-                info="auto: the catalog's bigger model for the policy (0.5B → 1.5B)",
+                info="greedy, then majority voting at the search's compute",
             )  # fmt: skip
     with gr.Accordion("Harder examples (for hub models)", open=False):
         _examples(examples["hub"], "MATH-style", [w["prompt"], w["expected"]])

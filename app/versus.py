@@ -83,6 +83,7 @@ def versus(
             "model": tree.meta.get("model"),
             "strategy": tree.strategy,
             "n": tree.config.get("n"),
+            "temperature": tree.config.get("temperature"),
             "answer": tree.answer,
             "correct": right,
             "tokens": tree.compute.generated_tokens + tree.compute.scored_tokens,

@@ -35,6 +35,8 @@ WEIGHT_PRECISIONS: tuple[str, ...] = get_args(WeightPrecision)
 PRECISIONS: tuple[str, ...] = ("auto", *WEIGHT_PRECISIONS)
 HUB_PRM_FAMILIES = ("qwen_prm", "skywork", "rlhflow", "math_shepherd")
 
+# how a "judge" PRM combines the arithmetic checker with its model (backend/verifiers/judge.py)
+COMBINES = ("veto", "fallback")
 # a GGUF inside one installed package, or split across data-only part wheels
 GGUF_KEYS = ({"package", "file"}, {"parts", "count", "size", "sha256", "architecture", "title"})
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # packed 4-bit weight + double-quantized block constants
@@ -87,8 +89,8 @@ class CatalogEntry:
             raise ValueError(f"{where}: need 0 <= params_16bit <= params")
         if (self.family == "judge") != (self.judge is not None):
             raise ValueError(f"{where}: a judge PRM names its model in 'judge', nothing else does")
-        if self.combine not in (None, "veto", "fallback"):
-            raise ValueError(f"{where}: combine is 'veto' or 'fallback', got {self.combine!r}")
+        if self.combine is not None and self.combine not in COMBINES:
+            raise ValueError(f"{where}: combine is one of {COMBINES}, got {self.combine!r}")
         if self.family not in ("offline", "judge") and not (self.hub_id and self.params):
             raise ValueError(f"{where}: a downloadable model needs hub_id and params")
         if self.kind == "policy" and not (PROMPTS_DIR / f"{self.prompt}.json").is_file():

@@ -52,11 +52,13 @@ class Runtime:
         p = self.policy
         fast = self.generator.fast
         models = catalog()
-        prm_params = 0  # what reading one token costs the verifier, for FLOPs (2 per parameter)
-        if self.prm_name == "self_judge":
-            prm_params = models.get(p.name, "policy").params
-        elif self.prm_name != NO_PRM:
-            prm_params = models.get(self.prm_name, "prm").params
+        # what reading one token costs the verifier, for FLOPs (2 per parameter): a model
+        # verifier reads one position's logits per prompt, so its embedding / LM head
+        # (params_16bit) is left out per token
+        prm_params = 0
+        if self.prm_name != NO_PRM:
+            verifier = models.get(p.name if self.prm_name == "self_judge" else self.prm_name)
+            prm_params = verifier.params - verifier.params_16bit
         return {
             "model": p.name,
             "model_source": p.source,
@@ -119,6 +121,9 @@ class ModelPool:
             self._check_fits(policy_key, prm_key, judge_key)  # before anything is freed or loaded
             if self._prm is not None and self._prm[0] != prm_key:
                 self._drop_prm()  # the old PRM goes before the policy loads
+            held = self._policy
+            if judge_key and held and held[0] == judge_key and judge_key != policy_key:
+                self._keep_as_second()  # the outgoing policy is the judge asked for: no reload
             loaded = self._load_policy(policy_key, precision)
             if self._engine is None:
                 template = PromptTemplate.load(prompt)
@@ -159,10 +164,15 @@ class ModelPool:
         device = resolve_device("auto")
         with self._lock:
             key = self._key(name, precision, device)
-            self._check_fits(self._policy[0] if self._policy else key, None, key)
+            held_prm = self._prm[0] if self._prm is not None else None  # kept: not reclaimable
+            self._check_fits(self._policy[0] if self._policy else key, held_prm, key)
             loaded = self._load_second(key, precision)
-            if self._policy is not None and loaded is self._policy[1] and self._engine:
-                return loaded, self._engine  # the bigger model is the loaded policy itself
+            if self._policy is not None and loaded is self._policy[1]:
+                if self._engine is None:  # the bigger model is the loaded policy itself
+                    self._engine = StepEngine(
+                        loaded.model, loaded.tokenizer, PromptTemplate.load(prompt)
+                    )
+                return loaded, self._engine
             if self._second_engine is None:
                 self._second_engine = StepEngine(
                     loaded.model, loaded.tokenizer, PromptTemplate.load(prompt)
@@ -212,6 +222,13 @@ class ModelPool:
         loaded = load_policy(key[0], precision, key[2])
         self._second = (key, loaded)
         return loaded
+
+    def _keep_as_second(self) -> None:
+        """The loaded policy becomes the second model (what was built on it as a policy goes)."""
+        assert self._policy is not None
+        self._drop_second()
+        self._second, self._policy = self._policy, None
+        self._engine, self._runtimes = None, {}
 
     def _drop_second(self) -> None:
         if self._second is None:

@@ -74,7 +74,7 @@ def test_bad_catalog_entries_are_refused(tmp_path):
     for data, problem in [
         ({"prms": {"j": judge | {"judge": "nobody"}}}, "'nobody' as its judge, which is not"),
         ({"prms": {"j": judge}}, "names its model in 'judge'"),
-        ({"prms": {"j": judge | {"judge": "m", "combine": "vote"}}}, "combine is 'veto'"),
+        ({"prms": {"j": judge | {"judge": "m", "combine": "vote"}}}, "combine is one of"),
         ({"policies": {"m": policy | {"bigger": "ghost"}}}, "'ghost' as its bigger"),
     ]:
         path = tmp_path / "models.json"

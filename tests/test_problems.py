@@ -15,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS = ROOT / "assets" / "problems" / "arithmetic.json"
+MULTISTEP = ROOT / "assets" / "problems" / "multistep.json"
 
 _BINARY = {
     ast.Add: operator.add,
@@ -82,6 +83,24 @@ def test_answer_equals_its_check(problem):
     for number in numbers:
         if number not in (2, 60):  # "half" and hours-to-minutes are not written as digits
             assert str(number) in problem["question"], (number, problem["question"])
+
+
+def test_the_multi_step_set_needs_two_to_five_operations_and_its_answers_are_right():
+    problems = json.loads(MULTISTEP.read_text())
+    assert len(problems) == 16
+    questions = [p["question"] for p in problems]
+    assert len(set(questions)) == len(questions)
+    assert not set(questions) & {p["question"] for p in load()}, "the tiers share no question"
+    for p in problems:
+        assert set(p) == {"question", "answer", "check"}, p
+        assert p["question"].rstrip().endswith("?"), p["question"]
+        value = evaluate(p["check"])
+        assert value.denominator == 1 and value == int(p["answer"]) > 0, p
+        tree = ast.parse(p["check"], mode="eval")
+        assert 2 <= sum(isinstance(n, ast.BinOp) for n in ast.walk(tree)) <= 5, p["check"]
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Constant) and n.value not in (2, 3):  # "half", "Three": words
+                assert str(n.value) in p["question"], (n.value, p["question"])
 
 
 def test_answers_parse_as_numbers_for_the_grader():

@@ -114,7 +114,7 @@ def test_run_json_carries_the_bigger_models_answers_and_the_verdict(fakes):
         assert bigger["majority"] is None
     assert bigger["verdict"].startswith("0.5B + ") and "1.5B alone: 7 ✗" in bigger["verdict"]
     assert bigger["compute_ratio"] == pytest.approx(search["flops"] / greedy["flops"])
-    # the bigger model's greedy answer is greedy: temperature 0
+    assert greedy["temperature"] == 0.0  # its own answer is its greedy one
     assert run_json(dataclasses.replace(request, bigger="none"))["comparison"].get("bigger") is None
 
 
@@ -123,6 +123,7 @@ def test_the_bigger_model_votes_when_equal_compute_buys_enough_samples(fakes, mo
     run = run_json(RunRequest(QUESTION, model=SMALL))
     majority = run["comparison"]["bigger"]["majority"]
     assert majority["n"] == 4 and majority["strategy"] == "majority_vote"
+    assert majority["temperature"] == app.service.PRESET.temperature  # sampled, as the search
     assert "1.5B majority@4: 7" in run["comparison"]["bigger"]["verdict"]
 
 
@@ -138,6 +139,20 @@ def test_the_explorer_shows_the_bigger_model_beside_majority_voting(fakes):
     assert any("comparison" in u and u["comparison"] for u in updates[:first_versus])
     updates = list(explore({**DEFAULTS, "prompt": QUESTION, "model": "smollm2-135m"}))
     assert not any(u.get("versus") for u in updates)
+
+
+def test_a_bigger_model_that_fails_costs_neither_the_run_nor_the_page(fakes, monkeypatch):
+    def broken(name, precision="auto"):
+        raise RuntimeError("no room for the 1.5B")
+
+    monkeypatch.setattr(backend.runtime.POOL, "bigger", broken)
+    run = run_json(RunRequest(QUESTION, model=SMALL))
+    assert run["answer"] is not None and run["comparison"]["strategy"] == "majority_vote"
+    assert run["comparison"]["bigger"] == {"model": BIG,
+                                           "error": "RuntimeError: no room for the 1.5B"}  # fmt: skip
+    updates = list(explore({**DEFAULTS, "prompt": QUESTION, "model": SMALL}))
+    assert "could not answer here: no room for the 1.5B" in updates[-1]["versus"]
+    assert updates[-1]["status"].startswith("Done")
 
 
 def test_the_cli_prints_the_verdict_and_writes_the_comparison(fakes, tmp_path, capsys):

@@ -65,20 +65,22 @@ def exact_int4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     a tensor is given up as soon as a group fits no k.
     torch's kernel computes (q - 8) * scale + zero per group, so scale = d and zero = min + 8d.
     """
-    if _INT4_KERNEL is None or _INT4_PACK is None or w.shape[1] % GROUP:
-        return None
+    if _INT4_KERNEL is None or _INT4_PACK is None or w.shape[1] % GROUP or w.shape[0] % 16:
+        return None  # torch packs 4-bit weights in blocks of 16 output rows
     out, inp = w.shape
     g = w.reshape(-1, GROUP).to(torch.float32)  # (groups, 32)
     lo, hi = torch.aminmax(g, dim=-1, keepdim=True)
     # bf16 rounds each value, and the min and max the levels are rebuilt from, by up to 2^-8 of
-    # their magnitude: allow 2^-6 of the group's largest one, in units of the level spacing
+    # their magnitude: allow 2^-6 of the group's largest one, in units of the level spacing, as
+    # long as that is under a quarter of a level (further from zero bf16 cannot tell levels apart,
+    # and any values would pass: such a group is no grid that can be checked)
     top = torch.maximum(lo.abs(), hi.abs()).mul_(2.0**-6).add_(1e-12)
     d = torch.empty_like(lo)
     todo = torch.arange(g.shape[0])
     for k in range(15, 0, -1):
         dk = (hi[todo] - lo[todo]) / k
         r = (g[todo] - lo[todo]) / dk.clamp(min=1e-30)
-        fits = ((r - r.round()).abs() <= top[todo] / dk.clamp(min=1e-30)).all(-1)
+        fits = _on_grid(r, top[todo] / dk.clamp(min=1e-30), dk)
         d[todo[fits]] = dk[fits]
         todo = todo[~fits]
         if not len(todo):
@@ -96,13 +98,20 @@ def exact_int4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     return packed, scale_zero.transpose(0, 1).contiguous().to(torch.bfloat16)
 
 
+def _on_grid(r: torch.Tensor, tol: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Per group: every value `r` (in level units) is a whole level up to `tol`, and `tol` is
+    under a quarter of a level (a group of equal values, d = 0, is one level)."""
+    flat = d[..., 0] == 0
+    return flat | (((r - r.round()).abs() <= tol).all(-1) & (tol[..., 0] < 0.25))
+
+
 def _fits_some_k(g: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, top: torch.Tensor) -> bool:
     """Whether every group (row of `g`) lies on the levels of some spacing (max - min) / k."""
     left = torch.ones(g.shape[0], dtype=torch.bool)
     for k in range(14, 0, -1):
-        dk = ((hi - lo) / k).clamp(min=1e-30)
-        r = (g - lo) / dk
-        left &= ~((r - r.round()).abs() <= top / dk).all(-1)
+        dk = (hi - lo) / k
+        r = (g - lo) / dk.clamp(min=1e-30)
+        left &= ~_on_grid(r, top / dk.clamp(min=1e-30), dk)
     return not bool(left.any())
 
 

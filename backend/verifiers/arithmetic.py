@@ -118,7 +118,11 @@ class ArithmeticPRM:
         return Scores(steps=steps, tokens=tokens)
 
     def _score_solution(self, solution: Sequence[str]) -> list[float]:
-        scores, last = [], None  # last: the latest calculation so far
+        return [getattr(self, v) for v in self.verdicts(solution)]
+
+    def verdicts(self, solution: Sequence[str]) -> list[str]:
+        """Each step's verdict (right, wrong, unchecked or unsupported), as `score` scores it."""
+        verdicts, last = [], None  # last: the latest calculation so far
         for step in solution:
             check = self._check(step)
             verdict = check.verdict
@@ -133,8 +137,8 @@ class ArithmeticPRM:
                 consistent = _close(boxed, last.written)
                 verdict = {True: "right", False: "wrong", None: verdict}[last.ok]
                 verdict = verdict if consistent else "wrong"
-            scores.append(getattr(self, verdict))
-        return scores
+            verdicts.append(verdict)
+        return verdicts
 
 
 _PLAIN_ANSWER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?")

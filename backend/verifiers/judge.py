@@ -14,13 +14,15 @@ prompts are judged in batches, shortest first, so rows of one batch pad little.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
+from backend.catalog import COMBINES
 from backend.verifiers.arithmetic import ArithmeticPRM
 from backend.verifiers.score_cache import Key, StepScoreCache
 from strategies.protocols import Scores
@@ -49,7 +51,10 @@ class JudgePRM:
         cache_size: int = 4096,
     ) -> None:
         self.model = model
-        self.tokenizer = tokenizer
+        # its own copy: the engine over the same model uses the shared tokenizer from other
+        # threads, and batched encoding mutates a fast tokenizer's padding state
+        self.tokenizer = copy.deepcopy(tokenizer)
+        self.tokenizer.padding_side = "left"  # the answer token is read at every row's end
         self.name = name
         self.batch_size = batch_size
         self.yes_id, self.no_id = self.answer_ids(tokenizer)
@@ -111,21 +116,13 @@ class JudgePRM:
 
     def _judge(self, prompts: list[str]) -> tuple[list[float], int]:
         tok = self.tokenizer
-        side = tok.padding_side
-        tok.padding_side = "left"  # the answer token is read at the last position of every row
-        try:
-            batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tok.padding_side = side
+        batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         mask = batch["attention_mask"]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = self.model(**batch, position_ids=pos, logits_to_keep=1).logits[:, -1, :].float()
         pair = torch.softmax(logits[:, [self.yes_id, self.no_id]], dim=-1)
         return pair[:, 0].tolist(), int(mask.sum())
-
-
-Combine = Literal["veto", "fallback"]
 
 
 @dataclass(eq=False)  # holds a model: compared by identity
@@ -143,24 +140,24 @@ class CheckedJudgePRM:
 
     judge: JudgePRM
     checker: ArithmeticPRM
-    combine: Combine = "veto"
+    combine: str = "veto"  # one of backend.catalog.COMBINES
     name: str = "checker+judge"
     cheap: ClassVar[bool] = False  # the judge is a model: score in batches, not step by step
 
     def __post_init__(self) -> None:
-        if self.combine not in ("veto", "fallback"):
-            raise ValueError(f"combine must be 'veto' or 'fallback', got {self.combine!r}")
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
 
     def score(self, question: str, solutions: Sequence[Sequence[str]]) -> Scores:
-        checked = self.checker.score(question, solutions).steps
-        keep = {"veto": (self.checker.wrong,), "fallback": (self.checker.wrong, self.checker.right)}
-        decided = keep[self.combine]
+        # the checker decides the steps of these verdicts; the judge all others
+        decides = {"veto": ("wrong",), "fallback": ("wrong", "right")}[self.combine]
+        verdicts = [self.checker.verdicts(sol) for sol in solutions]
         keys = [_prefixes(question, sol) for sol in solutions]
-        ask = [k for row, s in zip(keys, checked) for k, v in zip(row, s) if v not in decided]
+        ask = [k for row, vs in zip(keys, verdicts) for k, v in zip(row, vs) if v not in decides]
         known, tokens = self.judge.judge_keys(ask)
         steps = [
-            [v if v in decided else known[k] for k, v in zip(row, s)]
-            for row, s in zip(keys, checked)
+            [getattr(self.checker, v) if v in decides else known[k] for k, v in zip(row, vs)]
+            for row, vs in zip(keys, verdicts)
         ]
         return Scores(steps, tokens)
 
