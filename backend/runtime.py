@@ -174,8 +174,10 @@ class ModelPool:
                     )
                 return loaded, self._engine
             if self._second_engine is None:
+                # it decodes one greedy row, then at most N voters: rows its small-batch copies
+                # serve, so its bf16 weights get no packed second copy (3.5 GB for the 1.5B)
                 self._second_engine = StepEngine(
-                    loaded.model, loaded.tokenizer, PromptTemplate.load(prompt)
+                    loaded.model, loaded.tokenizer, PromptTemplate.load(prompt), pack_weights=False
                 )
             return loaded, self._second_engine
 

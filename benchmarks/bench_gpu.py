@@ -124,7 +124,7 @@ def engine_search(model: Any, tokenizer: Any, quick: bool) -> dict[str, Any]:
         max_solution_tokens=256,
         seed=0,
     )
-    engine = StepEngine(model, tokenizer, PromptTemplate.load("smollm2_fewshot"))
+    engine = StepEngine(model, tokenizer, PromptTemplate.load("fewshot_steps"))
     device = engine.device.type
     sync(device)
     t0 = time.perf_counter()

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         config = replace(config, n=4, beam_width=2, max_iterations=2, max_step_tokens=16,
                          max_solution_tokens=48)  # fmt: skip
     policy = get_policy(precision="auto")  # the embedded model
-    template = PromptTemplate.load("smollm2_fewshot")
+    template = PromptTemplate.load("fewshot_steps")
     out = {v: {"seconds": 0.0, "tokens": 0, "per_seed": []} for v in variants}
     for k in range(args.seeds):
         for variant in variants if k % 2 == 0 else variants[::-1]:

@@ -18,4 +18,4 @@ def engine(policy):
     from backend.engine import StepEngine
     from backend.prompts import PromptTemplate
 
-    return StepEngine(policy.model, policy.tokenizer, PromptTemplate.load("smollm2_fewshot"))
+    return StepEngine(policy.model, policy.tokenizer, PromptTemplate.load("fewshot_steps"))

@@ -404,7 +404,7 @@ def test_written_ahead_steps_are_taken_by_identity_not_by_their_tensors():
 
     tokenizer = smollm2_tokenizer()
     model = tiny("llama", vocab_size=len(tokenizer))
-    engine = StepEngine(model, tokenizer, PromptTemplate.load("smollm2_fewshot"))
+    engine = StepEngine(model, tokenizer, PromptTemplate.load("fewshot_steps"))
     sampling = Sampling(temperature=0.8, max_step_tokens=16, keep=1)
     key, question = ("Step 1.\n\n",), "q"
 

@@ -121,6 +121,20 @@ def test_weights_are_fused_into_views_not_copies():
     assert torch.equal(stock_logits(model), before)  # the model's own forward is unchanged
 
 
+def test_a_decoder_built_without_packing_keeps_no_second_copy_and_the_same_logits():
+    """The pool's second model (the 1.5B judge and bigger model) is built with pack=False: no
+    oneDNN copy of its bf16 weights, the same logits as the packed decoder."""
+    model = tiny("llama", torch.bfloat16, tie_word_embeddings=True)
+    plain = fast_decode.FastDecoder.build(model, pack=False)
+    assert plain is not None and not plain.packed
+    assert all(lin.packed is None for lin in plain.linears())
+    packed = fast_decode.FastDecoder(model)
+    assert packed.packed == fast_decode.can_pack()
+    got = lean_logits(plain, model, True).float()
+    ref = lean_logits(packed, model, True).float()
+    assert (got - ref).abs().max() <= 0.02 * ref.abs().max()
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 def test_int8_small_batches_and_the_models_dtype_for_large_ones_match_the_model(dtype):
     """bf16, or fp32 where "auto" keeps it (a CPU without bf16 instructions): the same copies."""

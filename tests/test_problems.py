@@ -117,7 +117,7 @@ def test_measure_prompts_smoke(tmp_path):
     env = {**os.environ, "THINKTREE_THREADS": os.environ.get("THINKTREE_THREADS", "1")}
     run = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "measure_prompts.py"),
-         "--limit", "2", "--templates", "smollm2_fewshot", "--samples", "2",
+         "--limit", "2", "--templates", "fewshot_steps", "--samples", "2",
          "--max-tokens", "96", "--json", str(out)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )  # fmt: skip
@@ -125,11 +125,11 @@ def test_measure_prompts_smoke(tmp_path):
     header = next(line for line in run.stdout.splitlines() if line.startswith("template"))
     for column in ("steps>=2", "boxed", "greedy", "s.boxed", "s.acc", "maj@k", "pass@k"):
         assert column in header
-    assert any(line.startswith("smollm2_fewshot ") for line in run.stdout.splitlines())
+    assert any(line.startswith("fewshot_steps ") for line in run.stdout.splitlines())
 
     data = json.loads(out.read_text())
     assert data["config"]["problems"] == 2 and data["config"]["samples"] == 2
-    result = data["templates"]["smollm2_fewshot"]
+    result = data["templates"]["fewshot_steps"]
     summary = result["summary"]
     expected = {"multi_step", "boxed", "greedy_acc", "s_multi_step", "s_boxed", "sample_acc",
                 "maj_acc", "pass_acc", "mean_tokens", "seconds", "problems", "samples"}  # fmt: skip

@@ -39,6 +39,7 @@ class StepEngine:
         compact_fraction: float = 0.25,
         speculate: bool = True,
         forks: int = FORKS,
+        pack_weights: bool = True,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -60,7 +61,8 @@ class StepEngine:
         )
         self.device = next(model.parameters()).device
         # a lean one-token forward over the slabs where the model allows (backend/kernels/fast_decode.py)
-        self.fast = fast_decode.for_model(model)
+        # (pack_weights=False: no oneDNN-packed second copy of its bf16 weights, see for_model)
+        self.fast = fast_decode.for_model(model, pack_weights)
         self.stops = StopChecks(model, tokenizer)
         # a model's embedding rows past the tokenizer's vocabulary (padding to a round size) are
         # no tokens: never sample them (a random-weight model would)

@@ -54,12 +54,16 @@ def enabled() -> bool:
     return os.environ.get("THINKTREE_FAST_DECODE", "1") != "0"
 
 
-def for_model(model) -> FastDecoder | None:
-    """The model's FastDecoder (built once per model), or None when unsupported or turned off."""
+def for_model(model, pack: bool = True) -> FastDecoder | None:
+    """The model's FastDecoder (built once per model), or None when unsupported or turned off.
+
+    `pack=False`: its bf16 layers keep no oneDNN-packed copy (a second copy of every weight),
+    for a model that decodes only the few rows its small-batch copies serve. The first call for
+    a model decides."""
     if not enabled():
         return None
     if model not in _BUILT:
-        _BUILT[model] = FastDecoder.build(model)
+        _BUILT[model] = FastDecoder.build(model, pack)
     return _BUILT[model]
 
 
@@ -114,7 +118,7 @@ class _Linear:
     """A (possibly fused) linear map: bf16/fp32 weights, optional bias, optional low-bit copy
     (int8 or exact 4-bit, backend/kernels/small_batch.py) for small batches."""
 
-    def __init__(self, parts: list[nn.Module]) -> None:
+    def __init__(self, parts: list[nn.Module], pack: bool = True) -> None:
         plain = [p.linear if isinstance(p, SmallBatchLinear) else p for p in parts]
         weights = [p.weight for p in plain]
         # one matrix; the model's layers keep views of it (no copy stays behind)
@@ -128,7 +132,7 @@ class _Linear:
                     for b, w in zip(biases, weights)
                 ]
             )
-        self.packed = _packed(self.weight)
+        self.packed = _packed(self.weight) if pack else None
         self.rows, self.kind = 0, None
         low = [p for p in parts if isinstance(p, SmallBatchLinear)]
         # torch packs 4-bit weights in blocks of 64 output rows: packed parts join into the packing
@@ -157,7 +161,7 @@ class _Linear:
 class FastDecoder:
     """`decoder(ids, pos, layers, mask)`: last-position logits of a one-token decode step."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, pack: bool = True) -> None:
         cfg = model.config
         inner = model.model
         self.heads = cfg.num_attention_heads
@@ -175,14 +179,14 @@ class FastDecoder:
             self.layers.append(
                 (
                     layer.input_layernorm.weight.detach().float(),
-                    _Linear([att.q_proj, att.k_proj, att.v_proj]),
-                    _Linear([att.o_proj]),
+                    _Linear([att.q_proj, att.k_proj, att.v_proj], pack),
+                    _Linear([att.o_proj], pack),
                     layer.post_attention_layernorm.weight.detach().float(),
-                    _Linear([mlp.gate_proj, mlp.up_proj]),
-                    _Linear([mlp.down_proj]),
+                    _Linear([mlp.gate_proj, mlp.up_proj], pack),
+                    _Linear([mlp.down_proj], pack),
                 )
             )
-        self.head = _Linear([model.lm_head])
+        self.head = _Linear([model.lm_head], pack)
         self.scale = self.head_dim**-0.5
         # rotate_half as a matrix: x @ R == cat(-x[half:], x[:half])
         d, half = self.head_dim, self.head_dim // 2
@@ -202,7 +206,7 @@ class FastDecoder:
         return any(lin.packed is not None for lin in self.linears())
 
     @classmethod
-    def build(cls, model) -> FastDecoder | None:
+    def build(cls, model, pack: bool = True) -> FastDecoder | None:
         """A decoder for `model`, or None when it is not a plain Llama/Qwen2 model on the CPU."""
         cfg = model.config
         try:
@@ -229,7 +233,7 @@ class FastDecoder:
                 torch.bfloat16,
             ):
                 return None
-        return cls(model)
+        return cls(model, pack)
 
     def _rotation(self, pos: torch.Tensor) -> torch.Tensor:
         """Per row, the rotary embedding at its position as one (d, d) matrix:
