@@ -8,7 +8,9 @@ INTRO = """# ThinkTree: see test-time compute
 A small language model solves a math question many times over, and a **process reward model
 (PRM)** judges every step. Pick a strategy and a budget **N**, press **Run**, and watch the search
 tree grow: colour is the PRM's score, pruned steps fade, the chosen solution is the blue path.
-After the search, majority voting at the same N runs for comparison.
+After the search, majority voting at the same N runs for comparison, and, for a policy with a
+bigger model in the catalog (Qwen2.5-Coder 0.5B → 1.5B), the bigger model answers alone: greedy,
+and by majority voting at the search's compute, with each side's FLOPs and a one-line verdict.
 """
 
 
@@ -22,7 +24,8 @@ def api_markdown(settings: dict[str, object], helps: dict[str, str]) -> str:
     )
     return f"""### Scripting API
 A prompt and any settings in, the run JSON out (the export's format, plus the majority vote at
-the same N under `comparison`, as the explorer shows it):
+the same N under `comparison` and the bigger model's side under `comparison.bigger`, as the
+explorer shows them):
 ```python
 from gradio_client import Client
 client = Client("http://127.0.0.1:7860/")

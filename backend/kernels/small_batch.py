@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = "3"  # of the cache file's layout and of how the copies are computed
+CACHE_VERSION = "4"  # of the cache file's layout and of how the copies are computed
 
 
 def cache_file() -> str:
