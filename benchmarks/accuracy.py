@@ -27,9 +27,10 @@ from pathlib import Path
 from app.service import PRESET, RunRequest, run_to_end
 from backend.catalog import catalog
 from strategies.answers import answers_equal
+from strategies.info import STRATEGY_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
-STRATEGIES = ("greedy", "best_of_n_weighted", "beam_search", "dvts")
+STRATEGIES = ("greedy", "weighted_best_of_n", "beam_search", "dvts")
 
 
 def _votes_pick(votes: dict[str, dict[str, float]], metric: str) -> str | None:
@@ -57,7 +58,7 @@ def run_problem(problem: dict, strategy: str, args) -> dict[str, dict]:
     common = {"seconds": seconds, "tokens": tree.compute.generated_tokens,
               "verifier_tokens": tree.compute.scored_tokens}  # fmt: skip
     answers = {strategy: tree.answer}
-    if strategy == "best_of_n_weighted":  # the same samples, two other rules
+    if strategy == "weighted_best_of_n":  # the same samples, two other rules
         answers["majority"] = _votes_pick(tree.votes, "count")
         answers["best_of_n"] = _votes_pick(tree.votes, "best_score")
     return {
@@ -83,15 +84,29 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(message)s")  # fmt: skip
     strategies = [s for s in args.strategies.split(",") if s]
+    unknown = set(strategies) - set(STRATEGIES) - set(STRATEGY_NAMES)
+    if unknown:
+        ap.error(f"unknown strategies {sorted(unknown)}; choose from greedy, {STRATEGY_NAMES}")
     problems = json.loads(args.problems.read_text())[: args.limit]
     rows: dict[str, list[dict]] = {}
+    out: dict = {}
     for strategy in strategies:
         for i, problem in enumerate(problems):
             for col, result in run_problem(problem, strategy, args).items():
                 rows.setdefault(col, []).append(result)
                 logging.info("%s %d/%d %s gold=%s %.1f s", col, i + 1, len(problems),
                              result["answer"], problem["answer"], result["seconds"])  # fmt: skip
-    summary = {
+        out = {"config": {k: str(v) for k, v in vars(args).items()}, "summary": summarize(rows),
+               "rows": rows}  # fmt: skip
+        print(format_table(out), file=sys.stderr, flush=True)  # so far, in case of a later failure
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1))
+    print(format_table(out))
+    return out
+
+
+def summarize(rows: dict[str, list[dict]]) -> dict[str, dict]:
+    return {
         col: {
             "right": sum(r["correct"] for r in rs),
             "problems": len(rs),
@@ -102,11 +117,6 @@ def main(argv: list[str] | None = None) -> dict:
         }
         for col, rs in rows.items()
     }
-    out = {"config": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "rows": rows}
-    print(format_table(out))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
-    return out
 
 
 def format_table(out: dict) -> str:

@@ -76,3 +76,10 @@ def test_votes_pick_ties_to_the_first_group():
     assert _votes_pick(votes, "count") == "7"
     assert _votes_pick(votes, "best_score") == "8"
     assert _votes_pick({}, "count") is None
+
+
+def test_the_accuracy_benchmark_names_real_strategies():
+    from benchmarks.accuracy import STRATEGIES
+    from strategies.info import STRATEGY_NAMES
+
+    assert set(STRATEGIES) - {"greedy"} <= set(STRATEGY_NAMES)
