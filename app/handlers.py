@@ -32,7 +32,6 @@ from app.service import (
     write_exports,
 )
 from app.versus import versus_markdown
-from backend.catalog import catalog
 from strategies.config import SearchConfig, field_help
 from strategies.tree import SearchTree
 from visualize import replay_figure, standalone_html, tree_figure, votes_figure
@@ -102,7 +101,7 @@ def precision_hint() -> Any:
 
     device = resolve_device("auto")
     if device == "cpu":
-        auto = choose_precision("auto", device, catalog().default_policy)[2]
+        auto = choose_precision("auto", device, DEFAULTS["model"])[2]
     else:
         auto = "each model's GPU default (see the catalog)"
     return gr.update(info=f"auto here: {auto}")

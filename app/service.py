@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from app.versus import MIN_VOTERS, equal_compute_voters, verdict_line, versus
-from backend.catalog import NO_PRM, PRECISIONS, catalog
+from backend.catalog import NO_PRM, PRECISIONS, catalog, models_cache_dir
+from backend.loading import gguf_parts
 from strategies.answers import answers_equal
 from strategies.config import AGGREGATIONS, SearchConfig
 from strategies.info import STRATEGY_NAMES, check_scorer
@@ -51,7 +53,7 @@ class RunRequest:
 
     prompt: str
     config: SearchConfig = PRESET
-    model: str = field(default_factory=lambda: catalog().default_policy)
+    model: str = field(default_factory=lambda: starting_model())
     prm: str = field(default_factory=lambda: catalog().default_prm)
     precision: str = "auto"
     expected: str | None = None  # the answer the user expects, shown beside the votes
@@ -104,6 +106,20 @@ class RunRequest:
 
 
 NO_BIGGER = "none"
+
+
+def starting_model() -> str:
+    """The policy a request that names none runs on: `$THINKTREE_MODEL`, else the catalog's
+    showcase policy (Qwen2.5-Coder 0.5B: the one that shows the thesis, README) where it is
+    installed, else the embedded default policy (a `setup.sh --small`, a Space without the parts)."""
+    models = catalog()
+    wanted = os.environ.get("THINKTREE_MODEL")
+    if wanted:
+        return models.get(wanted, "policy").name  # a ValueError listing the policies
+    show = models.showcase_policy
+    if show and gguf_parts.installed(show, models_cache_dir()):
+        return show
+    return models.default_policy
 
 
 def bigger_choices() -> tuple[str, ...]:

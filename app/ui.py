@@ -104,8 +104,7 @@ def _policy_choices() -> list[tuple[str, str]]:
     choices = []
     for name in catalog().names("policy"):
         label = catalog().get(name).label
-        parted = gguf_parts.PartedGGUF.of(name)
-        if parted and not gguf_parts.assembled(parted, cache) and parted.part_files() is None:
+        if not gguf_parts.installed(name, cache):
             label += " (not installed: run scripts/setup.sh)"
         choices.append((label, name))
     return choices

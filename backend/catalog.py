@@ -123,8 +123,10 @@ class CatalogEntry:
 @dataclass(frozen=True)
 class Catalog:
     entries: dict[str, CatalogEntry]
-    default_policy: str = ""
+    default_policy: str = ""  # the embedded model: always there, what library code loads
     default_prm: str = ""
+    # what the explorer, /run and the CLI start with where it is installed (app/service.py)
+    showcase_policy: str = ""
 
     def get(self, name: str, kind: Kind | None = None) -> CatalogEntry:
         """The entry called `name` (of `kind`, if given); ValueError listing the known names."""
@@ -181,11 +183,14 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
         entries,
         data.get("default_policy") or (policies[0] if policies else ""),
         data.get("default_prm", NO_PRM),
+        data.get("showcase_policy") or data.get("default_policy") or "",
     )
     if policies:
         found.get(found.default_policy, "policy")  # a ValueError naming the file's policies
     if found.default_prm != NO_PRM:
         found.get(found.default_prm, "prm")
+    if found.showcase_policy:
+        found.get(found.showcase_policy, "policy")
     return found
 
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# A request that names no model runs on the showcase policy (the 0.5B) where it is installed;
+# the suite's explorer, API and CLI runs take the fast embedded model instead, wherever they run
+# (test_versus checks the choice itself). Set before the app is imported: its widgets read it.
+os.environ.setdefault("THINKTREE_MODEL", "smollm2-135m")
 
 
 @pytest.fixture(scope="session")

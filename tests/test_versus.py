@@ -71,6 +71,33 @@ def test_which_bigger_model_a_request_compares_with():
         RunRequest(QUESTION, bigger="gpt-9")
 
 
+def test_a_request_that_names_no_model_starts_on_the_showcase_where_it_is_installed(monkeypatch):
+    from app.service import starting_model
+    from backend.loading import gguf_parts
+
+    assert catalog().showcase_policy == SMALL and catalog().default_policy == "smollm2-135m"
+    monkeypatch.delenv("THINKTREE_MODEL", raising=False)
+    monkeypatch.setattr(gguf_parts, "installed", lambda name, cache: True)
+    assert starting_model() == SMALL and RunRequest(QUESTION).model == SMALL
+    monkeypatch.setattr(gguf_parts, "installed", lambda name, cache: name != SMALL)
+    assert starting_model() == "smollm2-135m"  # `setup.sh --small`: the embedded model
+    monkeypatch.setenv("THINKTREE_MODEL", BIG)
+    assert starting_model() == BIG
+    monkeypatch.setenv("THINKTREE_MODEL", "gpt-9")
+    with pytest.raises(ValueError, match="Unknown policy 'gpt-9'"):
+        starting_model()
+
+
+def test_installed_means_embedded_assembled_or_parts_present(tmp_path, monkeypatch):
+    from backend.loading import gguf_parts
+
+    assert gguf_parts.installed("smollm2-135m", tmp_path)  # no parts: embedded or the hub
+    monkeypatch.setattr(gguf_parts.PartedGGUF, "part_files", lambda self: None)
+    assert not gguf_parts.installed(SMALL, tmp_path)  # an empty cache and no part wheels
+    monkeypatch.setattr(gguf_parts.PartedGGUF, "part_files", lambda self: [tmp_path / "p1"])
+    assert gguf_parts.installed(SMALL, tmp_path)
+
+
 class FakeRuntime:
     def __init__(self) -> None:
         self.generator = FakeGenerator(depth=3, answers=("9",))

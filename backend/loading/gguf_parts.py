@@ -100,6 +100,13 @@ def assembled(model: PartedGGUF, cache_dir: Path) -> Path | None:
     return path
 
 
+def installed(name: str, cache_dir: Path) -> bool:
+    """Whether catalog policy `name` can load here without a hub: it has no parted GGUF (it is
+    embedded or a hub model), or its GGUF is assembled, or its part wheels are installed."""
+    parted = PartedGGUF.of(name)
+    return parted is None or assembled(parted, cache_dir) is not None or bool(parted.part_files())
+
+
 def assemble(model: PartedGGUF, cache_dir: Path) -> Path:
     """The assembled file of `model`, concatenating its installed parts into the cache once.
 
