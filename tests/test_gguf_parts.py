@@ -170,11 +170,12 @@ def test_the_offline_qwen_coder_0_5b_runs_a_search_on_the_engine():
     meta = runtime.meta()
     assert meta["model_source"] in ("gguf", "gguf-converted-cache")
     assert meta["lean_decoder"] is True and meta["small_batch_int8"] > 0
-    # its 12 Q4_K layers read exact 4-bit copies (up to 8 rows), the Q5_0 / Q6_K / Q8_0 ones int8
+    # of its 97 bias-free matrices (q/k/v carry biases), the 12 Q4_K ones read exact 4-bit copies
+    # (up to 8 rows), the Q5_0 / Q6_K / Q8_0 ones int8
     from backend.kernels.small_batch import SmallBatchLinear
 
     kinds = [m.kind for m in runtime.policy.model.modules() if isinstance(m, SmallBatchLinear)]
-    assert kinds.count("int4") == 12 and kinds.count("int8") == len(kinds) - 12
+    assert (kinds.count("int4"), kinds.count("int8")) == (12, 85)
     assert meta["small_batch_int4"] == 8
     beam = SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=3)
     tree = run("Tom has 3 bags with 4 apples each. How many apples?", beam, runtime.generator,
