@@ -150,18 +150,31 @@ def _phrase_answer(text: str) -> str | None:
     return None
 
 
+def _cut_in_a_box(text: str) -> bool:
+    """Whether the text's last box opens a brace that never closes (a solution cut mid-answer)."""
+    boxes = list(_BOX_RE.finditer(text))
+    if not boxes:
+        return False
+    start = _SPACES_RE.match(text, boxes[-1].end()).end()
+    return start < len(text) and text[start] == "{" and start not in _closing_braces(text)
+
+
 def extract_answer(text: str) -> str | None:
     """The final answer of a solution text, or None when it has none.
 
     Tries, in order: the last `\\boxed{...}` (nested braces matched; `\\fbox` and `\\boxed 5` too;
-    unclosed boxes are skipped), the sentence after the last "final answer is" / "answer:" phrase,
-    and the last number in the text (`1,000` becomes `1000`; `-3`, `2.5` and `3/4` are numbers).
+    unclosed boxes are skipped, and a text with no complete box that ends inside an unclosed one
+    has no answer: it was cut while writing it), the sentence after the last "final answer is" /
+    "answer:" phrase, and the last number in the text (`1,000` becomes `1000`; `-3`, `2.5` and `3/4` are numbers).
     The result has surrounding `$`, `\\(...\\)`, whitespace and trailing punctuation removed.
     """
     if not isinstance(text, str) or not text:
         return None
     try:
-        answer = boxed_answer(text) or _phrase_answer(text)
+        answer = boxed_answer(text)
+        if answer is None and _cut_in_a_box(text):
+            return None  # "... the answer is \boxed{2": the answer was being written when cut
+        answer = answer or _phrase_answer(text)
         if answer is None:
             numbers = _NUMBER_RE.findall(text)
             answer = numbers[-1].replace(",", "") if numbers else None

@@ -31,6 +31,9 @@ from strategies.answers import (
         ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),
         ("\\boxed{ \\dfrac{3}{4} }", "\\dfrac{3}{4}"),
         ("done \\boxed{4} but then \\boxed{5", "4"),  # an unclosed box is skipped
+        # cut while writing its only box: no answer (not "\\boxed{2", not the 2 of 25)
+        ("So 15 + 10 = 25 muffins. The answer is \\boxed{2", None),
+        ("The answer is \\boxed{\\frac{1}{2", None),
         ("\\boxed{} and 9", "9"),  # an empty box is no answer
         ("\\(\\boxed{7}\\)", "7"),
         ("The final answer is 42.", "42"),
