@@ -151,10 +151,8 @@ class ModelPool:
         """The loaded policy `name` at `precision` on `device`, loading it (and dropping the one
         held, with what was built on it) when it is another."""
         name = name or catalog().default_policy
-        device = resolve_device(device)
-        resolved, copies, _ = choose_precision(precision, device, name)
         with self._lock:
-            return self._load_policy((name, resolved, device, copies), precision)
+            return self._load_policy(self._key(name, precision, resolve_device(device)), precision)
 
     def bigger(self, name: str, precision: str = "auto") -> tuple[LoadedModel, StepEngine]:
         """The policy `name` loaded as the second model (the one the explorer compares a small
