@@ -123,7 +123,8 @@ def test_checker_in_front_of_the_judge():
     assert v[1] == alone[0] and v[2] == alone[1]  # right arithmetic is still the judge's call
     fallback = CheckedJudgePRM(_tiny_judge(), checker, "fallback")
     f = fallback.score(Q, [wrong, STEPS[:1], prose]).steps
-    assert f[:2] == [[checker.wrong], [checker.right]] and f[2] == alone[1]
+    assert f[:2] == [[checker.wrong], [checker.right]]
+    assert f[2] == pytest.approx(alone[1], abs=1e-5)  # judged in another batch: fp32 sums differ
     assert fallback.judge.judged == 1
     with pytest.raises(ValueError, match="combine"):
         CheckedJudgePRM(veto.judge, checker, "average")
