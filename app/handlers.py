@@ -9,8 +9,11 @@ Every error reaches the user as `gr.Error` with a readable message, never a trac
 
 from __future__ import annotations
 
+import html
 import inspect
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import fields
@@ -18,7 +21,15 @@ from typing import Any, Literal
 
 import gradio as gr
 
-from app.panels import comparison_markdown, compute_markdown, status_line, steps_table
+from app.admission import Gate
+from app.control import RunControl
+from app.panels import (
+    comparison_markdown,
+    compute_markdown,
+    escape_markdown,
+    status_line,
+    steps_table,
+)
 from app.service import (
     REQUEST_HELP,
     RunRequest,
@@ -45,6 +56,12 @@ INPUT_NAMES: tuple[str, ...] = tuple(DEFAULTS)
 # frames of steps arriving inside an iteration are drawn at most this often (the first at once):
 # drawing pauses the search, and a figure a second is plenty to watch an iteration fill in
 WRITING_FRAME_S = 0.5
+# One run at a time on the models, at most this many waiting (README, "Limits"); the explorer
+# and the API share the line
+GATE = Gate(max_waiting=int(os.environ.get("THINKTREE_MAX_WAITING", "8")))
+# the running explorer run of each page (its run token, app/ui.py), for its Stop button
+_CONTROLS: dict[str, RunControl] = {}
+_CONTROLS_LOCK = threading.Lock()
 # number widgets send floats (4.0): these settings are whole numbers
 _INT_KEYS = tuple(f.name for f in fields(SearchConfig) if f.type == "int")
 
@@ -78,11 +95,17 @@ def request_from_widgets(values: dict[str, Any]) -> RunRequest:
 
 
 def as_user_error(err: Exception) -> gr.Error:
-    """A ValueError is the user's to fix and keeps its text; anything else is logged as a bug."""
+    """A ValueError is the user's to fix and keeps its text; anything else is logged as a bug.
+    The text is escaped: Gradio renders a message as HTML, and it may quote what was sent."""
     if isinstance(err, ValueError):
-        return gr.Error(str(err), title="Check the settings", print_exception=False)
+        return gr.Error(as_text(str(err)), title="Check the settings", print_exception=False)
     log.exception("run failed")
-    return gr.Error(f"The run failed: {type(err).__name__}: {err}")
+    return gr.Error(as_text(f"The run failed: {type(err).__name__}: {err}"))
+
+
+def as_text(message: str) -> str:
+    """`message` for Gradio's error and warning pop-ups, which render HTML: shown as written."""
+    return html.escape(message, quote=False)
 
 
 def load_models(request: RunRequest) -> float:
@@ -107,27 +130,62 @@ def precision_hint() -> Any:
     return gr.update(info=f"auto here: {auto}")
 
 
-def _stream(request: RunRequest, runs=stream_run) -> Iterator[SearchTree]:
+def _stream(
+    request: RunRequest, runs=stream_run, control: RunControl | None = None
+) -> Iterator[SearchTree]:
     """`stream_run` (or another of the service's streams), any failure a user-facing gr.Error."""
     try:
-        yield from runs(request)
+        yield from runs(request, control)
     except gr.Error:
         raise
     except Exception as err:
         raise as_user_error(err) from None
 
 
-def _stream_majority(request: RunRequest) -> Iterator[SearchTree]:
-    return _stream(request, stream_majority)
+def stop(token: str | None) -> str:
+    """Stop the page's run (`token`: its run token): it ends within about one step, keeping
+    its tree so far, marked "stopped"."""
+    with _CONTROLS_LOCK:
+        control = _CONTROLS.get(token or "")
+    if control is None:
+        return "Nothing is running."
+    control.stop()
+    return "**Stopping…** (the tree so far is kept)"
 
 
-def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def explore(values: dict[str, Any], token: str | None = None) -> Iterator[dict[str, Any]]:
     """Run one search from widget values, yielding UI updates: the tree after every iteration,
-    then the answer, compute, steps, exports and (if `compare`) majority voting at the same N."""
+    then the answer, compute, steps, exports and (if `compare`) majority voting at the same N.
+    The run first waits its turn on the models (`GATE`); `stop(token)` ends it early."""
     try:
         request = request_from_widgets(values)
+        ticket = GATE.join(request.model)
     except ValueError as err:
         raise as_user_error(err) from None
+    control = RunControl()
+    if token:
+        with _CONTROLS_LOCK:
+            _CONTROLS[token] = control
+    try:
+        for ahead, eta in GATE.wait(ticket):
+            if control.stopped:
+                yield {"status": "**Stopped** before it started."}
+                return
+            yield {"status": f"Waiting for the models: {ahead} run{'s' * (ahead != 1)} ahead "
+                             f"of yours, about {eta:.0f} s…"}  # fmt: skip
+        if control.stopped:
+            yield {"status": "**Stopped** before it started."}
+            return
+        yield from _explore_run(request, control)
+    finally:
+        GATE.leave(ticket)
+        if token:
+            with _CONTROLS_LOCK:
+                if _CONTROLS.get(token) is control:
+                    del _CONTROLS[token]
+
+
+def _explore_run(request: RunRequest, control: RunControl) -> Iterator[dict[str, Any]]:
     n = request.config.n
     yield {  # clear the previous run's panels while this one starts
         "status": f"Loading **{request.model}** and the PRM (slow on the first run only)…",
@@ -150,7 +208,7 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
     loaded = f"Models ready ({load_s:.0f} s). " if load_s > 1 else ""
     tree = None
     drawn = -float("inf")
-    for tree in _stream(request):
+    for tree in _stream(request, control=control):
         # every iteration is drawn; steps arriving inside one at most every WRITING_FRAME_S
         if tree.done or (tree.writing and time.perf_counter() - drawn < WRITING_FRAME_S):
             continue
@@ -164,8 +222,10 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
         log.exception("writing the exports failed")
         paths = {}
     run = tree.to_dict()
+    if tree.stopped and tree.stopped != "stopped":  # a limit or a fault, not the user's Stop
+        gr.Warning(as_text(f"The run ended early: {tree.stopped}"), title="Stopped")
     yield {
-        "status": f"Done · {status_line(tree)}",
+        "status": f"{'Stopped' if tree.stopped else 'Done'} · {status_line(tree)}",
         "tree": figure,
         "answer": tree.answer if tree.answer is not None else "(no answer found)",
         "compute": compute_markdown(tree),
@@ -178,26 +238,30 @@ def explore(values: dict[str, Any]) -> Iterator[dict[str, Any]]:
         "votes": votes_figure(tree, None, request.expected),
         "comparison": comparison_markdown(tree, None, request.expected),
     }
-    if not request.compares:
+    if not request.compares or tree.stopped:
         return
     majority = None
-    for majority in _stream_majority(request):
+    for majority in _stream(request, stream_majority, control):
         if not majority.done and not majority.writing:
             yield {
                 "status": f"Majority voting at N={n} for comparison: iteration {majority.iteration}…"
             }
     assert majority is not None
-    done = f"Done · {status_line(tree)} · majority voting: {majority.answer}"
+    said = f"stopped ({majority.stopped})" if majority.stopped else majority.answer
+    said = escape_markdown(said)
+    done = f"Done · {status_line(tree)} · majority voting: {said}"
     yield {
         "status": done,
         "votes": votes_figure(tree, majority, request.expected),
         "comparison": comparison_markdown(tree, majority, request.expected),
     }
-    if request.bigger_model:
-        yield from _versus(request, tree, done)
+    if request.bigger_model and not control.stopped:
+        yield from _versus(request, tree, done, control)
 
 
-def _versus(request: RunRequest, tree: SearchTree, done: str) -> Iterator[dict[str, Any]]:
+def _versus(
+    request: RunRequest, tree: SearchTree, done: str, control: RunControl
+) -> Iterator[dict[str, Any]]:
     """The bigger model alone on the same question (`service.stream_bigger_side`): greedy, then
     majority voting at equal compute. Its failure is shown in its panel; the run stays."""
     small, big = short_names(request)
@@ -207,7 +271,7 @@ def _versus(request: RunRequest, tree: SearchTree, done: str) -> Iterator[dict[s
     }
     side = None
     try:
-        for side in stream_bigger_side(request, tree):
+        for side in stream_bigger_side(request, tree, control):
             if side.done:
                 break
             running = side.majority or side.greedy
@@ -222,9 +286,13 @@ def _versus(request: RunRequest, tree: SearchTree, done: str) -> Iterator[dict[s
     except Exception as err:
         if not isinstance(err, ValueError):
             log.exception("the bigger model failed")
-        yield {"status": done, "versus": f"*{big} could not answer here: {err}*"}
+        yield {"status": done, "versus": f"*{big} could not answer here: {escape_markdown(err)}*"}
         return
     assert side is not None and side.done
+    ended = side.greedy.stopped or (side.majority.stopped if side.majority else "")
+    if ended:
+        yield {"status": done, "versus": f"*{big}'s run ended early: {escape_markdown(ended)}*"}
+        return
     yield {
         "status": done,
         "versus": versus_markdown(tree, side.greedy, side.majority, small, big, request.expected),
@@ -263,7 +331,9 @@ def _bind(args: tuple, kwargs: dict) -> dict[str, Any]:
 
 def _run(*args: Any, **kwargs: Any) -> dict:
     try:
-        return run_json(RunRequest.from_dict(_bind(args, kwargs)))
+        request = RunRequest.from_dict(_bind(args, kwargs))
+        with GATE.turn(request.model):
+            return run_json(request)
     except Exception as err:
         raise as_user_error(err) from None
 

@@ -1,7 +1,13 @@
 """The explorer's text panels, from a SearchTree: status line, compute used, the comparison with
-majority voting, and the steps table. Pure functions (no Gradio), so they are easy to test."""
+majority voting, and the steps table. Pure functions (no Gradio), so they are easy to test.
+
+A model's answers and a user's words enter markdown only through `escape_markdown`, so they read
+as what was written: no link, image, HTML, emphasis or table cell of theirs is ever rendered. The
+steps table needs none: its text column is plain text (app/ui.py: datatype "str")."""
 
 from __future__ import annotations
+
+import re
 
 import pandas as pd
 
@@ -11,6 +17,18 @@ from strategies.tree import SearchTree
 
 STEP_COLUMNS = ["id", "depth", "score", "agg score", "status", "text"]
 TEXT_LIMIT = 300  # characters of a step shown in the table (the run JSON keeps all)
+# Any ASCII punctuation may be backslash-escaped in CommonMark and GFM (marked, which Gradio's
+# Markdown runs), and an escaped one is always literal: `<` opens no tag, `[` no link, `|` no
+# table cell, `:` and `.` no autolink, `$` no math (Gradio cuts `$$…$$` out for KaTeX before
+# reading the markdown, and `\$\$` is not `$$`).
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def escape_markdown(text: object) -> str:
+    """`text` (a model's answer, a user's question or expected answer) as markdown that renders
+    exactly as written, on one line: whitespace runs, newlines included, become one space, so it
+    cannot end a table row or start a heading, a list or a code block."""
+    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def status_line(tree: SearchTree) -> str:
@@ -21,6 +39,9 @@ def status_line(tree: SearchTree) -> str:
     if tree.done:
         answers = sum(1 for n in tree.nodes if n.answer is not None)
         state = f"done after {tree.iteration} iterations · {steps} steps, {answers} answers"
+        if tree.stopped:  # the reason may quote a model's error: escaped
+            state = (f"ended early in iteration {tree.iteration} "
+                     f"({escape_markdown(tree.stopped)}) · {steps} steps, {answers} answers")  # fmt: skip
     else:
         active = sum(1 for n in tree.nodes if n.parent is not None and n.status == "active")
         state = f"iteration {tree.iteration} · {steps} steps ({active} active)"
@@ -76,8 +97,8 @@ def _verdict(answer: str | None, expected: str | None) -> str:
     if answer is None:
         return "—"
     if not expected:
-        return f"`{answer}`"
-    return f"`{answer}` {'✓' if answers_equal(answer, expected) else '✗'}"
+        return escape_markdown(answer)
+    return f"{escape_markdown(answer)} {'✓' if answers_equal(answer, expected) else '✗'}"
 
 
 def comparison_markdown(
@@ -103,14 +124,14 @@ def comparison_markdown(
     elif search.answer is None or majority.answer is None:
         note = "One of the two found no answer."
     elif answers_equal(search.answer, majority.answer):
-        note = f"Both agree on **{search.answer}**."
+        note = f"Both agree on **{escape_markdown(search.answer)}**."
     else:
         note = (
-            f"They disagree: the PRM-guided search says **{search.answer}**, "
-            f"the crowd of N={n} says **{majority.answer}**."
+            f"They disagree: the PRM-guided search says **{escape_markdown(search.answer)}**, "
+            f"the crowd of N={n} says **{escape_markdown(majority.answer)}**."
         )
     if expected:
-        note += f" Expected: **{expected}**."
+        note += f" Expected: **{escape_markdown(expected)}**."
     return "\n".join(lines) + "\n\n" + note
 
 

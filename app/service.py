@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.control import RunControl, controlled, run_limits
 from app.versus import MIN_VOTERS, equal_compute_voters, verdict_line, versus
 from backend.catalog import NO_PRM, PRECISIONS, catalog, models_cache_dir
 from backend.loading import gguf_parts
@@ -45,6 +46,10 @@ PRESET = SearchConfig(
 MAX_PROMPT_CHARS = 2000
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "thinktree-exports"
 EXPORT_TTL_S = 3600  # downloads are offered right after a run; older export folders are removed
+# and at most this many are kept (a run writes ~5 MB, mostly plotly.js in the HTML): Gradio
+# copies a run's files as its last frame is sent, so only the newest are ever still needed
+# (more than the runs that can be in flight at once, app/ui.py MODEL_QUEUE)
+EXPORT_MAX_RUNS = 50
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,14 @@ class RunRequest:
             raise ValueError(
                 f"The question is too long ({len(self.prompt)} > {MAX_PROMPT_CHARS} characters)."
             )
+        models = catalog()
+        if not isinstance(self.model, str) or not isinstance(self.prm, str):
+            raise ValueError("model and prm are names from the catalog.")
+        models.get(self.model, "policy")  # a ValueError listing the policies
+        if self.prm not in models.prm_choices():
+            raise ValueError(
+                f"Unknown PRM {self.prm!r}; choose one of {', '.join(models.prm_choices())}."
+            )
         check_scorer(self.config.strategy, self.prm != NO_PRM)
         choices = bigger_choices()
         if self.bigger not in choices:
@@ -89,6 +102,11 @@ class RunRequest:
 
     def with_strategy(self, strategy: str) -> RunRequest:
         return dataclasses.replace(self, config=dataclasses.replace(self.config, strategy=strategy))
+
+    def as_majority(self, n: int) -> RunRequest:
+        """Majority voting over `n` samples with this request's other settings."""
+        config = dataclasses.replace(self.config, strategy="majority_vote", n=n)
+        return dataclasses.replace(self, config=config)
 
     @property
     def compares(self) -> bool:
@@ -161,30 +179,36 @@ def preset_values() -> dict[str, Any]:
     return {"prompt": ""} | request.config.to_dict() | own
 
 
-def stream_run(request: RunRequest) -> Iterator[SearchTree]:
-    """Load (or reuse) the models and stream the run's tree, its meta filled in."""
+def stream_run(request: RunRequest, control: RunControl | None = None) -> Iterator[SearchTree]:
+    """Load (or reuse) the models and stream the run's tree, its meta filled in. The run ends
+    early, its tree kept and marked `stopped`, on Stop, at the time or token limit, or when a
+    model fails on a step (`controlled`)."""
     from backend.runtime import get_runtime  # torch loads with the first run, not with the page
 
+    limits = run_limits(request.model, request.config)  # before anything loads
     runtime = get_runtime(request.model, request.prm, request.precision)
     meta = runtime.meta()
     if request.expected:
         meta["expected"] = request.expected
-    for tree in search(request.prompt, request.config, runtime.generator, runtime.scorer):
-        tree.meta.update(meta)
-        yield tree
+    control = control or RunControl()
+    control.start(limits.time_limit_s, limits.max_run_tokens)
+    frames = search(request.prompt, request.config, runtime.generator, runtime.scorer)
+    yield from controlled(frames, control, meta, request.config.n)
 
 
-def run_to_end(request: RunRequest) -> SearchTree:
-    (tree,) = deque(stream_run(request), maxlen=1)
+def run_to_end(request: RunRequest, control: RunControl | None = None) -> SearchTree:
+    (tree,) = deque(stream_run(request, control), maxlen=1)
     return tree
 
 
-def stream_majority(request: RunRequest) -> Iterator[SearchTree]:
+def stream_majority(request: RunRequest, control: RunControl | None = None) -> Iterator[SearchTree]:
     """Majority voting at the request's budget N, on the same models: the comparison."""
-    return stream_run(request.with_strategy("majority_vote"))
+    return stream_run(request.with_strategy("majority_vote"), control)
 
 
-def stream_bigger(request: RunRequest, voters: int = 0) -> Iterator[SearchTree]:
+def stream_bigger(
+    request: RunRequest, voters: int = 0, control: RunControl | None = None
+) -> Iterator[SearchTree]:
     """The bigger model alone on the request's question: its greedy answer (`voters` 0), or
     majority voting over `voters` samples; same token limits and seed as the search."""
     from backend.runtime import POOL
@@ -192,15 +216,16 @@ def stream_bigger(request: RunRequest, voters: int = 0) -> Iterator[SearchTree]:
     name = request.bigger_model
     if name is None:
         raise ValueError("This request compares with no bigger model.")
+    limits = run_limits(name, request.as_majority(max(1, voters)).config)
     loaded, engine = POOL.bigger(name, request.precision)
     config = dataclasses.replace(request.config, strategy="majority_vote", n=max(1, voters))
     if not voters:
         config = dataclasses.replace(config, temperature=0.0)
     meta = {"model": name, "params": catalog().get(name, "policy").params, "prm": NO_PRM,
             "prm_params": 0, "device": loaded.device, "precision": loaded.precision}  # fmt: skip
-    for tree in search(request.prompt, config, engine, None):
-        tree.meta.update(meta)
-        yield tree
+    control = control or RunControl()
+    control.start(limits.time_limit_s, limits.max_run_tokens)
+    yield from controlled(search(request.prompt, config, engine, None), control, meta, config.n)
 
 
 def short_names(request: RunRequest) -> tuple[str, str]:
@@ -221,19 +246,24 @@ def comparison(search_tree: SearchTree, majority: SearchTree) -> dict[str, Any]:
         "votes": {k: dict(v) for k, v in majority.votes.items()},
         "compute": dataclasses.asdict(majority.compute),
         "agrees_with_search": agree,
+        "stopped": majority.stopped,
     }
 
 
-def run_json(request: RunRequest) -> dict[str, Any]:
+def run_json(request: RunRequest, control: RunControl | None = None) -> dict[str, Any]:
     """The whole run as JSON: the search's tree and, when the request compares, the majority
-    vote at the same N under "comparison" (what a user sees in the explorer)."""
-    tree = run_to_end(request)
+    vote at the same N under "comparison" (what a user sees in the explorer). A search that
+    ended early (its "stopped" says why) is compared with nothing."""
+    control = control or RunControl()
+    tree = run_to_end(request, control)
     run = tree.to_dict()
+    if tree.stopped:
+        return run
     if request.compares:
-        (majority,) = deque(stream_majority(request), maxlen=1)
+        (majority,) = deque(stream_majority(request, control), maxlen=1)
         run["comparison"] = comparison(tree, majority)
-    if request.bigger_model:
-        run["comparison"]["bigger"] = run_bigger(request, tree)
+    if request.bigger_model and not control.stopped:
+        run["comparison"]["bigger"] = run_bigger(request, tree, control)
     return run
 
 
@@ -248,31 +278,42 @@ class BiggerSide:
     done: bool = False
 
 
-def stream_bigger_side(request: RunRequest, search_tree: SearchTree) -> Iterator[BiggerSide]:
-    """The bigger model's runs, one frame per tree it streams, the last one `done`."""
+def stream_bigger_side(
+    request: RunRequest, search_tree: SearchTree, control: RunControl | None = None
+) -> Iterator[BiggerSide]:
+    """The bigger model's runs, one frame per tree it streams, the last one `done`. Its
+    majority vote takes at most as many voters as the limits allow the bigger model."""
     greedy = None
-    for greedy in stream_bigger(request):
+    for greedy in stream_bigger(request, control=control):
         yield BiggerSide(greedy)
     assert greedy is not None
-    voters = equal_compute_voters(search_tree, greedy, cap=request.config.n)
-    if voters < MIN_VOTERS:
+    cap = min(
+        request.config.n, run_limits(request.bigger_model, request.as_majority(1).config).max_n
+    )
+    voters = equal_compute_voters(search_tree, greedy, cap=cap)
+    if voters < MIN_VOTERS or greedy.stopped:
         yield BiggerSide(greedy, done=True)
         return
     majority = None
-    for majority in stream_bigger(request, voters):
+    for majority in stream_bigger(request, voters, control):
         yield BiggerSide(greedy, majority, voters)
     yield BiggerSide(greedy, majority, voters, done=True)
 
 
-def run_bigger(request: RunRequest, search_tree: SearchTree) -> dict[str, Any]:
+def run_bigger(
+    request: RunRequest, search_tree: SearchTree, control: RunControl | None = None
+) -> dict[str, Any]:
     """The bigger model's side of the comparison, run to the end (the JSON's comparison.bigger,
-    with the verdict line). When the bigger model cannot run (not installed, out of memory),
-    {"model", "error"}: the finished search and its majority vote are kept."""
+    with the verdict line). When the bigger model cannot run (not installed, out of memory,
+    ended early), {"model", "error"}: the finished search and its majority vote are kept."""
     try:
-        (side,) = deque(stream_bigger_side(request, search_tree), maxlen=1)
+        (side,) = deque(stream_bigger_side(request, search_tree, control), maxlen=1)
     except Exception as err:  # the search the user waited for must not be lost with it
         log.warning("the bigger model %s failed: %s", request.bigger_model, err)
         return {"model": request.bigger_model, "error": f"{type(err).__name__}: {err}"}
+    ended = side.greedy.stopped or (side.majority.stopped if side.majority else "")
+    if ended:
+        return {"model": request.bigger_model, "error": f"its run ended early: {ended}"}
     bigger = versus(search_tree, side.greedy, side.majority, request.expected)
     bigger["verdict"] = verdict_line(
         search_tree, side.greedy, side.majority, *short_names(request), request.expected
@@ -286,8 +327,10 @@ def write_exports(tree: SearchTree, html: str) -> dict[str, str]:
     Returns the paths by format."""
     EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    for old in EXPORT_ROOT.iterdir():
-        if old.is_dir() and now - old.stat().st_mtime > EXPORT_TTL_S:
+    folders = sorted((p for p in EXPORT_ROOT.iterdir() if p.is_dir()),
+                     key=lambda p: p.stat().st_mtime_ns, reverse=True)  # fmt: skip
+    for rank, old in enumerate(folders):
+        if rank >= EXPORT_MAX_RUNS - 1 or now - old.stat().st_mtime > EXPORT_TTL_S:
             shutil.rmtree(old, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix="run-", dir=EXPORT_ROOT))
     name = f"thinktree-{tree.strategy or 'run'}"

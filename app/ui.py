@@ -1,15 +1,19 @@
 """The Gradio app: layout and wiring only. Handlers live in app/handlers.py, panels in
 app/panels.py, the "How it works" lessons in app/lessons.py, the words in app/texts.py.
 
-Every event that runs the model shares one queue (`concurrency_id="model"`, one at a time), since
-one process holds one copy of the models. Per-user data (the finished run) lives in `gr.State`.
+Every event that runs the model shares one queue (`concurrency_id="model"`), since one process
+holds one copy of the models: its runs enter, wait their turn in `handlers.GATE` (one at a time,
+a bounded line that says "busy" past its end) and run. Per-user data (the finished run, the run
+token the Stop button finds the page's run by) lives in `gr.State`.
 Building the app imports no torch: model and PRM names come from the catalog, and torch loads
 with the first run, so the first page appears before any model code is read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ import gradio as gr
 
 from app.handlers import (
     DEFAULTS,
+    GATE,
     INPUT_NAMES,
     as_user_error,
     explore,
@@ -24,6 +29,7 @@ from app.handlers import (
     precision_hint,
     replay,
     run_search,
+    stop,
 )
 from app.lessons import LEGEND_MD, lesson_figure
 from app.panels import STEP_COLUMNS
@@ -53,14 +59,18 @@ OUTPUT_NAMES = (
 )
 BUDGETS = [2, 4, 8, 16, 32, 64]
 BEAM_WIDTHS = [2, 4, 8]
-MODEL_QUEUE = dict(concurrency_limit=1, concurrency_id="model")
+# the running run and the line of waiting ones enter; the gate lets one run at a time and
+# refuses the one after the line's end with "busy, try again in about N s"
+MODEL_QUEUE = dict(concurrency_limit=GATE.max_waiting + 2, concurrency_id="model")
 THEME = gr.themes.Soft(primary_hue="blue")
 CSS = """
 #tree-plot { min-height: 420px; }
 .lesson-text { font-size: 0.95rem; }
 """
-# how the app launches (app.py, and the tests that serve it): the `/run` endpoint is an MCP tool too
-LAUNCH = dict(theme=THEME, css=CSS, mcp_server=True)
+# how the app launches (app.py, and the tests that serve it): the `/run` endpoint is an MCP tool
+# too. The app takes no uploads, but Gradio's upload route is open to anyone and keeps what it
+# gets for an hour (delete_cache): max_file_size=0 refuses every byte, so no one fills the disk.
+LAUNCH = dict(theme=THEME, css=CSS, mcp_server=True, max_file_size=0)
 
 
 def load_examples() -> dict[str, list[dict[str, str]]]:
@@ -76,12 +86,15 @@ def _as_outputs(update: dict[str, Any]) -> tuple:
 
 @gpu(duration=120)
 def _explore(*values: Any):
-    """Positional widget values in, one tuple of output values per update. The Run button,
-    disabled when clicked, is enabled again at the end, also after an error."""
+    """Positional widget values (then the page's run token) in, one tuple of output values per
+    update. The Run button, disabled when clicked, is enabled again at the end, also after an
+    error. A run Gradio cancels (the page closed) is closed at once: its turn is given back."""
     enable = {"run_btn": gr.update(interactive=True)}
+    *widgets, token = values
     try:
-        for update in explore(dict(zip(INPUT_NAMES, values))):
-            yield _as_outputs(update)
+        with contextlib.closing(explore(dict(zip(INPUT_NAMES, widgets)), token)) as updates:
+            for update in updates:
+                yield _as_outputs(update)
     except Exception as err:
         yield _as_outputs(enable)
         raise (err if isinstance(err, gr.Error) else as_user_error(err)) from None
@@ -249,6 +262,7 @@ def _explorer_tab() -> dict[str, gr.components.Component]:
         graphml_file = gr.File(label="Tree as GraphML (networkx, Gephi, yEd)", interactive=False)
         html_file = gr.File(label="Tree as HTML (opens offline)", interactive=False)
     run_state = gr.State(None)
+    run_token = gr.State(None)  # one per page, set by its first Run: what Stop finds its run by
 
     outputs = dict(
         status=status,
@@ -267,13 +281,18 @@ def _explorer_tab() -> dict[str, gr.components.Component]:
         run_btn=run_btn,
     )
     # Run is disabled while a run streams (no double runs); _explore enables it again when the
-    # run ends or fails, Stop when it is cancelled. "multiple": a Run right after Stop is not
-    # dropped while Gradio still winds the cancelled run down (its iteration finishes first).
-    run_event = run_btn.click(
-        lambda: gr.update(interactive=False), None, run_btn, queue=False, api_visibility="private"
+    # run ends or fails. Stop asks the page's run to end (within about one step: it then shows
+    # its tree so far, marked stopped) and enables Run at once. "multiple": a Run right after
+    # Stop is not dropped while the stopped run still winds down (it waits its turn behind it).
+    run_btn.click(
+        lambda token: (gr.update(interactive=False), token or uuid.uuid4().hex),
+        run_token,
+        [run_btn, run_token],
+        queue=False,
+        api_visibility="private",
     ).then(
         _explore,
-        [widgets[name] for name in INPUT_NAMES],
+        [widgets[name] for name in INPUT_NAMES] + [run_token],
         [outputs[name] for name in OUTPUT_NAMES],
         api_name="explore",
         api_visibility="undocumented",  # for scripts /run is the API (and the MCP tool)
@@ -282,10 +301,9 @@ def _explorer_tab() -> dict[str, gr.components.Component]:
         **MODEL_QUEUE,
     )
     stop_btn.click(
-        lambda: ("**Stopped.**", gr.update(interactive=True)),
-        None,
+        lambda token: (stop(token), gr.update(interactive=True)),
+        run_token,
         [status, run_btn],
-        cancels=[run_event],
         queue=False,
         api_visibility="private",
     )
@@ -311,8 +329,9 @@ def _lessons_tab() -> None:
 
 def build_demo() -> gr.Blocks:
     """The whole app. Building it loads no model (models load on the first run)."""
-    # delete_cache: Gradio's copies of the exports (~5 MB per run) go after an hour.
-    with gr.Blocks(title="ThinkTree", delete_cache=(3600, 3600)) as demo:
+    # delete_cache: Gradio's copies of the exports (~5 MB per run) go after an hour, swept every
+    # 5 minutes (an hourly sweep would keep a copy up to 2 hours)
+    with gr.Blocks(title="ThinkTree", delete_cache=(300, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
             with gr.Tab("Explore"):

@@ -5,7 +5,9 @@ few times its size answering alone. Both sides' compute is counted the same way,
 parameters × tokens (a forward pass costs about two FLOPs per parameter per token): the tokens the
 policy generated and the tokens its verifier read (a checker with no model reads for free). The
 prompt's prefill is left out on both sides: it is the same question. Pure functions over finished
-trees (their meta carries `params` and `prm_params`), so they are tested on fakes.
+trees (their meta carries `params` and `prm_params`), so they are tested on fakes. The verdict
+line is plain text (the `/run` JSON's, the CLI's); in the explorer's markdown its answers are
+escaped (`markdown=True`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from app.panels import escape_markdown
 from strategies.answers import answers_equal
 from strategies.info import short_label
 from strategies.tree import SearchTree
@@ -37,12 +40,13 @@ def equal_compute_voters(search: SearchTree, greedy: SearchTree, cap: int) -> in
     return min(cap, math.floor(run_flops(search) / per_answer))
 
 
-def _mark(answer: str | None, expected: str | None) -> str:
+def _mark(answer: str | None, expected: str | None, markdown: bool = False) -> str:
     if answer is None:
         return "no answer"
+    shown = escape_markdown(answer) if markdown else answer
     if not expected:
-        return answer
-    return f"{answer} {'✓' if answers_equal(answer, expected) else '✗'}"
+        return shown
+    return f"{shown} {'✓' if answers_equal(answer, expected) else '✗'}"
 
 
 def _ratio(a: float, b: float) -> str:
@@ -56,16 +60,23 @@ def verdict_line(
     small: str,
     big: str,
     expected: str | None = None,
+    *,
+    markdown: bool = False,
 ) -> str:
-    """E.g. "0.5B + beam search (N=8): 16 ✓ — 1.5B alone: 3 ✗ — at 1.9× the 1.5B's compute"."""
+    """E.g. "0.5B + beam search (N=8): 16 ✓ — 1.5B alone: 3 ✗ — at 1.9× the 1.5B's compute";
+    with `markdown`, the answers escaped for a markdown panel (the model names are the catalog's)."""
     n = search.config.get("n", "?")
+
+    def mark(tree: SearchTree) -> str:
+        return _mark(tree.answer, expected, markdown)
+
     parts = [
-        f"{small} + {short_label(search.strategy)} (N={n}): {_mark(search.answer, expected)}",
-        f"{big} alone: {_mark(greedy.answer, expected)}",
+        f"{small} + {short_label(search.strategy)} (N={n}): {mark(search)}",
+        f"{big} alone: {mark(greedy)}",
     ]
     if majority is not None:
         k = majority.config.get("n", "?")
-        parts.append(f"{big} majority@{k}: {_mark(majority.answer, expected)}")
+        parts.append(f"{big} majority@{k}: {mark(majority)}")
     line = " — ".join(parts)
     return f"{line} — at {_ratio(run_flops(search), run_flops(greedy))} the {big}'s compute"
 
@@ -117,7 +128,7 @@ def versus_markdown(
     rows = [
         head,
         "|---|" + "---|" * len(runs),
-        "| answer | " + " | ".join(_mark(t.answer, expected) for _, t in runs) + " |",
+        "| answer | " + " | ".join(_mark(t.answer, expected, True) for _, t in runs) + " |",
         "| tokens (+ verifier) | "
         + " | ".join(
             f"{t.compute.generated_tokens}"
@@ -128,5 +139,5 @@ def versus_markdown(
         "| FLOPs | " + " | ".join(f"{run_flops(t):.2e}" for _, t in runs) + " |",
         "| seconds | " + " | ".join(f"{t.compute.wall_s:.1f}" for _, t in runs) + " |",
     ]
-    verdict = verdict_line(search, greedy, majority, small, big, expected)
+    verdict = verdict_line(search, greedy, majority, small, big, expected, markdown=True)
     return "\n".join(rows) + f"\n\n**{verdict}**"

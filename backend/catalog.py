@@ -10,6 +10,11 @@ Memory estimate (bytes) for P parameters, of which P16 stay 16-bit when the rest
   nf4:  (0.5 + 1/64 + 4/(64*256)) (P - P16) + 2 P16   (one 8-bit absmax per 64-weight block and,
         with double quantization, one fp32 constant per 256 blocks)
 Weights only: activations, the KV cache and the CUDA context come on top (see backend/quantization).
+
+Only catalogued names load: a request naming anything else (a hub id, a path) is refused before
+anything is read or downloaded. An operator may add models with `THINKTREE_EXTRA_MODELS`, a file
+in this catalog's format whose entries join the catalog, checked like its own; they load through
+the same loaders, which never run a model's remote code.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -25,6 +31,8 @@ from typing import Literal, get_args
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CATALOG_PATH = ASSETS / "models.json"
 PROMPTS_DIR = ASSETS / "prompts"
+# an operator's own models, added to the catalog (README, "Hub models"): a file in its format
+EXTRA_MODELS_ENV = "THINKTREE_EXTRA_MODELS"
 
 Kind = Literal["policy", "prm"]
 NO_PRM = "none"  # the PRM choice "no verifier": majority voting only
@@ -42,6 +50,14 @@ GGUF_KEYS = ({"package", "file"}, {"parts", "count", "size", "sha256", "architec
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # packed 4-bit weight + double-quantized block constants
 _QUANTIZED_BYTES = {"int8": 1.0, "nf4": NF4_BYTES}
 _FULL_BYTES = {"fp32": 4.0, "bf16": 2.0}
+# A name is one short path component (the converted copy's folder is named after it), never a
+# hub id or a path: "evil/model", "../x" and "/tmp/x" can be no model's name.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+RESERVED_NAMES = ("auto", NO_PRM)  # menu choices that are no model ("auto": the catalog's pick)
+# where a model downloads from: a hub repo ("org/name") or, for an operator's model, a local folder
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+# what an extra models file may hold: entries, never the catalog's defaults
+EXTRA_KEYS = {"description", "policies", "prms"}
 
 
 def estimate_bytes(params: int, params_16bit: int, precision: str) -> int:
@@ -76,7 +92,15 @@ class CatalogEntry:
     combine: str | None = None
 
     def __post_init__(self) -> None:
-        where = f"model {self.name!r} in {CATALOG_PATH.name}"
+        where = f"model {self.name!r}"
+        if not NAME.fullmatch(self.name) or self.name in RESERVED_NAMES:
+            raise ValueError(f"{where}: a name is letters, digits and . _ + - (at most 64), "
+                             "not a hub id, a path, 'auto' or 'none'")  # fmt: skip
+        if self.hub_id is not None and not (
+            HUB_ID.fullmatch(self.hub_id) or Path(self.hub_id).is_absolute()
+        ):
+            raise ValueError(f"{where}: hub_id is a hub repo (org/name) or an absolute folder, "
+                             f"got {self.hub_id!r}")  # fmt: skip
         if self.kind not in get_args(Kind):
             raise ValueError(f"{where}: kind must be policy or prm, got {self.kind!r}")
         if self.family not in get_args(Family):
@@ -154,23 +178,66 @@ class Catalog:
         return "No verifier" if name == NO_PRM else self.get(name, "prm").label
 
 
-def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
-    """Read and validate a catalog file (a name may appear once across policies and PRMs)."""
-    data = json.loads(Path(path).read_text())
+def _read_entries(data: dict, source: str) -> dict[str, CatalogEntry]:
+    """The entries of one catalog file's "policies" and "prms" (a name appears once in it)."""
+    fields_ = dataclasses.fields(CatalogEntry)
+    known = {f.name for f in fields_} - {"name", "kind"}
+    required = {f.name for f in fields_ if f.default is dataclasses.MISSING} - {"name", "kind"}
     entries: dict[str, CatalogEntry] = {}
     for section, kind in (("policies", "policy"), ("prms", "prm")):
         for name, fields in data.get(section, {}).items():
             if name in entries:
-                raise ValueError(f"{Path(path).name}: {name!r} is listed twice")
+                raise ValueError(f"{source}: {name!r} is listed twice")
             fields = dict(fields)
             if kind == "policy":
                 fields.setdefault("family", "causal_lm")
-            entries[name] = CatalogEntry(name=name, kind=kind, **fields)
+            unknown, missing = sorted(set(fields) - known), sorted(required - set(fields))
+            if unknown:  # say which, rather than a TypeError
+                raise ValueError(f"{source}: model {name!r} has unknown fields {unknown}")
+            if missing:
+                raise ValueError(f"{source}: model {name!r} needs the fields {missing}")
+            try:
+                entries[name] = CatalogEntry(name=name, kind=kind, **fields)
+            except ValueError as err:
+                raise ValueError(f"{source}: {err}") from None
+    return entries
+
+
+def _read_extra(path: Path, catalogued: dict[str, CatalogEntry]) -> dict[str, CatalogEntry]:
+    """An operator's extra models (`THINKTREE_EXTRA_MODELS`): new names only, and models that
+    download (a hub repo or a local folder), not GGUF packages or offline verifiers (the code
+    knows those by name)."""
+    source = str(path)
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{EXTRA_MODELS_ENV}={source}: cannot read it ({err})") from None
+    if not isinstance(data, dict) or set(data) - EXTRA_KEYS:
+        raise ValueError(f"{source}: an extra models file has only {sorted(EXTRA_KEYS)}; the "
+                         "catalog's defaults stay assets/models.json's")  # fmt: skip
+    added = _read_entries(data, source)
+    for name, entry in added.items():
+        if name in catalogued:
+            raise ValueError(f"{source}: {name!r} is a catalogued name; pick another")
+        if entry.gguf is not None or entry.family == "offline":
+            raise ValueError(f"{source}: model {name!r} must download (hub_id and params); "
+                             "GGUF packages and offline verifiers come with the catalog only")  # fmt: skip
+    return added
+
+
+def load_catalog(path: Path = CATALOG_PATH, extra: Path | str | None = None) -> Catalog:
+    """Read and validate a catalog file (a name may appear once across policies and PRMs), plus
+    an extra models file in its format (`extra`) whose entries may not replace the catalog's."""
+    data = json.loads(Path(path).read_text())
+    entries = _read_entries(data, Path(path).name)
+    added = _read_extra(Path(extra), entries) if extra else {}
+    entries |= added
     for name, entry in list(entries.items()):
         named = {"judge": entry.judge, "bigger": entry.bigger}
         for what, other in named.items():
             if other is not None and getattr(entries.get(other), "kind", None) != "policy":
-                raise ValueError(f"{Path(path).name}: {name!r} names {other!r} as its {what}, "
+                source = str(extra) if name in added else Path(path).name
+                raise ValueError(f"{source}: {name!r} names {other!r} as its {what}, "
                                  "which is not a policy")  # fmt: skip
         if entry.judge is not None:  # the judge's size is its model's: written once
             judge = entries[entry.judge]
@@ -196,8 +263,8 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
 
 @functools.cache
 def catalog() -> Catalog:
-    """The catalog from assets/models.json, read once per process."""
-    return load_catalog()
+    """The catalog from assets/models.json (and `$THINKTREE_EXTRA_MODELS`), read once per process."""
+    return load_catalog(extra=os.environ.get(EXTRA_MODELS_ENV) or None)
 
 
 def models_cache_dir() -> Path:

@@ -39,11 +39,13 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
             raise ValueError(
-                f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGY_NAMES)}."
+                f"Unknown strategy {_shown(self.strategy)}; choose one of "
+                f"{', '.join(STRATEGY_NAMES)}."
             )
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(
-                f"Unknown aggregation {self.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}."
+                f"Unknown aggregation {_shown(self.aggregation)}; choose one of "
+                f"{', '.join(AGGREGATIONS)}."
             )
         _check_int("n", self.n, 1, 4096)
         _check_int("beam_width", self.beam_width, 1, 4096)
@@ -64,10 +66,22 @@ class SearchConfig:
                 )
         if self.strategy == "lookahead" and self.lookahead < 1:
             raise ValueError("Lookahead search needs at least 1 lookahead step (k >= 1).")
-        if not (0.0 <= float(self.temperature) <= 5.0):
-            raise ValueError(f"Temperature must be between 0 and 5, got {self.temperature}.")
-        if not (0.0 < float(self.top_p) <= 1.0):
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if not isinstance(self.filter_duplicates, bool):
+            raise ValueError(
+                f"filter_duplicates must be true or false, got {_shown(self.filter_duplicates)}."
+            )
+        # No float(): it raises TypeError on None or a list, OverflowError on a huge int, and
+        # would let the string "0.5" through into the sampler. NaN fails the range checks.
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {_shown(value)}.")
+        if not (0.0 <= self.temperature <= 5.0):
+            raise ValueError(
+                f"Temperature must be between 0 and 5, got {_shown(self.temperature)}."
+            )
+        if not (0.0 < self.top_p <= 1.0):
+            raise ValueError(f"top_p must be in (0, 1], got {_shown(self.top_p)}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,8 +89,12 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
         """Build from a plain dict (a JSON config); unknown keys are an error, not ignored."""
+        if not isinstance(d, dict):
+            raise ValueError(f"A config must be a JSON object, got {_shown(d)}.")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        # keys shown as text: a dict from Python may have keys that are no strings (sorted and
+        # join would raise TypeError on them)
+        unknown = sorted(k if isinstance(k, str) else _shown(k) for k in set(d) - known)
         if unknown:
             hint = " (the iteration limit is max_iterations)" if "max_steps" in unknown else ""
             raise ValueError(f"Unknown config field(s): {', '.join(unknown)}{hint}.")
@@ -85,9 +103,19 @@ class SearchConfig:
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a whole number, got {value!r}.")
+        raise ValueError(f"{name} must be a whole number, got {_shown(value)}.")
     if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, got {value}.")
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {_shown(value)}.")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """`value` as a message shows it: its repr, cut to `limit` characters (a pasted novel or a
+    number of 5000 digits, which Python refuses to print at all, must not become the message)."""
+    try:
+        text = repr(value)
+    except ValueError:  # int -> str past sys.get_int_max_str_digits()
+        return "a number too long to print"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def field_help() -> dict[str, str]:

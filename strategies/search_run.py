@@ -26,6 +26,27 @@ from strategies.tree import Node, SearchTree
 Pick = Literal["majority", "vanilla", "weighted"]
 
 
+class StepFailed(RuntimeError):
+    """The policy or the scorer raised on one step: which step, and the tree as it stood.
+
+    `tree` is the run's tree with every node written before the failure, so the caller can
+    show it (`SearchTree.stop(str(err))`); `error` is what the model raised.
+    """
+
+    def __init__(self, what: str, step: int, nodes: Sequence[int], tree: SearchTree,
+                 error: BaseException) -> None:  # fmt: skip
+        self.what, self.step, self.nodes, self.tree, self.error = (
+            what,
+            step,
+            list(nodes),
+            tree,
+            error,
+        )
+        ids = ", ".join(str(i) for i in self.nodes[:6]) + (", …" if len(self.nodes) > 6 else "")
+        where = f" (node{'s' if len(self.nodes) > 1 else ''} {ids})" if self.nodes else ""
+        super().__init__(f"{what} step {step}{where}: {type(error).__name__}: {error}")
+
+
 def aggregate(scores: Sequence[float], how: str) -> float:
     """One score for a (partial) solution from its step scores: last (default), min or prod."""
     if not scores:
@@ -126,10 +147,26 @@ class SearchRun:
         """
         if not parents:
             return []
-        total = len(parents) * n
         partials = [self.tree.steps(p) for p in parents]
         to_end = self.last_iteration
         sampling = self.sampling(greedy=greedy, to_end=to_end, keep=0 if to_end else keep)
+        try:
+            return (yield from self._expand(parents, n, partials, sampling, subtrees))
+        except StepFailed:
+            raise
+        except Exception as err:
+            step = self.tree.nodes[parents[0]].depth + 1
+            raise StepFailed("the policy failed writing", step, parents, self.tree, err) from err
+
+    def _expand(
+        self,
+        parents: Sequence[int],
+        n: int,
+        partials: list[list[str]],
+        sampling: Sampling,
+        subtrees: Sequence[int] | None,
+    ) -> Generator[SearchTree, None, list[Node]]:
+        total = len(parents) * n
         by_index: dict[int, Node] = {}
         if not isinstance(self.generator, StreamingStepGenerator):
             results = self.generator.next_steps(self.question, partials, n, sampling)
@@ -192,7 +229,13 @@ class SearchRun:
         if self.scorer is None or not nodes:
             return
         solutions = [self.tree.steps(n.id) for n in nodes]
-        scores = self.scorer.score(self.question, solutions)
+        try:
+            scores = self.scorer.score(self.question, solutions)
+        except Exception as err:
+            step = min(n.depth for n in nodes)
+            name = getattr(self.scorer, "name", "")
+            raise StepFailed(f"the PRM {name} failed scoring" if name else "the PRM failed scoring", step, [n.id for n in nodes], self.tree,
+                             err) from err  # fmt: skip
         self.tree.compute.scorer_calls += 1
         self.tree.compute.scored_tokens += scores.tokens
         for node, step_scores in zip(nodes, scores.steps):

@@ -91,6 +91,10 @@ class SearchTree:
     votes: dict[str, dict[str, float]] = field(default_factory=dict)
     compute: Compute = field(default_factory=Compute)
     meta: dict[str, Any] = field(default_factory=dict)  # model, prm, device, precision, threads
+    # why the run ended before its strategy finished ("" when it finished): "stopped" (Stop),
+    # "time limit", or the fault that ended it ("the PRM failed scoring step 3: ..."); such a
+    # tree is done, with the nodes written so far, and no answer or selected path
+    stopped: str = ""
     # True in frames streamed while an iteration's steps are still arriving (not in the run JSON)
     writing: bool = False
 
@@ -154,6 +158,17 @@ class SearchTree:
     def with_status(self, *statuses: str) -> list[Node]:
         return [n for n in self.nodes if n.status in statuses]
 
+    def stop(self, reason: str) -> SearchTree:
+        """End the run here, before its strategy finished: the nodes so far are kept (those
+        still active stay active), nothing is chosen, and `stopped` says why."""
+        self.stopped = reason or "stopped"
+        self.writing = False
+        self.done = True
+        self.answer = None
+        self.selected = []
+        self.votes = {}
+        return self
+
     def select_path(self, leaf_id: int) -> None:
         """Mark the solution ending at `leaf_id` as (one of) the chosen one(s)."""
         self.selected.append(leaf_id)
@@ -177,6 +192,7 @@ class SearchTree:
             tree.answer = None
             tree.selected = []
             tree.votes = {}
+            tree.stopped = ""
         return tree
 
     # ---- run format -----------------------------------------------------------------------
@@ -193,6 +209,7 @@ class SearchTree:
             "votes": {k: dict(v) for k, v in self.votes.items()},
             "compute": asdict(self.compute),
             "meta": dict(self.meta),
+            "stopped": self.stopped,
             "nodes": [n.to_dict() for n in self.nodes],
         }
 
@@ -212,6 +229,7 @@ class SearchTree:
             votes={k: dict(v) for k, v in d.get("votes", {}).items()},
             compute=Compute(**d.get("compute", {})),
             meta=dict(d.get("meta", {})),
+            stopped=str(d.get("stopped", "")),
         )
 
     def to_json(self, **kwargs: Any) -> str:

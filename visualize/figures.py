@@ -270,6 +270,8 @@ def _auto_title(tree: SearchTree) -> str:
         parts.append("writing (grey: not scored yet)")
     if tree.answer is not None:
         parts.append(f"answer <b>{short(tree.answer, 30)}</b>")
+    if tree.stopped:  # ended early: what is drawn is the tree at that moment
+        parts.append(f"<b>ended early</b>: {short(tree.stopped, 60)}")
     return " · ".join(parts)
 
 

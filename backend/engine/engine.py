@@ -248,6 +248,13 @@ class StepEngine:
         kv = [(layer.keys[0], layer.values[0]) for layer in layers]
         return RowState(all_ids, kv, base.prompt_len if base else len(all_ids))
 
+    def drop_partials(self) -> None:
+        """Forget every partial solution's state and every step written ahead (the prompts
+        stay): what a stopped or failed run leaves behind, which no later call would read."""
+        with self.lock:
+            self.store = {key: s for key, s in self.store.items() if not key[1]}
+            self.written = WrittenAhead()
+
     def _evict(self) -> None:
         """Drop the states and the steps written ahead that no call has used for `keep_calls`
         calls (prompts stay), and the prompts of all but the 4 most recent questions."""

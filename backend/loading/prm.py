@@ -8,7 +8,8 @@ rebuilt here from `Qwen2Model` and read the hub checkpoint by its own weight nam
   `lm_head.weight` is not needed for scoring and is skipped, saving ~1 GB on the 7B.
 RLHFlow's and Math-Shepherd's PRMs are plain Llama / Mistral causal LMs scored through their LM
 head. A load whose head weights are missing from the checkpoint fails loudly instead of scoring
-with a randomly initialised head. Which loaded PRM is kept is backend/runtime.py's.
+with a randomly initialised head. Which loaded PRM is kept is backend/runtime.py's. Every
+`from_pretrained` says `trust_remote_code=False`, so a checkpoint that ships code fails to load.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ def load_prm_model(family: str, location: str, precision: str, device: str) -> t
     cls = MODEL_CLASSES[family]
     head = getattr(cls, "head_name", None)
     kwargs = weights_kwargs(precision, device, keep_full=[head] if head else ())
-    model, info = cls.from_pretrained(location, output_loading_info=True, **kwargs)
+    model, info = cls.from_pretrained(
+        location, output_loading_info=True, **kwargs, trust_remote_code=False
+    )
     missing = [k for k in info.get("missing_keys", ()) if not k.startswith("lm_head")]
     if missing:
         shown = ", ".join(sorted(missing)[:6])
@@ -93,7 +96,7 @@ def load_prm_model(family: str, location: str, precision: str, device: str) -> t
             f"{location} does not look like a {family} PRM checkpoint: {len(missing)} weights "
             f"are missing ({shown}{', ...' if len(missing) > 6 else ''})"
         )
-    tokenizer = AutoTokenizer.from_pretrained(location)
+    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
     return model.eval(), tokenizer
 
 

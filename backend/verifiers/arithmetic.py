@@ -28,6 +28,7 @@ from typing import ClassVar, Literal
 
 from backend.verifiers.expressions import (
     BENIGN_BEFORE,
+    MAX_DIGITS,
     REL_TOL,
     Syntax,
     Tok,
@@ -101,6 +102,9 @@ class ArithmeticPRM:
         return getattr(self, self._check(step).verdict)
 
     def _check(self, step: str) -> StepCheck:
+        # only what check_step reads (and one more character, for `truncated`) is the cache key:
+        # 4096 cached steps of a model that rambles must not hold megabytes each
+        step = step[: MAX_STEP_CHARS + 1]
         return check_step(step) if self.cache else check_step.__wrapped__(step)
 
     def score(self, question: str, solutions: Sequence[Sequence[str]]) -> Scores:
@@ -146,10 +150,12 @@ _PLAIN_ANSWER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?")
 
 def boxed_number(step: str) -> float | None:
     """The step's boxed answer (`strategies.answers.boxed_answer`: the last complete one) when
-    it is a plain number, else None."""
+    it is a plain number of at most MAX_DIGITS digits, else None."""
     answer = boxed_answer(step[:MAX_STEP_CHARS])
     answer = answer.strip().strip("$").strip() if answer is not None else ""
-    if not _PLAIN_ANSWER.fullmatch(answer):
+    # a longer number is not read, as in a calculation: as a float it would be inf, which
+    # `_close` finds close to anything ("2 + 2 = 4 ... \boxed{999...9}" scored right)
+    if not _PLAIN_ANSWER.fullmatch(answer) or sum(c.isdigit() for c in answer) > MAX_DIGITS:
         return None
     return float(answer.replace(",", ""))
 
