@@ -1,8 +1,10 @@
 """Command line: run one search headless, print the answer and the compute, write the run JSON.
 
 python -m app.cli run --prompt "..." --strategy beam_search --n 8 --beam-width 4 --json run.json
+python -m app.cli eval --problems tier2_two_steps --budgets 1,2,4,8 --out runs/tier2
 
-Every setting the explorer and the API have is a flag here, with the same default.
+Every setting the explorer and the API have is a flag of `run`, with the same default; `eval` is
+the scaling harness (app/evaluation.py).
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"{helps[name]} (default: %(default)s)")  # fmt: skip
     r.add_argument("--json", type=Path, default=None, help="write the run JSON here")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
+    from app.evaluation import add_arguments
+
+    add_arguments(sub.add_parser("eval", help="accuracy against budget: every strategy at every "
+                                 "budget on a problem set"))  # fmt: skip
     return parser
 
 
@@ -66,6 +72,10 @@ def _progress(tree, t0: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "eval":
+        from app.evaluation import main as evaluate
+
+        return evaluate(args)
     values = {k: v for k, v in vars(args).items() if k not in ("command", "json", "quiet")}
     values["expected"] = (values.get("expected") or "").strip() or None
     try:
@@ -92,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     assert tree is not None
     c = tree.compute
     print(f"answer: {tree.answer}")
+    if tree.stopped:
+        print(f"ended early: {tree.stopped}")
     for answer, v in tree.votes.items():
         print(f"  {answer!s:>12}  count {int(v['count'])}  PRM sum {v['score_sum']:.2f}")
     print(

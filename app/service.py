@@ -192,7 +192,13 @@ def stream_run(request: RunRequest, control: RunControl | None = None) -> Iterat
         meta["expected"] = request.expected
     control = control or RunControl()
     control.start(limits.time_limit_s, limits.max_run_tokens)
-    frames = search(request.prompt, request.config, runtime.generator, runtime.scorer)
+    policy = None
+    if request.config.strategy == "compute_optimal":  # fitted per model and verifier
+        from app.fit_compute_optimal import stored_policy
+
+        policy = stored_policy(request.model, request.prm)
+    frames = search(request.prompt, request.config, runtime.generator, runtime.scorer,
+                    policy=policy)  # fmt: skip
     yield from controlled(frames, control, meta, request.config.n)
 
 

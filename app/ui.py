@@ -33,6 +33,7 @@ from app.handlers import (
 )
 from app.lessons import LEGEND_MD, lesson_figure
 from app.panels import STEP_COLUMNS
+from app.scaling_tab import scaling_tab
 from app.service import NO_BIGGER, REQUEST_HELP, bigger_choices
 from app.texts import INTRO, api_markdown
 from backend.catalog import PRECISIONS, catalog, models_cache_dir
@@ -336,6 +337,8 @@ def build_demo() -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Explore"):
                 widgets = _explorer_tab()
+            with gr.Tab("Scaling"):
+                scaling_tab()
             with gr.Tab("How it works"):
                 _lessons_tab()
             with gr.Tab("API"):

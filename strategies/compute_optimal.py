@@ -1,11 +1,14 @@
 """Compute-optimal scaling: estimate the prompt's difficulty, then pick the strategy for it.
 
-Following Snell et al. (2024), difficulty is "model-predicted": the PRM's mean final score over
-a small pilot of sampled solutions (P = max(2, N/4), full solutions, counted in the compute). The
-choice per difficulty bin follows the reference findings: on easy prompts Best-of-N (weighted) at
-small budgets and DVTS at large ones; on medium prompts beam search at small budgets and DVTS at
-large ones; on hard prompts beam search. The thresholds are a documented heuristic (the papers
-choose per bin on held-out data), recorded in the run's meta so a user can see why.
+Following Snell et al. (2024), difficulty is "model-predicted": a small probe of sampled full
+solutions, scored by the verifier, its compute counted in the run's. With a fitted policy (one
+per model and verifier, fitted on half a tier's problems and checked on the other half:
+app/fit_compute_optimal.py, strategies/difficulty.py) the probe's signal picks one of 5 quantile
+bins and the policy the strategy and M for that bin and budget. Without one (a model nobody
+fitted) the choice falls back to the reference findings, as a documented heuristic: on easy
+prompts Best-of-N (weighted) at small budgets and DVTS at large ones; on medium prompts beam
+search at small budgets and DVTS at large ones; on hard prompts beam search. The run's meta says
+which bin, which strategy and why.
 """
 
 from __future__ import annotations
@@ -16,16 +19,19 @@ from dataclasses import replace
 
 from strategies.beam_search import beam_search
 from strategies.config import SearchConfig
+from strategies.difficulty import BINS, PROBE_SAMPLES, Policy, probe_signal
 from strategies.dvts import dvts
-from strategies.info import check_scorer
-from strategies.sampling import sample_solutions, weighted_best_of_n
+from strategies.info import check_scorer, label
+from strategies.sampling import best_of_n, majority_vote, sample_solutions, weighted_best_of_n
 from strategies.search_run import SearchRun
 from strategies.tree import SearchTree
 
 EASY, HARD = 0.66, 0.33  # bins on the mean pilot score: >= EASY easy, < HARD hard
 SMALL_BUDGET = 16
 # the strategies it chooses among
-CHOICES = {"weighted_best_of_n": weighted_best_of_n, "beam_search": beam_search, "dvts": dvts}
+CHOICES = {"majority_vote": majority_vote, "best_of_n": best_of_n,
+           "weighted_best_of_n": weighted_best_of_n, "beam_search": beam_search, "dvts": dvts}  # fmt: skip
+HARNESS_NAMES = {"majority": "majority_vote"}  # the scaling harness's name for majority voting
 
 
 def choose_strategy(difficulty: float, n: int) -> str:
@@ -37,10 +43,12 @@ def choose_strategy(difficulty: float, n: int) -> str:
     return "beam_search"
 
 
-def compute_optimal(question, config: SearchConfig, generator, scorer) -> Iterator[SearchTree]:
+def compute_optimal(
+    question, config: SearchConfig, generator, scorer, policy: Policy | None = None
+) -> Iterator[SearchTree]:
     check_scorer("compute_optimal", scorer is not None)  # it estimates difficulty with the PRM
 
-    pilot_n = max(2, config.n // 4)
+    pilot_n = PROBE_SAMPLES if policy is not None else max(2, config.n // 4)
     pilot = SearchRun(
         question, replace(config, strategy="majority_vote", n=pilot_n), generator, scorer
     )
@@ -48,18 +56,31 @@ def compute_optimal(question, config: SearchConfig, generator, scorer) -> Iterat
         pass
     leaves = pilot.tree.leaves()
     pilot.score(leaves)
-    difficulty = sum(leaf.agg_score or 0.0 for leaf in leaves) / max(1, len(leaves))
-    chosen = choose_strategy(difficulty, config.n)
-    m = config.beam_width if config.n % config.beam_width == 0 else 1
+    probe = probe_signal(
+        [leaf.agg_score or 0.0 for leaf in leaves], [leaf.answer for leaf in leaves]
+    )
+    difficulty = probe["mean_score"]
+    if policy is not None:
+        bin_, choice = policy.choose(probe["signal"], config.n)
+        chosen = HARNESS_NAMES.get(choice.strategy, choice.strategy)
+        m = choice.beam_width
+        why = choice.why(probe, bin_, BINS)
+        where = f"bin {bin_ + 1} of {BINS}"
+    else:
+        chosen = choose_strategy(difficulty, config.n)
+        m = config.beam_width
+        where = "easy" if difficulty >= EASY else "medium" if difficulty >= HARD else "hard"
+        why = (f"probe mean {difficulty:.2f} → {where} (no fitted policy for this model: the "
+               f"reference heuristic) → {label(chosen)}")  # fmt: skip
+    m = m if m <= config.n and config.n % m == 0 else 1
     sub_config = replace(config, strategy=chosen, beam_width=m)
     meta = {
         "difficulty": round(difficulty, 4),
-        "difficulty_bin": "easy"
-        if difficulty >= EASY
-        else "medium"
-        if difficulty >= HARD
-        else "hard",
+        "probe": {k: round(v, 4) for k, v in probe.items()},
+        "difficulty_bin": where,
         "chosen_strategy": chosen,
+        "fitted": policy is not None,
+        "why": why,
         "pilot_samples": pilot_n,
         "pilot_answers": [leaf.answer for leaf in leaves],
     }

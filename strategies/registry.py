@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from strategies.beam_search import beam_search, lookahead_search
 from strategies.compute_optimal import compute_optimal
 from strategies.config import SearchConfig
+from strategies.difficulty import Policy
 from strategies.dvts import dvts
 from strategies.info import STRATEGY_NAMES, check_scorer
 from strategies.protocols import StepGenerator, StepScorer
@@ -38,11 +39,16 @@ def search(
     config: SearchConfig,
     generator: StepGenerator,
     scorer: StepScorer | None = None,
+    *,
+    policy: Policy | None = None,
 ) -> Iterator[SearchTree]:
-    """Stream a run: the tree after every iteration, the finished tree last."""
+    """Stream a run: the tree after every iteration, the finished tree last. `policy`: the
+    fitted compute-optimal policy for the run's model and verifier (compute_optimal only)."""
     if not question or not question.strip():
         raise ValueError("The question is empty.")
     check_scorer(config.strategy, scorer is not None)
+    if config.strategy == "compute_optimal":
+        return compute_optimal(question, config, generator, scorer, policy)
     return STRATEGIES[config.strategy](question, config, generator, scorer)
 
 

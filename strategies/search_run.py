@@ -260,46 +260,55 @@ class SearchRun:
 
     # ---- the finish -------------------------------------------------------------------------
     def finish(self, leaves: Sequence[Node], pick: Pick) -> SearchTree:
-        """Group the leaves' answers, fill the votes, choose the answer and mark the chosen path.
-
-        majority: the biggest answer group wins (all its solutions are selected);
-        weighted: the group with the largest sum of aggregated scores wins (its best solution is
-        selected); vanilla: the single best-scoring solution wins, whatever its answer.
-        Ties go to the group (or solution) seen first.
-        """
+        """Group the leaves' answers, fill the votes, choose the answer and mark the chosen path
+        (the rule: `choose`)."""
         tree = self.tree
-        leaves = list(leaves)
-        groups = group_answers([leaf.answer for leaf in leaves])
-        votes: dict[str, dict[str, float]] = {}
-        keys: list[str] = []
-        for group in groups:
-            members = [leaves[i] for i in group]
-            key = normalize(members[0].answer or "")
-            scores = [m.agg_score or 0.0 for m in members]
-            votes[key] = {
-                "count": len(members),
-                "score_sum": float(sum(scores)),
-                "best_score": float(max(scores)),
-            }
-            keys.append(key)
-        tree.votes = votes
-
-        chosen: list[Node] = []
-        if pick == "vanilla" and leaves:
-            best = max(leaves, key=lambda n: (n.agg_score or 0.0, -n.id))
-            chosen = [best]
-            tree.answer = normalize(best.answer) if best.answer is not None else None
-        elif groups:
-            metric = "count" if pick == "majority" else "score_sum"
-            # max() returns the first maximum: ties go to the group seen first
-            winner = max(range(len(groups)), key=lambda g: (votes[keys[g]][metric], -g))
-            members = [leaves[i] for i in groups[winner]]
-            tree.answer = keys[winner]
-            if pick == "majority":
-                chosen = members
-            else:
-                chosen = [max(members, key=lambda n: (n.agg_score or 0.0, -n.id))]
+        tree.answer, chosen, tree.votes = choose(leaves, pick)
         for leaf in chosen:
             tree.select_path(leaf.id)
         tree.done = True
         return self.tick()
+
+
+def choose(
+    leaves: Sequence[Node], pick: Pick
+) -> tuple[str | None, list[Node], dict[str, dict[str, float]]]:
+    """The answer, the chosen leaves and the votes per answer for finished solutions `leaves`.
+
+    majority: the biggest answer group wins (all its solutions are chosen);
+    weighted: the group with the largest sum of aggregated scores wins (its best solution is
+    chosen); vanilla: the single best-scoring solution wins, whatever its answer.
+    Ties go to the group (or solution) seen first. Also how the scaling harness reads a budget's
+    answer off the first samples of a bigger run (app/evaluation.py).
+    """
+    leaves = list(leaves)
+    groups = group_answers([leaf.answer for leaf in leaves])
+    votes: dict[str, dict[str, float]] = {}
+    keys: list[str] = []
+    for group in groups:
+        members = [leaves[i] for i in group]
+        key = normalize(members[0].answer or "")
+        scores = [m.agg_score or 0.0 for m in members]
+        votes[key] = {
+            "count": len(members),
+            "score_sum": float(sum(scores)),
+            "best_score": float(max(scores)),
+        }
+        keys.append(key)
+    answer: str | None = None
+    chosen: list[Node] = []
+    if pick == "vanilla" and leaves:
+        best = max(leaves, key=lambda n: (n.agg_score or 0.0, -n.id))
+        chosen = [best]
+        answer = normalize(best.answer) if best.answer is not None else None
+    elif groups:
+        metric = "count" if pick == "majority" else "score_sum"
+        # max() returns the first maximum: ties go to the group seen first
+        winner = max(range(len(groups)), key=lambda g: (votes[keys[g]][metric], -g))
+        members = [leaves[i] for i in groups[winner]]
+        answer = keys[winner]
+        if pick == "majority":
+            chosen = members
+        else:
+            chosen = [max(members, key=lambda n: (n.agg_score or 0.0, -n.id))]
+    return answer, chosen, votes

@@ -1,0 +1,365 @@
+"""The scaling harness: every strategy at every budget on a problem set, graded, resumable.
+
+    python -m app.cli eval --problems assets/problems/tier2_two_steps.jsonl \\
+        --strategies majority,best_of_n,weighted_best_of_n,beam_search,dvts --budgets 1,2,4,8,16 \\
+        [--model NAME] [--prm NAME] [--seeds K] [--limit K] [--preset quick] --out DIR
+
+The work is cut into units, each one run of the app's own path (`app.service.run_to_end`):
+- sampling strategies (majority, Best-of-N, weighted Best-of-N) share one run per problem and
+  seed at the largest budget: the answer at budget b is read off its first b samples with the
+  strategy's own rule (`strategies.search_run.choose`), as the reference work does. A policy whose
+  samples depend only on the seed and the sample's index gives the very answers of a separate
+  run at b (tested on the fakes); the real engine draws a batch's rows from one generator, so
+  there the first b samples are a fair sample of b, not the same one;
+- search strategies (beam search, DVTS, lookahead, compute-optimal) run once per budget;
+- the policy's greedy answer and, for the dashed line, the bigger model's (`--bigger`).
+Each finished unit is appended to DIR/records.jsonl at once, so an interrupted run resumes where
+it stopped; DIR/results.json (accuracy with a 95% interval, tokens, FLOPs, per-problem records)
+and DIR/scaling.html (the figure) are written from the records at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.problems import Problem
+from strategies.answers import answers_equal
+from strategies.config import SearchConfig
+from strategies.difficulty import PROBE_SAMPLES, probe_signal
+from strategies.search_run import choose
+from strategies.tree import Node, SearchTree
+
+# the harness's names for the sampling strategies, and the rule each picks by
+SAMPLING = {"majority": "majority", "best_of_n": "vanilla", "weighted_best_of_n": "weighted"}
+SEARCHES = ("beam_search", "dvts", "lookahead", "compute_optimal")
+STRATEGIES = (*SAMPLING, *SEARCHES)
+# what a run's results depend on besides the problems: a resumed run must match them
+SETTINGS = ("model", "prm", "precision", "beam_width", "max_iterations", "max_step_tokens",
+            "max_solution_tokens", "temperature", "top_p", "lookahead", "bigger")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One run: a problem, a seed, what to run ("sampling", a search, "greedy", "bigger") and
+    its budget (the largest one for "sampling")."""
+
+    problem: Problem
+    seed: int
+    kind: str
+    budget: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.problem.id}|{self.seed}|{self.kind}|{self.budget}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an evaluation runs: settings shared by every unit, and the units."""
+
+    settings: dict[str, Any]
+    strategies: tuple[str, ...]
+    budgets: tuple[int, ...]
+    units: tuple[Unit, ...]
+
+
+def plan(problems: Iterable[Problem], strategies: Iterable[str], budgets: Iterable[int],
+         seeds: int, settings: dict[str, Any]) -> Plan:  # fmt: skip
+    """The units for these problems, strategies, budgets and seeds (ValueError for a bad name
+    or budget)."""
+    strategies = tuple(dict.fromkeys(s.strip() for s in strategies if s.strip()))
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"Unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}.")
+    budgets = tuple(sorted(set(budgets)))
+    if not budgets or budgets[0] < 1:
+        raise ValueError("Budgets are whole numbers of at least 1.")
+    if seeds < 1:
+        raise ValueError("--seeds must be at least 1.")
+    units: list[Unit] = []
+    problems = list(problems)
+    for problem in problems:
+        units.append(Unit(problem, 0, "greedy", 1))
+        for seed in range(seeds):
+            if any(s in SAMPLING for s in strategies):
+                units.append(Unit(problem, seed, "sampling", budgets[-1]))
+            for strategy in strategies:
+                if strategy in SEARCHES:
+                    units += [Unit(problem, seed, strategy, b) for b in budgets]
+    if settings.get("bigger"):  # last, all together: the pool holds one policy at a time
+        units += [Unit(problem, 0, "bigger", 1) for problem in problems]
+    return Plan(dict(settings), strategies, budgets, tuple(units))
+
+
+# ---- one unit --------------------------------------------------------------------------------
+Runner = Callable[[Any], SearchTree]  # a RunRequest in, the finished tree out
+
+
+def config_for(unit: Unit, settings: dict[str, Any], strategies: tuple[str, ...]) -> SearchConfig:
+    """The search settings of `unit`'s run."""
+    base = {k: settings[k] for k in ("max_iterations", "max_step_tokens", "max_solution_tokens",
+                                     "temperature", "top_p", "lookahead") if k in settings}  # fmt: skip
+    if unit.kind in ("greedy", "bigger"):
+        return SearchConfig(strategy="majority_vote", n=1, temperature=0.0, seed=unit.seed,
+                            **{k: v for k, v in base.items() if k != "temperature"})  # fmt: skip
+    if unit.kind == "sampling":
+        scored = any(SAMPLING[s] != "majority" for s in strategies if s in SAMPLING)
+        strategy = "weighted_best_of_n" if scored else "majority_vote"
+        return SearchConfig(strategy=strategy, n=unit.budget, seed=unit.seed, **base)
+    beam_width = min(int(settings.get("beam_width", 4)), unit.budget)
+    return SearchConfig(strategy=unit.kind, n=unit.budget, beam_width=beam_width, seed=unit.seed,
+                        **base)  # fmt: skip
+
+
+def run_unit(unit: Unit, plan_: Plan, runner: Runner) -> list[dict[str, Any]]:
+    """Run `unit`; one record per (strategy, budget) it answers."""
+    from app.service import RunRequest
+
+    s = plan_.settings
+    model = s["bigger"] if unit.kind == "bigger" else s["model"]
+    needs_prm = unit.kind not in ("greedy", "bigger") and not (
+        unit.kind == "sampling" and all(SAMPLING[x] == "majority" for x in plan_.strategies
+                                        if x in SAMPLING))  # fmt: skip
+    request = RunRequest(unit.problem.problem, config_for(unit, s, plan_.strategies), model=model,
+                         prm=s["prm"] if needs_prm else "none", precision=s.get("precision",
+                         "auto"), compare=False)  # fmt: skip
+    t0 = time.perf_counter()
+    tree = runner(request)
+    seconds = time.perf_counter() - t0
+    if unit.kind != "sampling":
+        name = unit.kind
+        return [_record(unit, name, unit.budget, tree.answer, tree, seconds, 1.0, tree.stopped)]
+    records = []
+    probe = probe_of(tree)
+    for strategy in plan_.strategies:
+        if strategy not in SAMPLING:
+            continue
+        for b in plan_.budgets:
+            answer, share = first_samples_answer(tree, b, SAMPLING[strategy])
+            record = _record(unit, strategy, b, answer, tree, seconds * share, share,
+                             tree.stopped)  # fmt: skip
+            if probe is not None:
+                record["probe"] = probe
+            records.append(record)
+    return records
+
+
+def first_leaves(tree: SearchTree, b: int) -> tuple[list[Node], int]:
+    """The finished solutions of the tree's first `b` samples (one per child of the root, in
+    order), and the tokens those samples wrote."""
+    kept = {n.id for n in tree.children(0)[:b]}
+    sample_of: dict[int, int] = {}
+    for node in tree.nodes[1:]:  # a parent comes before its children
+        sample_of[node.id] = node.id if node.parent == 0 else sample_of.get(node.parent, -1)
+    leaves = [n for n in tree.leaves() if sample_of.get(n.id) in kept]
+    tokens = sum(n.tokens for n in tree.nodes[1:] if sample_of.get(n.id) in kept)
+    return leaves, tokens
+
+
+def first_samples_answer(tree: SearchTree, b: int, pick: str) -> tuple[str | None, float]:
+    """The answer `pick` chooses among the tree's first `b` samples, and the share of the run's
+    generated tokens those samples wrote."""
+    leaves, tokens = first_leaves(tree, b)
+    answer, _, _ = choose(leaves, pick)  # type: ignore[arg-type]
+    return answer, tokens / max(1, tree.compute.generated_tokens)
+
+
+def probe_of(tree: SearchTree) -> dict[str, float] | None:
+    """Compute-optimal's probe read off a scored sampling run: its first PROBE_SAMPLES samples
+    (None when it has fewer, or the verifier did not score them)."""
+    if tree.compute.scorer_calls == 0 or len(tree.children(0)) < PROBE_SAMPLES:
+        return None
+    leaves, tokens = first_leaves(tree, PROBE_SAMPLES)
+    probe = probe_signal([n.agg_score or 0.0 for n in leaves], [n.answer for n in leaves])
+    return {**probe, "tokens": tokens}
+
+
+def _record(unit: Unit, strategy: str, budget: int, answer: str | None, tree: SearchTree,
+            seconds: float, share: float, stopped: str) -> dict[str, Any]:  # fmt: skip
+    c, m = tree.compute, tree.meta
+    tokens = round(c.generated_tokens * share)
+    # the verifier's reading of b samples: its share of the run's (it reads each sample once)
+    verifier = round(c.scored_tokens * share)
+    flops = 2.0 * (m.get("params", 0) * tokens + m.get("prm_params", 0) * verifier)
+    gold = unit.problem.answer
+    record = {
+        "problem": unit.problem.id, "tier": unit.problem.tier, "seed": unit.seed,
+        "strategy": strategy, "budget": budget, "answer": answer, "gold": gold,
+        "correct": answer is not None and answers_equal(answer, gold), "tokens": tokens,
+        "verifier_tokens": verifier, "flops": flops, "seconds": round(seconds, 3),
+        "model": m.get("model"),
+    }  # fmt: skip
+    if stopped:
+        record["stopped"] = stopped
+    if "compute_optimal" in m:
+        record["compute_optimal"] = m["compute_optimal"]
+    return record
+
+
+# ---- the whole evaluation --------------------------------------------------------------------
+def settings_hash(settings: dict[str, Any]) -> str:
+    picked = {k: settings.get(k) for k in SETTINGS}
+    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_done(out: Path, settings: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The records of units already finished in `out` (a resumed run), by unit key; ValueError
+    when `out` holds a run with other settings."""
+    config = out / "config.json"
+    if config.is_file():
+        held = json.loads(config.read_text())
+        if held.get("settings_hash") != settings_hash(settings):
+            raise ValueError(
+                f"{out} holds an evaluation with other settings ({held.get('settings')}); "
+                "use another --out, or delete it to start again."
+            )
+    done: dict[str, list[dict[str, Any]]] = {}
+    path = out / "records.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # the line an interruption cut short: redone
+                continue
+            done[entry["unit"]] = entry["records"]
+    return done
+
+
+def evaluate(plan_: Plan, out: Path, runner: Runner | None = None,
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run every unit of `plan_` not yet in `out`, append each as it finishes, and write
+    results.json and scaling.html. Returns the results."""
+    from app.scaling import summarize
+    from visualize.scaling import scaling_figure
+
+    if runner is None:
+        from app.service import run_to_end as runner
+    say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    out.mkdir(parents=True, exist_ok=True)
+    done = load_done(out, plan_.settings)
+    (out / "config.json").write_text(json.dumps({
+        "settings": plan_.settings, "settings_hash": settings_hash(plan_.settings),
+        "strategies": plan_.strategies, "budgets": plan_.budgets}, indent=1))  # fmt: skip
+    todo = [u for u in plan_.units if u.key not in done]
+    say(f"{len(plan_.units)} runs, {len(plan_.units) - len(todo)} already done in {out}")
+    t0 = time.perf_counter()
+    with (out / "records.jsonl").open("a") as log:
+        for i, unit in enumerate(todo, 1):
+            records = run_unit(unit, plan_, runner)
+            done[unit.key] = records
+            log.write(json.dumps({"unit": unit.key, "records": records}) + "\n")
+            log.flush()
+            elapsed = time.perf_counter() - t0
+            left = elapsed / i * (len(todo) - i)
+            right = sum(r["correct"] for r in records)
+            say(f"[{i}/{len(todo)}] {unit.problem.id} {unit.kind}@{unit.budget} seed {unit.seed}: "
+                f"{right}/{len(records)} right · {elapsed:.0f} s · about {_clock(left)} left")  # fmt: skip
+    records = [r for u in plan_.units for r in done.get(u.key, [])]
+    results = {"settings": plan_.settings, "strategies": list(plan_.strategies),
+               "budgets": list(plan_.budgets), "summary": summarize(records),
+               "records": records}  # fmt: skip
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    scaling_figure(results).write_html(out / "scaling.html", include_plotlyjs=True)
+    return results
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, math.ceil(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds} s"
+
+
+# ---- the command line (python -m app.cli eval) ------------------------------------------------
+# `--preset quick`: what finishes on 2 CPU cores within 10 minutes with the default model and
+# verifier (README, "The scaling lab"); a flag given beside it wins
+PRESETS = {
+    "quick": dict(problems="tier2_two_steps", strategies="majority,weighted_best_of_n,beam_search",
+                  budgets="1,2,4", limit=10, seeds=1),
+}  # fmt: skip
+DEFAULTS = dict(problems="tier3_multi_step", strategies="majority,best_of_n,weighted_best_of_n,"
+                "beam_search,dvts", budgets="1,2,4,8,16", limit=None, seeds=1)  # fmt: skip
+
+
+def add_arguments(p: Any) -> None:
+    """The `eval` subcommand's flags (app/cli.py)."""
+    p.add_argument("--problems", help="a JSONL problem file, or a tier name (app/problems.py "
+                   f"TIERS; default {DEFAULTS['problems']})")  # fmt: skip
+    p.add_argument("--strategies", help=f"comma-separated, from {', '.join(STRATEGIES)}")
+    p.add_argument("--budgets", help="comma-separated budgets N (default 1,2,4,8,16)")
+    p.add_argument("--model", help="the policy (default: the app's starting model)")
+    p.add_argument("--prm", help="the verifier (default: the catalog's)")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--bigger", default="auto", help="the model whose greedy accuracy is the "
+                   "dashed line ('auto': the catalog's for the policy; 'none')")  # fmt: skip
+    p.add_argument("--beam-width", type=int, default=4, help="M for beam search and DVTS")
+    p.add_argument("--seeds", type=int, help="seeds per problem (default 1)")
+    p.add_argument("--limit", type=int, help="the first K problems only")
+    p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--out", type=Path, required=True, help="folder for records, results, figure")
+    p.add_argument("--publish", action="store_true", help="also store the curves (no "
+                   "per-problem records) in assets/scaling/ for the app's Scaling tab")  # fmt: skip
+
+
+def plan_from_args(args: Any) -> Plan:
+    """The plan for the `eval` flags: a preset's values, then the flags given, then DEFAULTS."""
+    from app.problems import load_problems, resolve_problems
+    from app.service import PRESET, RunRequest, starting_model
+    from backend.catalog import catalog
+
+    base = {**DEFAULTS, **PRESETS.get(args.preset or "", {})}
+    pick = {k: getattr(args, k) if getattr(args, k) is not None else base[k] for k in base}
+    path = resolve_problems(pick["problems"])
+    problems = load_problems(path)[: pick["limit"]]
+    model = args.model or starting_model()
+    prm = args.prm or catalog().default_prm
+    bigger = None
+    if args.bigger != "none":
+        probe = RunRequest("?", model=model, prm=prm, bigger=args.bigger)
+        bigger = probe.bigger_model
+    settings = {
+        "model": model, "prm": prm, "precision": args.precision, "beam_width": args.beam_width,
+        "max_iterations": PRESET.max_iterations, "max_step_tokens": PRESET.max_step_tokens,
+        "max_solution_tokens": PRESET.max_solution_tokens, "temperature": PRESET.temperature,
+        "top_p": PRESET.top_p, "lookahead": PRESET.lookahead, "bigger": bigger,
+        "problems": str(path),
+    }  # fmt: skip
+    budgets = [int(b) for b in str(pick["budgets"]).split(",") if b.strip()]
+    return plan(problems, str(pick["strategies"]).split(","), budgets, int(pick["seeds"]),
+                settings)  # fmt: skip
+
+
+def main(args: Any) -> int:
+    from app.scaling import table
+
+    try:
+        plan_ = plan_from_args(args)
+        results = evaluate(plan_, args.out)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(table(results["summary"], list(plan_.budgets)))
+    print(f"results: {args.out / 'results.json'} · figure: {args.out / 'scaling.html'}")
+    if args.publish:
+        print(f"published: {publish(results)}")
+    return 0
+
+
+def publish(results: dict[str, Any], folder: Path | None = None) -> Path:
+    """Store `results`' curves (settings, budgets, summary) for the Scaling tab, one file per
+    problem set and model."""
+    from app.scaling import STORED
+
+    folder = folder or STORED
+    folder.mkdir(parents=True, exist_ok=True)
+    s = results["settings"]
+    path = folder / f"{Path(str(s['problems'])).stem}--{s['model']}--{s['prm']}.json"
+    keep = {k: results[k] for k in ("settings", "strategies", "budgets", "summary")}
+    path.write_text(json.dumps(keep, indent=1) + "\n")
+    return path
