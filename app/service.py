@@ -81,6 +81,15 @@ class RunRequest:
             raise ValueError(
                 f"Unknown PRM {self.prm!r}; choose one of {', '.join(models.prm_choices())}."
             )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {str(self.precision)[:40]!r}; choose one of "
+                             f"{', '.join(PRECISIONS)}.")  # fmt: skip
+        if not isinstance(self.compare, bool):
+            raise ValueError(f"compare must be true or false, got {str(self.compare)[:40]!r}.")
+        if isinstance(self.expected, (int, float)) and not isinstance(self.expected, bool):
+            object.__setattr__(self, "expected", str(self.expected))  # a JSON number: its text
+        if self.expected is not None and not isinstance(self.expected, str):
+            raise ValueError(f'expected must be text, e.g. "12", got {str(self.expected)[:40]!r}.')
         check_scorer(self.config.strategy, self.prm != NO_PRM)
         choices = bigger_choices()
         if self.bigger not in choices:

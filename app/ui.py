@@ -181,7 +181,12 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
             info="a solution's score: its last step's, the min, or the product",
         )
         w["lookahead"] = gr.Slider(
-            1, 8, value=d["lookahead"], step=1, label="Lookahead k", visible=False
+            0,
+            8,
+            value=d["lookahead"],
+            step=1,
+            label="Lookahead k (0: plain beam search)",
+            visible=False,
         )
         w["filter_duplicates"] = gr.Checkbox(
             value=d["filter_duplicates"], label="Beam search: prune duplicate partial solutions"

@@ -1,11 +1,14 @@
 """Final answers: when one is written, pull it out of a solution, normalize it, group equal ones.
 
 Majority voting and weighted Best-of-N both need "which samples gave the same answer", where
-`1/2`, `0.5` and `\\frac{1}{2}` count as one answer. Equality goes through math-verify, with two
-guards, because math-verify's own timeouts use `signal.alarm`, which raises outside the main thread
-(Gradio runs handlers in worker threads): its timeouts are switched off, and inputs that could make
-sympy run for a long time (very long strings, nested or huge exponents, huge factorials) are compared
-as normalized strings only. Nothing here raises on any string.
+`1/2`, `0.5` and `\\frac{1}{2}` count as one answer. Equality goes through math-verify, with guards
+of its own, because math-verify's timeouts use `signal.alarm`, which raises outside the main thread
+(Gradio runs handlers in worker threads), so they are switched off. Instead, inputs that could make
+sympy run for a long time (very long strings, towers of powers or factorials in any disguise, LaTeX
+commands that start symbolic work, products of sums in many letters) are compared as normalized
+strings only (`_too_costly`; tests/test_fuzz.py holds the nastiest inputs found so far), and a
+comparison that still runs past its CPU-time cap is given up as unequal (strategies/verify_guard.py).
+Nothing here raises on any string.
 """
 
 from __future__ import annotations
@@ -13,15 +16,35 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from functools import lru_cache
-
-from math_verify import parse, verify
 
 from strategies.protocols import STEP_DELIMITER
+from strategies.verify_guard import verified
 
 logger = logging.getLogger(__name__)
 
 MAX_VERIFY_CHARS = 200  # longer answers are compared as strings: sympy cost grows fast with size
+# Letters in one answer (uses, and distinct variables): simplify expands products of sums, whose size
+# grows as a power of both ((a+1)^3 (b+1)^3 ... (f+1)^3 runs for minutes).
+MAX_VERIFY_LETTERS = 6
+MAX_VERIFY_VARIABLES = 3
+# How far a bracket group with letters may be raised: (a+b+c)^{99} never ends.
+MAX_GROUP_POWER = 2
+# The LaTeX commands math-verify may see; any other (\Gamma, \sum, \int, \lim, ...) can start
+# symbolic work without bound (`\Gamma(\Gamma(99))`, `\binom{999}{e}` never end), so such answers
+# are compared as strings.
+_CHEAP_COMMANDS = frozenset({
+    "frac", "dfrac", "tfrac", "cfrac", "sqrt", "pi", "cdot", "times", "div", "pm", "mp", "infty",
+    "circ", "degree", "le", "leq", "ge", "geq", "lt", "gt", "ne", "neq", "approx", "in", "cup",
+    "cap", "emptyset", "varnothing", "text", "textbf", "textit", "textrm", "mathrm", "mbox",
+    "boxed", "displaystyle", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp",
+})  # fmt: skip
+# Operators whose result can be far larger than their operand, besides `^`: at most one per answer,
+# and never together with a power (`(99!)!`, `9!!!!`, `10^{99}!`, `(999!)^{99}`, `\exp(\exp(...))`).
+_GROWTH_RE = re.compile(r"!|\\exp(?![A-Za-z])")
+# Functions, at most one per answer: sympy's simplify rewrites nested or multiplied ones without
+# bound (`\sin(\tan(a+b+c))` takes seconds, six nested tangents never end).
+_FUNCTION_RE = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc|log|ln|exp)(?![A-Za-z])")
+_OPENERS = {")": "(", "]": "[", "}": "{"}
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _SPACES_RE = re.compile(r"\s*")
@@ -221,10 +244,21 @@ def normalize(answer: str) -> str:
 
 
 def _too_costly(s: str) -> bool:
-    """Whether sympy might run for a long time on `s` (a heuristic, not a guarantee)."""
+    """Whether sympy might run for a long time on `s` (a heuristic, not a guarantee: each rule
+    answers inputs that were measured to run for seconds or never end)."""
     if len(s) > MAX_VERIFY_CHARS or "**" in s:
         return True
-    if re.search(r"[\^!]|\\binom|\\choose", s) and re.search(r"\d{6}", s):
+    if any(command[1:] not in _CHEAP_COMMANDS for command in _COMMAND_RE.findall(s)):
+        return True
+    growth = _GROWTH_RE.findall(s)
+    if (growth or "^" in s) and re.search(r"\d{5}", s):
+        return True
+    if len(growth) > 1 or (growth and "^" in s) or len(_FUNCTION_RE.findall(s)) > 1:
+        return True
+    if re.search(r"\d{4}\s*!|[)\]}]\s*!", s):  # 9999! has 35660 digits; (a)! is anyone's guess
+        return True
+    letters = re.findall(r"[A-Za-z]", _COMMAND_RE.sub(" ", _TEXT_GROUP_RE.sub(" ", s)))
+    if len(letters) > MAX_VERIFY_LETTERS or len(set(letters)) > MAX_VERIFY_VARIABLES:
         return True
     for caret in re.finditer(r"\^", s):
         group = _read_group(s, caret.end())
@@ -237,29 +271,37 @@ def _too_costly(s: str) -> bool:
             return True
         if s[end:].lstrip().startswith("^"):  # `9^9^9`: a tower in disguise
             return True
+        base = _base_group(s, caret.start())
+        if base is not None and "^" in base:  # `(10^{99})^{99}`: a tower through brackets
+            return True
+        if base is not None and re.search(r"[A-Za-z]", base):  # `(a+b+c)^{99}` expands
+            power = exponent.strip()
+            if not power.isdigit() or int(power) > MAX_GROUP_POWER:
+                return True
     return False
+
+
+def _base_group(s: str, caret: int) -> str | None:
+    """What the bracket group that the `^` at `caret` raises holds (`a+b` in `(a+b)^2`); None
+    when the base is no bracket group. Brackets of any kind count alike (an interval `(1, 2]`)."""
+    end = len(s[:caret].rstrip()) - 1
+    if end < 0 or s[end] not in _OPENERS:
+        return None
+    depth = 0
+    for i in range(end, -1, -1):
+        if s[i] in _OPENERS:
+            depth += 1
+        elif s[i] in "([{":
+            depth -= 1
+            if depth == 0:
+                return s[i + 1 : end]
+    return s[:end]  # never opened: all of it
 
 
 def _is_wordy(s: str) -> bool:
     """Whether `s` has a bare word: math-verify reads `hello` as the product h*e*l*l*o."""
     bare = _COMMAND_RE.sub(" ", _TEXT_GROUP_RE.sub(" ", s))
     return re.search(r"[A-Za-z]{3,}", bare) is not None
-
-
-@lru_cache(maxsize=4096)
-def _parsed(s: str) -> tuple:
-    # The box is the anchor math-verify trusts most; timeouts off (see the module docstring).
-    return tuple(parse(f"\\boxed{{{s}}}", parsing_timeout=None))
-
-
-@lru_cache(maxsize=16384)
-def _verified(a: str, b: str) -> bool:
-    gold, target = list(_parsed(a)), list(_parsed(b))
-    if not gold or not target:
-        return False
-    # verify(gold, target) is not symmetric (an interval `(3,4)` verifies against the set `4,3`
-    # one way only); demanding both directions makes the relation symmetric and conservative.
-    return verify(gold, target, timeout_seconds=None) and verify(target, gold, timeout_seconds=None)
 
 
 def answers_equal(a: str, b: str) -> bool:
@@ -280,12 +322,15 @@ def answers_equal(a: str, b: str) -> bool:
     try:
         if norm_a == norm_b:
             return True
-        if not norm_a or not norm_b or _too_costly(norm_a) or _too_costly(norm_b):
+        if not norm_a or not norm_b:
             return False
+        # words first: their letters would count as variables in `_too_costly`
         if _is_wordy(norm_a) or _is_wordy(norm_b):
             return norm_a.casefold() == norm_b.casefold()
+        if _too_costly(norm_a) or _too_costly(norm_b):
+            return False
         first, second = sorted((norm_a, norm_b))  # one cache entry per unordered pair
-        return bool(_verified(first, second))
+        return bool(verified(first, second))
     except Exception:
         logger.warning("math-verify failed on %r vs %r", norm_a, norm_b, exc_info=True)
         return False

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from strategies.answers import answer_written
 from strategies.config import SearchConfig
 from strategies.protocols import StepGenerator, StepScorer
-from strategies.search_run import SearchRun, aggregate
+from strategies.search_run import SearchRun, StepFailed, aggregate, scoring_failed
 from strategies.tree import Node, SearchTree
 
 
@@ -106,7 +106,11 @@ def _score_with_lookahead(run: SearchRun, candidates: list[Node], k: int) -> Non
         if not open_ids:
             break
         partials = [tree.steps(i) + rollouts[i] for i in open_ids]
-        results = run.generator.next_steps(run.question, partials, 1, sampling)
+        try:
+            results = run.generator.next_steps(run.question, partials, 1, sampling)
+        except Exception as err:
+            step = min(tree.nodes[i].depth for i in open_ids) + 1
+            raise StepFailed("the policy failed rolling out", step, open_ids, tree, err) from err
         tree.compute.generator_calls += 1
         still_open = []
         for node_id, (step,) in zip(open_ids, results):
@@ -116,7 +120,12 @@ def _score_with_lookahead(run: SearchRun, candidates: list[Node], k: int) -> Non
                 still_open.append(node_id)
         open_ids = still_open
     solutions = [tree.steps(c.id) + rollouts[c.id] for c in candidates]
-    scores = run.scorer.score(run.question, solutions)
+    try:
+        scores = run.scorer.score(run.question, solutions)
+    except Exception as err:
+        step = min(c.depth for c in candidates)
+        raise StepFailed(scoring_failed(run.scorer), step, [c.id for c in candidates], tree,
+                         err) from err  # fmt: skip
     tree.compute.scorer_calls += 1
     tree.compute.scored_tokens += scores.tokens
     for cand, step_scores in zip(candidates, scores.steps):

@@ -29,7 +29,9 @@ class SearchConfig:
     filter_duplicates: bool = _setting(
         False, "beam search: prune candidates identical to a kept one"
     )
-    lookahead: int = _setting(2, "lookahead search: greedy rollout steps k before scoring")
+    lookahead: int = _setting(
+        2, "lookahead search: greedy rollout steps k before scoring (k=0: plain beam search)"
+    )
     temperature: float = _setting(0.8, "sampling temperature (0: greedy)")
     top_p: float = _setting(1.0, "nucleus sampling: keep the tokens of this probability mass")
     max_step_tokens: int = _setting(256, "a step is cut after this many tokens")
@@ -64,8 +66,6 @@ class SearchConfig:
                     f"N={self.n} must be divisible by the beam width M={self.beam_width} "
                     f"(try N={self.n - self.n % self.beam_width or self.beam_width})."
                 )
-        if self.strategy == "lookahead" and self.lookahead < 1:
-            raise ValueError("Lookahead search needs at least 1 lookahead step (k >= 1).")
         if not isinstance(self.filter_duplicates, bool):
             raise ValueError(
                 f"filter_duplicates must be true or false, got {_shown(self.filter_duplicates)}."

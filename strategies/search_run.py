@@ -60,6 +60,12 @@ def aggregate(scores: Sequence[float], how: str) -> float:
     raise ValueError(f"unknown aggregation {how!r}")
 
 
+def scoring_failed(scorer: StepScorer | None) -> str:
+    """How a failed scoring call is told: "the PRM arithmetic failed scoring"."""
+    name = getattr(scorer, "name", "")
+    return f"the PRM {name} failed scoring" if name else "the PRM failed scoring"
+
+
 class SearchRun:
     """One run: the tree being built, the models it talks to, and the compute it has used."""
 
@@ -233,8 +239,7 @@ class SearchRun:
             scores = self.scorer.score(self.question, solutions)
         except Exception as err:
             step = min(n.depth for n in nodes)
-            name = getattr(self.scorer, "name", "")
-            raise StepFailed(f"the PRM {name} failed scoring" if name else "the PRM failed scoring", step, [n.id for n in nodes], self.tree,
+            raise StepFailed(scoring_failed(self.scorer), step, [n.id for n in nodes], self.tree,
                              err) from err  # fmt: skip
         self.tree.compute.scorer_calls += 1
         self.tree.compute.scored_tokens += scores.tokens

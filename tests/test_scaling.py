@@ -253,3 +253,13 @@ def test_the_eval_command_runs_the_quick_preset_shape(fake_policy, tmp_path, mon
     assert set(results["summary"]) == {"greedy", "majority", "weighted_best_of_n", "beam_search"}
     assert evaluation.PRESETS["quick"]["limit"] == 10
     assert Path(results["settings"]["problems"]) == mine
+
+
+def test_the_bigger_models_runs_come_last_together():
+    """The pool holds one policy: interleaving the bigger model's runs would load a model for
+    every problem."""
+    units = plan(PROBLEMS, ["majority", "beam_search"], [1, 2], 1,
+                 {**SETTINGS, "bigger": "qwen2.5-coder-1.5b"}).units  # fmt: skip
+    kinds = [u.kind for u in units]
+    first = kinds.index("bigger")
+    assert kinds[first:] == ["bigger"] * len(PROBLEMS) and "bigger" not in kinds[:first]
