@@ -328,11 +328,20 @@ def plan_from_args(args: Any) -> Plan:
         "max_iterations": PRESET.max_iterations, "max_step_tokens": PRESET.max_step_tokens,
         "max_solution_tokens": PRESET.max_solution_tokens, "temperature": PRESET.temperature,
         "top_p": PRESET.top_p, "lookahead": PRESET.lookahead, "bigger": bigger,
-        "problems": str(path),
+        "problems": _shown_path(path),
     }  # fmt: skip
     budgets = [int(b) for b in str(pick["budgets"]).split(",") if b.strip()]
     return plan(problems, str(pick["strategies"]).split(","), budgets, int(pick["seeds"]),
                 settings)  # fmt: skip
+
+
+def _shown_path(path: Path) -> str:
+    """A problem file as results name it: relative to the repository when inside it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def main(args: Any) -> int:

@@ -9,6 +9,7 @@ in (the harness's results, app/evaluation.py), a plotly Figure out.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
@@ -35,8 +36,8 @@ def _name(strategy: str, results: dict[str, Any]) -> str:
 
 def _band(x: list[float], low: list[float], high: list[float], colour: str) -> go.Scatter:
     return go.Scatter(
-        x=x + x[::-1], y=high + low[::-1], fill="toself", fillcolor=colour, opacity=0.12,
-        line=dict(width=0), hoverinfo="skip", showlegend=False,
+        x=x + x[::-1], y=high + low[::-1], mode="lines", fill="toself", fillcolor=colour,
+        opacity=0.12, line=dict(width=0), hoverinfo="skip", showlegend=False,
     )  # fmt: skip
 
 
@@ -89,7 +90,8 @@ def scaling_figure(results: dict[str, Any], title: str | None = None) -> go.Figu
     settings = results.get("settings", {})
     fig.update_layout(
         title=html.escape(title or f"{settings.get('model', '')} · verifier "
-                          f"{settings.get('prm', '')} · {settings.get('problems', '')}"),
+                          f"{settings.get('prm', '')} · {Path(str(settings.get('problems', ''))).stem}"
+                          f" · bands: 95% intervals"),
         template="plotly_white", height=460, margin=dict(l=60, r=20, t=70, b=60),
         legend=dict(orientation="h", y=-0.22),
     )  # fmt: skip
