@@ -59,6 +59,9 @@ WRITING_FRAME_S = 0.5
 # One run at a time on the models, at most this many waiting (README, "Limits"); the explorer
 # and the API share the line
 GATE = Gate(max_waiting=int(os.environ.get("THINKTREE_MAX_WAITING", "8")))
+# the Gradio queue of every event that runs the models: the running run and the line of waiting
+# ones enter, and the gate lets one run at a time and refuses the one after the line's end
+MODEL_QUEUE = dict(concurrency_limit=GATE.max_waiting + 2, concurrency_id="model")
 # the running explorer run of each page (its run token, app/ui.py), for its Stop button
 _CONTROLS: dict[str, RunControl] = {}
 _CONTROLS_LOCK = threading.Lock()

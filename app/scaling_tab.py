@@ -18,7 +18,7 @@ from typing import Any
 import gradio as gr
 
 from app.evaluation import plan, run_unit
-from app.handlers import GATE, as_user_error
+from app.handlers import GATE, MODEL_QUEUE, as_user_error
 from app.problems import TIERS, load_problems
 from app.scaling import STORED, summarize, table
 from app.service import starting_model
@@ -146,5 +146,5 @@ def scaling_tab() -> None:
         live_table = gr.Markdown()
         event = go.click(live_eval, [tier, strategies, budgets, limit, model, prm],
                          [status, live_plot, live_table], api_visibility="private",
-                         concurrency_limit=GATE.max_waiting + 2, concurrency_id="model")  # fmt: skip
+                         **MODEL_QUEUE)  # fmt: skip
         stop.click(None, None, None, cancels=[event], api_visibility="private")

@@ -21,8 +21,8 @@ import gradio as gr
 
 from app.handlers import (
     DEFAULTS,
-    GATE,
     INPUT_NAMES,
+    MODEL_QUEUE,
     as_user_error,
     explore,
     gpu,
@@ -60,9 +60,6 @@ OUTPUT_NAMES = (
 )
 BUDGETS = [2, 4, 8, 16, 32, 64]
 BEAM_WIDTHS = [2, 4, 8]
-# the running run and the line of waiting ones enter; the gate lets one run at a time and
-# refuses the one after the line's end with "busy, try again in about N s"
-MODEL_QUEUE = dict(concurrency_limit=GATE.max_waiting + 2, concurrency_id="model")
 THEME = gr.themes.Soft(primary_hue="blue")
 CSS = """
 #tree-plot { min-height: 420px; }
