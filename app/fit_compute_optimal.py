@@ -57,6 +57,8 @@ def fit(results: dict[str, Any]) -> tuple[Policy, dict[str, Any]]:
     fit_ids, check_ids = halves(list(probes))
     edges = quantile_edges([probes[p]["signal"] for p in fit_ids])
     cells = _table(records)
+    tokens = {(r["problem"], r["strategy"], r["budget"]): r["tokens"] for r in records
+              if r["seed"] == 0}  # fmt: skip
     strategies = [s for s in CANDIDATES if s in results["strategies"]]
     settings = results["settings"]
     choices: dict[int, tuple[Choice, ...]] = {}
@@ -80,14 +82,19 @@ def fit(results: dict[str, Any]) -> tuple[Policy, dict[str, Any]]:
                 best, int(settings.get("beam_width", 4)), "last", scores.get(best) or 0.0,
                 second, scores.get(second) or 0.0))  # fmt: skip
         choices[budget] = tuple(per_bin)
-        chosen = [cells.get((p, per_bin[bin_of(probes[p]["signal"], edges)].strategy, budget))
-                  for p in check_ids]  # fmt: skip
-        hits = [c for cs in chosen if cs for c in cs]
+        picks = {p: per_bin[bin_of(probes[p]["signal"], edges)].strategy for p in check_ids}
+        hits = [c for p in check_ids for c in cells.get((p, picks[p], budget), [])]
         single = ranked[0]
+        # tokens per problem: compute-optimal pays for its probe on top of the strategy it picks
+        co_tokens = [tokens.get((p, picks[p], budget), 0) + probes[p].get("tokens", 0)
+                     for p in check_ids]  # fmt: skip
+        single_tokens = [tokens.get((p, single, budget), 0) for p in check_ids]
         report["budgets"][str(budget)] = {
             "compute_optimal": sum(hits) / len(hits) if hits else None,
+            "compute_optimal_tokens": sum(co_tokens) / max(1, len(co_tokens)),
             "best_single": single,
             "best_single_accuracy": _accuracy(cells, check_ids, single, budget),
+            "best_single_tokens": sum(single_tokens) / max(1, len(single_tokens)),
         }
     policy = Policy(tuple(edges), choices, fitted_on=str(settings.get("problems", "")))
     return policy, report
@@ -124,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     store(policy, report, s["model"], s["prm"], args.out)
     for budget, r in report["budgets"].items():
         co = r["compute_optimal"]
-        print(f"N={budget}: compute-optimal {co:.0%} vs best single ({r['best_single']}) "
-              f"{r['best_single_accuracy']:.0%} on the {report['checking']} checking problems")  # fmt: skip
+        print(f"N={budget}: compute-optimal {co:.0%} ({r['compute_optimal_tokens']:.0f} tokens, "
+              f"its probe included) vs the best single strategy ({r['best_single']}) "
+              f"{r['best_single_accuracy']:.0%} ({r['best_single_tokens']:.0f} tokens) on the "
+              f"{report['checking']} checking problems")  # fmt: skip
     print(f"stored in {args.out}")
     return 0
 
