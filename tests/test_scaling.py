@@ -263,3 +263,31 @@ def test_the_bigger_models_runs_come_last_together():
     kinds = [u.kind for u in units]
     first = kinds.index("bigger")
     assert kinds[first:] == ["bigger"] * len(PROBLEMS) and "bigger" not in kinds[:first]
+
+
+def test_the_scaling_tab_headline_and_live_run(fake_policy, tmp_path, monkeypatch):
+    import app.handlers
+    from app import scaling_tab
+    from app.admission import Gate
+
+    results = evaluate(plan(PROBLEMS, ["majority", "weighted_best_of_n"], [1, 4], 1,
+                            {**SETTINGS, "bigger": "qwen2.5-coder-1.5b"}), tmp_path,
+                       runner=run_to_end, progress=lambda line: None)  # fmt: skip
+    line = scaling_tab.headline(results)
+    # weighted BoN at N=4: 3 of 4 (by hand above); majority@4: 1 of 4; the "bigger" runs on the
+    # same fake policy, greedy: right on 2 of 4
+    assert line == ("test (4 problems): **smollm2-135m + Best-of-N (weighted) at N=4: 75%** — "
+                    "majority@4: 25% — qwen2.5-coder-1.5b greedy: 50%")  # fmt: skip
+    gate = Gate(max_waiting=4)
+    monkeypatch.setattr(scaling_tab, "GATE", gate)
+    monkeypatch.setattr(scaling_tab, "TIERS", {"mine": tmp_path / "mine.jsonl"})
+    (tmp_path / "mine.jsonl").write_text("".join(
+        json.dumps({"problem": p.problem, "answer": p.answer}) + "\n" for p in PROBLEMS))  # fmt: skip
+    frames = list(scaling_tab.live_eval("mine", ["majority"], [1, 2], 2, "smollm2-135m",
+                                        "arithmetic"))  # fmt: skip
+    assert frames[-1][0].startswith("**Done**: 2 problems")
+    assert len(gate.order) == 4  # every run took its turn in the line: greedy + sampling, twice
+    last_table = [f[2] for f in frames if isinstance(f[2], str)][-1]
+    # p1: every sample right; p2: its first two samples wrong
+    assert "| majority | 50% (1/2) | 50% (1/2) |" in last_table
+    assert app.handlers.GATE is not gate  # the app's own line is untouched
