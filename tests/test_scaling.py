@@ -69,7 +69,9 @@ RIGHT = {PROBLEMS[0].problem: {0, 1, 2, 3}, PROBLEMS[1].problem: {2, 3},
 
 @pytest.fixture
 def fake_policy(monkeypatch):
-    script = AnswerScript(RIGHT, GOLD, greedy={PROBLEMS[0].problem, PROBLEMS[2].problem})
+    # copies: a test may add problems of its own without changing another test's
+    script = AnswerScript({q: set(r) for q, r in RIGHT.items()}, dict(GOLD),
+                          greedy={PROBLEMS[0].problem, PROBLEMS[2].problem})  # fmt: skip
     monkeypatch.setattr(backend.runtime, "get_runtime", lambda *a, **k: Runtime(script))
     return script
 
@@ -228,7 +230,7 @@ def test_the_fitting_and_checking_halves_never_share_a_problem(fake_policy, tmp_
     assert not set(fit_ids) & set(check_ids) and sorted(fit_ids + check_ids) == sorted(ids)
     assert halves(list(reversed(ids))) == (fit_ids, check_ids)  # not the file's order
     # a fit on a real (fake-policy) evaluation: the stored policy is the fitted one
-    many = [Problem(f"p{k}", f"Question {k}: what is {k} + {k}?", str(2 * k), "t")
+    many = [Problem(f"q{k}", f"Problem {k}: what is {k} + {k}?", str(2 * k), "t")
             for k in range(1, 21)]  # fmt: skip
     fake_policy.right.update({p.problem: set(range(k % 5)) for k, p in enumerate(many)})
     fake_policy.gold.update({p.problem: p.answer for p in many})
