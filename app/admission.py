@@ -53,7 +53,8 @@ class Gate:
         self._durations: deque[float] = deque(maxlen=20)
         self._started = 0.0
         self._numbers = itertools.count(1)
-        self.order: list[int] = []  # ticket numbers in the order they went (for the tests)
+        # the last runs' ticket numbers, in the order they went (what the tests read)
+        self.order: deque[int] = deque(maxlen=1000)
 
     # ---- a run's side ------------------------------------------------------------------------
     def join(self, key: str) -> Ticket:
@@ -64,7 +65,7 @@ class Gate:
                 raise Busy(
                     f"ThinkTree is busy: {waiting} run{'s are' if waiting != 1 else ' is'} waiting "
                     "for the models. "
-                    f"Try again in about {self._eta(len(self._waiting) + 1):.0f} s."
+                    f"Try again in about {self._eta(waiting + 1):.0f} s."
                 )
             ticket = Ticket(key, next(self._numbers))
             self._waiting.append(ticket)

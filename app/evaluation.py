@@ -125,18 +125,16 @@ def run_unit(unit: Unit, plan_: Plan, runner: Runner) -> list[dict[str, Any]]:
 
     s = plan_.settings
     model = s["bigger"] if unit.kind == "bigger" else s["model"]
-    needs_prm = unit.kind not in ("greedy", "bigger") and not (
-        unit.kind == "sampling" and all(SAMPLING[x] == "majority" for x in plan_.strategies
-                                        if x in SAMPLING))  # fmt: skip
-    request = RunRequest(unit.problem.problem, config_for(unit, s, plan_.strategies), model=model,
-                         prm=s["prm"] if needs_prm else "none", precision=s.get("precision",
-                         "auto"), compare=False)  # fmt: skip
+    config = config_for(unit, s, plan_.strategies)
+    # majority voting (greedy answers, a majority-only sampling run) reads no verifier
+    prm = "none" if config.strategy == "majority_vote" else s["prm"]
+    request = RunRequest(unit.problem.problem, config, model=model, prm=prm,
+                         precision=s.get("precision", "auto"), compare=False)  # fmt: skip
     t0 = time.perf_counter()
     tree = runner(request)
     seconds = time.perf_counter() - t0
     if unit.kind != "sampling":
-        name = unit.kind
-        return [_record(unit, name, unit.budget, tree.answer, tree, seconds, 1.0, tree.stopped)]
+        return [_record(unit, unit.kind, unit.budget, tree.answer, tree, seconds, 1.0)]
     records = []
     probe = probe_of(tree)
     for strategy in plan_.strategies:
@@ -144,8 +142,7 @@ def run_unit(unit: Unit, plan_: Plan, runner: Runner) -> list[dict[str, Any]]:
             continue
         for b in plan_.budgets:
             answer, share = first_samples_answer(tree, b, SAMPLING[strategy])
-            record = _record(unit, strategy, b, answer, tree, seconds * share, share,
-                             tree.stopped)  # fmt: skip
+            record = _record(unit, strategy, b, answer, tree, seconds * share, share)
             if probe is not None:
                 record["probe"] = probe
             records.append(record)
@@ -183,7 +180,7 @@ def probe_of(tree: SearchTree) -> dict[str, float] | None:
 
 
 def _record(unit: Unit, strategy: str, budget: int, answer: str | None, tree: SearchTree,
-            seconds: float, share: float, stopped: str) -> dict[str, Any]:  # fmt: skip
+            seconds: float, share: float) -> dict[str, Any]:  # fmt: skip
     c, m = tree.compute, tree.meta
     tokens = round(c.generated_tokens * share)
     # the verifier's reading of b samples: its share of the run's (it reads each sample once)
@@ -197,8 +194,8 @@ def _record(unit: Unit, strategy: str, budget: int, answer: str | None, tree: Se
         "verifier_tokens": verifier, "flops": flops, "seconds": round(seconds, 3),
         "model": m.get("model"),
     }  # fmt: skip
-    if stopped:
-        record["stopped"] = stopped
+    if tree.stopped:
+        record["stopped"] = tree.stopped
     if "compute_optimal" in m:
         record["compute_optimal"] = m["compute_optimal"]
     return record
@@ -310,7 +307,7 @@ def add_arguments(p: Any) -> None:
 def plan_from_args(args: Any) -> Plan:
     """The plan for the `eval` flags: a preset's values, then the flags given, then DEFAULTS."""
     from app.problems import load_problems, resolve_problems
-    from app.service import PRESET, RunRequest, starting_model
+    from app.service import RunRequest, starting_model
     from backend.catalog import catalog
 
     base = {**DEFAULTS, **PRESETS.get(args.preset or "", {})}
@@ -323,16 +320,25 @@ def plan_from_args(args: Any) -> Plan:
     if args.bigger != "none":
         probe = RunRequest("?", model=model, prm=prm, bigger=args.bigger)
         bigger = probe.bigger_model
-    settings = {
-        "model": model, "prm": prm, "precision": args.precision, "beam_width": args.beam_width,
-        "max_iterations": PRESET.max_iterations, "max_step_tokens": PRESET.max_step_tokens,
-        "max_solution_tokens": PRESET.max_solution_tokens, "temperature": PRESET.temperature,
-        "top_p": PRESET.top_p, "lookahead": PRESET.lookahead, "bigger": bigger,
-        "problems": _shown_path(path),
-    }  # fmt: skip
+    settings = harness_settings(model, prm, path, args.precision, args.beam_width, bigger)
     budgets = [int(b) for b in str(pick["budgets"]).split(",") if b.strip()]
     return plan(problems, str(pick["strategies"]).split(","), budgets, int(pick["seeds"]),
                 settings)  # fmt: skip
+
+
+def harness_settings(model: str, prm: str, problems: Path, precision: str = "auto",
+                     beam_width: int = 4, bigger: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """An evaluation's settings: these, and the app's preset token and sampling limits (so a
+    curve measures what the explorer runs)."""
+    from app.service import PRESET
+
+    return {
+        "model": model, "prm": prm, "precision": precision, "beam_width": beam_width,
+        "max_iterations": PRESET.max_iterations, "max_step_tokens": PRESET.max_step_tokens,
+        "max_solution_tokens": PRESET.max_solution_tokens, "temperature": PRESET.temperature,
+        "top_p": PRESET.top_p, "lookahead": PRESET.lookahead, "bigger": bigger,
+        "problems": _shown_path(problems),
+    }  # fmt: skip
 
 
 def _shown_path(path: Path) -> str:

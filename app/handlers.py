@@ -292,9 +292,9 @@ def _versus(
         yield {"status": done, "versus": f"*{big} could not answer here: {escape_markdown(err)}*"}
         return
     assert side is not None and side.done
-    ended = side.greedy.stopped or (side.majority.stopped if side.majority else "")
-    if ended:
-        yield {"status": done, "versus": f"*{big}'s run ended early: {escape_markdown(ended)}*"}
+    if side.stopped:
+        yield {"status": done,
+               "versus": f"*{big}'s run ended early: {escape_markdown(side.stopped)}*"}  # fmt: skip
         return
     yield {
         "status": done,

@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.evaluation import plan, run_unit
+from app.evaluation import harness_settings, plan, run_unit
 from app.handlers import GATE, MODEL_QUEUE, as_user_error
 from app.problems import TIERS, load_problems
 from app.scaling import STORED, summarize, table
@@ -73,17 +73,13 @@ def show_stored(name: str | None) -> tuple[Any, str, str]:
 def live_eval(tier: str, strategies: list[str], budgets: list[Any], limit: float, model: str,
               prm: str) -> Iterator[tuple[Any, ...]]:  # fmt: skip
     """Evaluate the first `limit` problems of `tier`; (status, figure, table) after every run."""
-    from app.service import PRESET
+    from app.service import run_to_end
 
     try:
         if not strategies or not budgets:
             raise ValueError("Pick at least one strategy and one budget.")
         problems = load_problems(TIERS[tier])[: max(1, min(LIVE_MAX_PROBLEMS, int(limit)))]
-        settings = dict(model=model, prm=prm, precision="auto", beam_width=4, bigger=None,
-                        max_iterations=PRESET.max_iterations, max_step_tokens=PRESET.max_step_tokens,
-                        max_solution_tokens=PRESET.max_solution_tokens,
-                        temperature=PRESET.temperature, top_p=PRESET.top_p,
-                        lookahead=PRESET.lookahead, problems=str(TIERS[tier]))  # fmt: skip
+        settings = harness_settings(model, prm, TIERS[tier])
         the_plan = plan(problems, strategies, [int(b) for b in budgets], 1, settings)
     except (ValueError, KeyError) as err:
         raise as_user_error(ValueError(str(err))) from None
@@ -97,7 +93,7 @@ def live_eval(tier: str, strategies: list[str], budgets: list[Any], limit: float
                     yield f"Run {i}/{total}: waiting for the models ({ahead} ahead, about " \
                           f"{eta:.0f} s)…", gr.skip(), gr.skip()  # fmt: skip
             try:
-                records += run_unit(unit, the_plan, _runner())
+                records += run_unit(unit, the_plan, run_to_end)
             except Exception as err:
                 raise as_user_error(err) from None
         finally:
@@ -107,12 +103,6 @@ def live_eval(tier: str, strategies: list[str], budgets: list[Any], limit: float
         yield (f"Run {i}/{total} done ({unit.problem.id}, {unit.kind} at N={unit.budget})",
                scaling_figure(results), table(results["summary"], results["budgets"]))  # fmt: skip
     yield f"**Done**: {len(problems)} problems of {tier}.", gr.skip(), gr.skip()
-
-
-def _runner():
-    from app.service import run_to_end
-
-    return run_to_end
 
 
 def scaling_tab() -> None:

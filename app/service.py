@@ -231,9 +231,9 @@ def stream_bigger(
     name = request.bigger_model
     if name is None:
         raise ValueError("This request compares with no bigger model.")
-    limits = run_limits(name, request.as_majority(max(1, voters)).config)
+    config = request.as_majority(max(1, voters)).config
+    limits = run_limits(name, config)
     loaded, engine = POOL.bigger(name, request.precision)
-    config = dataclasses.replace(request.config, strategy="majority_vote", n=max(1, voters))
     if not voters:
         config = dataclasses.replace(config, temperature=0.0)
     meta = {"model": name, "params": catalog().get(name, "policy").params, "prm": NO_PRM,
@@ -292,6 +292,11 @@ class BiggerSide:
     voters: int = 0  # samples the majority vote runs over (0: it does not run)
     done: bool = False
 
+    @property
+    def stopped(self) -> str:
+        """Why one of its runs ended early ("" when none did)."""
+        return self.greedy.stopped or (self.majority.stopped if self.majority else "")
+
 
 def stream_bigger_side(
     request: RunRequest, search_tree: SearchTree, control: RunControl | None = None
@@ -326,9 +331,8 @@ def run_bigger(
     except Exception as err:  # the search the user waited for must not be lost with it
         log.warning("the bigger model %s failed: %s", request.bigger_model, err)
         return {"model": request.bigger_model, "error": f"{type(err).__name__}: {err}"}
-    ended = side.greedy.stopped or (side.majority.stopped if side.majority else "")
-    if ended:
-        return {"model": request.bigger_model, "error": f"its run ended early: {ended}"}
+    if side.stopped:
+        return {"model": request.bigger_model, "error": f"its run ended early: {side.stopped}"}
     bigger = versus(search_tree, side.greedy, side.majority, request.expected)
     bigger["verdict"] = verdict_line(
         search_tree, side.greedy, side.majority, *short_names(request), request.expected

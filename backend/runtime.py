@@ -28,7 +28,13 @@ from backend import machine
 from backend.catalog import NO_PRM, catalog, models_cache_dir
 from backend.engine import StepEngine
 from backend.loading import gguf_parts
-from backend.loading.policy import LoadedModel, choose_precision, load_policy, resolve_device
+from backend.loading.policy import (
+    LoadedModel,
+    choose_precision,
+    load_policy,
+    loads_offline,
+    resolve_device,
+)
 from backend.loading.prm import load_hub_prm
 from backend.loading.quantization import check_fits
 from backend.prompts import PromptTemplate
@@ -83,9 +89,7 @@ def _loading(name: str) -> Iterator[None]:
 
 def _check_installed(name: str) -> None:
     """Refuse an offline model whose files are not here before anything held is dropped."""
-    entry, cache = catalog().get(name), models_cache_dir()
-    copy = (cache / name / "config.json").is_file()  # a converted copy loads without its GGUF
-    if entry.gguf and not copy and not gguf_parts.installed(name, cache):
+    if not loads_offline(name):
         raise gguf_parts.ModelNotInstalled(
             f"The model {name!r} is not installed: {gguf_parts.INSTALL_HINT}."
         )

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from strategies.answers import answer_written
 from strategies.config import SearchConfig
 from strategies.protocols import StepGenerator, StepScorer
-from strategies.search_run import SearchRun, StepFailed, aggregate, scoring_failed
+from strategies.search_run import SearchRun, StepFailed, aggregate
 from strategies.tree import Node, SearchTree
 
 
@@ -120,14 +120,7 @@ def _score_with_lookahead(run: SearchRun, candidates: list[Node], k: int) -> Non
                 still_open.append(node_id)
         open_ids = still_open
     solutions = [tree.steps(c.id) + rollouts[c.id] for c in candidates]
-    try:
-        scores = run.scorer.score(run.question, solutions)
-    except Exception as err:
-        step = min(c.depth for c in candidates)
-        raise StepFailed(scoring_failed(run.scorer), step, [c.id for c in candidates], tree,
-                         err) from err  # fmt: skip
-    tree.compute.scorer_calls += 1
-    tree.compute.scored_tokens += scores.tokens
+    scores = run.read_scores(candidates, solutions)
     for cand, step_scores in zip(candidates, scores.steps):
         own = len(tree.path(cand.id))
         run.apply_scores(cand, step_scores[:own])

@@ -16,6 +16,7 @@ from strategies.config import SearchConfig
 from strategies.protocols import (
     GeneratedStep,
     Sampling,
+    Scores,
     StepGenerator,
     StepScorer,
     StreamingStepGenerator,
@@ -35,13 +36,8 @@ class StepFailed(RuntimeError):
 
     def __init__(self, what: str, step: int, nodes: Sequence[int], tree: SearchTree,
                  error: BaseException) -> None:  # fmt: skip
-        self.what, self.step, self.nodes, self.tree, self.error = (
-            what,
-            step,
-            list(nodes),
-            tree,
-            error,
-        )
+        self.what, self.step, self.nodes = what, step, list(nodes)
+        self.tree, self.error = tree, error
         ids = ", ".join(str(i) for i in self.nodes[:6]) + (", …" if len(self.nodes) > 6 else "")
         where = f" (node{'s' if len(self.nodes) > 1 else ''} {ids})" if self.nodes else ""
         super().__init__(f"{what} step {step}{where}: {type(error).__name__}: {error}")
@@ -58,12 +54,6 @@ def aggregate(scores: Sequence[float], how: str) -> float:
     if how == "prod":
         return float(math.prod(scores))
     raise ValueError(f"unknown aggregation {how!r}")
-
-
-def scoring_failed(scorer: StepScorer | None) -> str:
-    """How a failed scoring call is told: "the PRM arithmetic failed scoring"."""
-    name = getattr(scorer, "name", "")
-    return f"the PRM {name} failed scoring" if name else "the PRM failed scoring"
 
 
 class SearchRun:
@@ -234,17 +224,23 @@ class SearchRun:
         """
         if self.scorer is None or not nodes:
             return
-        solutions = [self.tree.steps(n.id) for n in nodes]
+        scores = self.read_scores(nodes, [self.tree.steps(n.id) for n in nodes])
+        for node, step_scores in zip(nodes, scores.steps):
+            self.apply_scores(node, step_scores)
+
+    def read_scores(self, nodes: Sequence[Node], solutions: Sequence[Sequence[str]]) -> Scores:
+        """One scorer call on `solutions` (those of `nodes`, a lookahead's rollouts included),
+        counted in the compute; a scorer that raises is a StepFailed naming the step."""
         try:
             scores = self.scorer.score(self.question, solutions)
         except Exception as err:
+            name = getattr(self.scorer, "name", "")
+            what = f"the PRM {name} failed scoring" if name else "the PRM failed scoring"
             step = min(n.depth for n in nodes)
-            raise StepFailed(scoring_failed(self.scorer), step, [n.id for n in nodes], self.tree,
-                             err) from err  # fmt: skip
+            raise StepFailed(what, step, [n.id for n in nodes], self.tree, err) from err
         self.tree.compute.scorer_calls += 1
         self.tree.compute.scored_tokens += scores.tokens
-        for node, step_scores in zip(nodes, scores.steps):
-            self.apply_scores(node, step_scores)
+        return scores
 
     def apply_scores(self, node: Node, step_scores: Sequence[float]) -> None:
         path = self.tree.path(node.id)

@@ -167,6 +167,19 @@ def _is_complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in _CONVERTED_FILES)
 
 
+def loads_offline(name: str, cache_dir: Path | None = None) -> bool:
+    """Whether catalog policy `name` can load here without a hub: its parts are installed or
+    assembled (`gguf_parts.installed`), or a complete converted copy is in the cache (a load
+    reads only that)."""
+    entry = model_catalog.get(name)
+    converted = (cache_dir or models_cache_dir()) / name
+    return (
+        entry.gguf is None
+        or _is_complete(converted)
+        or gguf_parts.installed(name, cache_dir or models_cache_dir())
+    )
+
+
 @torch.inference_mode()
 def _greedy_probe(model: Any, tokenizer: Any, new_tokens: int = 8) -> list[int]:
     enc = tokenizer.apply_chat_template(
