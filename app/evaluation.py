@@ -26,15 +26,15 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from app.problems import Problem
 from strategies.answers import answers_equal
-from strategies.config import SearchConfig
-from strategies.difficulty import PROBE_SAMPLES, probe_signal
-from strategies.search_run import choose
+from strategies.config import AGGREGATIONS, SearchConfig
+from strategies.difficulty import PROBE_AGGREGATION, PROBE_SAMPLES, probe_signal
+from strategies.search_run import aggregate, choose
 from strategies.tree import Node, SearchTree
 
 # the harness's names for the sampling strategies, and the rule each picks by
@@ -134,18 +134,29 @@ def run_unit(unit: Unit, plan_: Plan, runner: Runner) -> list[dict[str, Any]]:
     tree = runner(request)
     seconds = time.perf_counter() - t0
     if unit.kind != "sampling":
-        return [_record(unit, unit.kind, unit.budget, tree.answer, tree, seconds, 1.0)]
+        record = _record(unit, unit.kind, unit.budget, tree.answer, tree, seconds, 1.0)
+        if unit.kind in SEARCHES:
+            record |= {"beam_width": config.beam_width, "aggregation": config.aggregation}
+        return [record]
     records = []
     probe = probe_of(tree)
     for strategy in plan_.strategies:
         if strategy not in SAMPLING:
             continue
-        for b in plan_.budgets:
-            answer, share = first_samples_answer(tree, b, SAMPLING[strategy])
-            record = _record(unit, strategy, b, answer, tree, seconds * share, share)
-            if probe is not None:
-                record["probe"] = probe
-            records.append(record)
+        # the verifier strategies also under the other aggregations of the same step scores
+        # (compute-optimal's fit chooses among them); the curves show the run's own only
+        ways = [config.aggregation] if strategy == "majority" else [
+            config.aggregation, *(a for a in AGGREGATIONS if a != config.aggregation)]  # fmt: skip
+        for how in ways:
+            for b in plan_.budgets:
+                answer, share = first_samples_answer(tree, b, SAMPLING[strategy], how)
+                record = _record(unit, strategy, b, answer, tree, seconds * share, share)
+                record["aggregation"] = how
+                if how != config.aggregation:
+                    record["variant"] = True
+                if probe is not None:
+                    record["probe"] = probe
+                records.append(record)
     return records
 
 
@@ -161,20 +172,37 @@ def first_leaves(tree: SearchTree, b: int) -> tuple[list[Node], int]:
     return leaves, tokens
 
 
-def first_samples_answer(tree: SearchTree, b: int, pick: str) -> tuple[str | None, float]:
-    """The answer `pick` chooses among the tree's first `b` samples, and the share of the run's
-    generated tokens those samples wrote."""
+def first_samples_answer(tree: SearchTree, b: int, pick: str,
+                         aggregation: str | None = None) -> tuple[str | None, float]:  # fmt: skip
+    """The answer `pick` chooses among the tree's first `b` samples (their scores aggregated
+    from the steps' scores by `aggregation`; None: as the run aggregated them), and the share
+    of the run's generated tokens those samples wrote."""
     leaves, tokens = first_leaves(tree, b)
+    if aggregation is not None:
+        leaves = rescored(tree, leaves, aggregation)
     answer, _, _ = choose(leaves, pick)  # type: ignore[arg-type]
     return answer, tokens / max(1, tree.compute.generated_tokens)
 
 
+def rescored(tree: SearchTree, leaves: list[Node], aggregation: str) -> list[Node]:
+    """Copies of scored `leaves` whose score aggregates their path's step scores by
+    `aggregation` (unscored leaves stay as they are)."""
+    out = []
+    for leaf in leaves:
+        steps = [n.score for n in tree.path(leaf.id)]
+        if leaf.agg_score is not None and steps and None not in steps:
+            leaf = replace(leaf, agg_score=aggregate(steps, aggregation))  # type: ignore[arg-type]
+        out.append(leaf)
+    return out
+
+
 def probe_of(tree: SearchTree) -> dict[str, float] | None:
     """Compute-optimal's probe read off a scored sampling run: its first PROBE_SAMPLES samples
-    (None when it has fewer, or the verifier did not score them)."""
+    under the probe's aggregation (None when it has fewer, or the verifier did not score them)."""
     if tree.compute.scorer_calls == 0 or len(tree.children(0)) < PROBE_SAMPLES:
         return None
     leaves, tokens = first_leaves(tree, PROBE_SAMPLES)
+    leaves = rescored(tree, leaves, PROBE_AGGREGATION)
     probe = probe_signal([n.agg_score or 0.0 for n in leaves], [n.answer for n in leaves])
     return {**probe, "tokens": tokens}
 

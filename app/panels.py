@@ -85,11 +85,14 @@ def compute_markdown(tree: SearchTree) -> str:
     if m.get("cpu"):
         lines.append(f"| CPU | {m['cpu']} |")
     chosen = m.get("compute_optimal")
-    if chosen:
-        lines.append(
-            f"| compute-optimal | {chosen.get('difficulty_bin')} (pilot score "
-            f"{chosen.get('difficulty')}) → {label(chosen.get('chosen_strategy', '?'))} |"
-        )
+    if chosen:  # which bin, which strategy and why, as the run's meta says it
+        why = chosen.get("why") or (f"{chosen.get('difficulty_bin')} (pilot score "
+                                    f"{chosen.get('difficulty')}) → "
+                                    f"{label(chosen.get('chosen_strategy', '?'))}")  # fmt: skip
+        kept = chosen.get("reused_probe_samples")
+        if kept:
+            why += f"; the probe's samples are {kept} of the N"
+        lines.append(f"| compute-optimal | {escape_markdown(why)} |")
     return "\n".join(lines)
 
 

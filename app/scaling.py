@@ -30,9 +30,13 @@ def wilson(right: int, n: int, z: float = Z95) -> tuple[float, float]:
 def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """{strategy: {budget: {accuracy, low, high, right, n, tokens, verifier_tokens, flops,
     seconds}}}: means per problem-and-seed, the interval over all of them. "greedy" and
-    "bigger" (the bigger model's greedy answer) are strategies at budget 1."""
+    "bigger" (the bigger model's greedy answer) are strategies at budget 1. A strategy's
+    variants (another aggregation of the same samples, for compute-optimal's fit) are left out:
+    a curve is what the explorer runs with the run's settings."""
     cells: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
+        if r.get("variant"):
+            continue
         cells[(r["strategy"], r["budget"])].append(r)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for (strategy, budget), rs in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1])):

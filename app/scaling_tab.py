@@ -18,6 +18,7 @@ from typing import Any
 import gradio as gr
 
 from app.evaluation import harness_settings, plan, run_unit
+from app.fit_compute_optimal import check_table, stored_entries
 from app.handlers import GATE, MODEL_QUEUE, as_user_error
 from app.problems import TIERS, load_problems
 from app.scaling import STORED, summarize, table
@@ -105,6 +106,15 @@ def live_eval(tier: str, strategies: list[str], budgets: list[Any], limit: float
     yield f"**Done**: {len(problems)} problems of {tier}.", gr.skip(), gr.skip()
 
 
+def policy_text(policies: dict[str, dict[str, Any]]) -> str:
+    """The stored compute-optimal policies' checks, one block per model and verifier."""
+    if not policies:
+        return ("*No fitted policy yet: compute-optimal runs on the reference heuristic. "
+                "`python -m app.fit_compute_optimal runs/tier3/results.json` fits one.*")  # fmt: skip
+    return "\n\n".join(f"**{key.replace('|', ' under ')}**\n\n{check_table(entry)}"
+                       for key, entry in policies.items())  # fmt: skip
+
+
 def scaling_tab() -> None:
     """The tab's layout and wiring (app/ui.py calls it inside the tab)."""
     stored = stored_results()
@@ -116,6 +126,9 @@ def scaling_tab() -> None:
     plot = gr.Plot(figure, label="Accuracy against budget and compute", elem_id="scaling-plot")
     numbers = gr.Markdown(summary_table)
     pick.change(show_stored, pick, [plot, numbers, head], api_visibility="private")
+    policies = stored_entries()
+    with gr.Accordion("Compute-optimal: the fitted policy and its check", open=False):
+        gr.Markdown(policy_text(policies), elem_id="scaling-policy")
     with gr.Accordion("Run a small evaluation here", open=False):
         with gr.Row():
             tier = gr.Dropdown(list(TIERS), value="tier2_two_steps", label="Problem tier")

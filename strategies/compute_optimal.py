@@ -9,6 +9,10 @@ fitted) the choice falls back to the reference findings, as a documented heurist
 prompts Best-of-N (weighted) at small budgets and DVTS at large ones; on medium prompts beam
 search at small budgets and DVTS at large ones; on hard prompts beam search. The run's meta says
 which bin, which strategy and why.
+
+When the choice is a sampling strategy, the probe's samples are its first ones and only the
+rest are drawn (the fit read the probe off the first samples of the same kind of run),
+so at N >= 4 samples the probe costs nothing extra; a search pays for the probe on top.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from dataclasses import replace
 
 from strategies.beam_search import beam_search
 from strategies.config import SearchConfig
-from strategies.difficulty import BINS, PROBE_SAMPLES, Policy, probe_signal
+from strategies.difficulty import BINS, PROBE_AGGREGATION, PROBE_SAMPLES, Policy, probe_signal
 from strategies.dvts import dvts
 from strategies.info import check_scorer, label
 from strategies.sampling import best_of_n, majority_vote, sample_solutions, weighted_best_of_n
-from strategies.search_run import SearchRun
+from strategies.search_run import SearchRun, aggregate
 from strategies.tree import SearchTree
 
 EASY, HARD = 0.66, 0.33  # bins on the mean pilot score: >= EASY easy, < HARD hard
@@ -32,6 +36,7 @@ SMALL_BUDGET = 16
 CHOICES = {"majority_vote": majority_vote, "best_of_n": best_of_n,
            "weighted_best_of_n": weighted_best_of_n, "beam_search": beam_search, "dvts": dvts}  # fmt: skip
 HARNESS_NAMES = {"majority": "majority_vote"}  # the scaling harness's name for majority voting
+PICKS = {"majority_vote": "majority", "best_of_n": "vanilla", "weighted_best_of_n": "weighted"}
 
 
 def choose_strategy(difficulty: float, n: int) -> str:
@@ -49,9 +54,10 @@ def compute_optimal(
     check_scorer("compute_optimal", scorer is not None)  # it estimates difficulty with the PRM
 
     pilot_n = PROBE_SAMPLES if policy is not None else max(2, config.n // 4)
-    pilot = SearchRun(
-        question, replace(config, strategy="majority_vote", n=pilot_n), generator, scorer
-    )
+    # a fitted policy's bin edges were fitted on probes aggregated one way: read it the same way
+    probe_how = PROBE_AGGREGATION if policy is not None else config.aggregation
+    pilot_config = replace(config, strategy="majority_vote", n=pilot_n, aggregation=probe_how)
+    pilot = SearchRun(question, pilot_config, generator, scorer)
     for _ in sample_solutions(pilot):
         pass
     leaves = pilot.tree.leaves()
@@ -63,17 +69,17 @@ def compute_optimal(
     if policy is not None:
         bin_, choice = policy.choose(probe["signal"], config.n)
         chosen = HARNESS_NAMES.get(choice.strategy, choice.strategy)
-        m = choice.beam_width
+        m, how = choice.beam_width, choice.aggregation
         why = choice.why(probe, bin_, BINS)
         where = f"bin {bin_ + 1} of {BINS}"
     else:
         chosen = choose_strategy(difficulty, config.n)
-        m = config.beam_width
+        m, how = config.beam_width, config.aggregation
         where = "easy" if difficulty >= EASY else "medium" if difficulty >= HARD else "hard"
         why = (f"probe mean {difficulty:.2f} → {where} (no fitted policy for this model: the "
                f"reference heuristic) → {label(chosen)}")  # fmt: skip
     m = m if m <= config.n and config.n % m == 0 else 1
-    sub_config = replace(config, strategy=chosen, beam_width=m)
+    sub_config = replace(config, strategy=chosen, beam_width=m, aggregation=how)
     meta = {
         "difficulty": round(difficulty, 4),
         "probe": {k: round(v, 4) for k, v in probe.items()},
@@ -86,8 +92,20 @@ def compute_optimal(
     }
     pilot_compute = pilot.tick().compute
     t0 = time.perf_counter() - pilot_compute.wall_s
+    if chosen in PICKS:
+        # a sampling choice keeps the probe's samples as its first ones, as the fit read them
+        # (the harness's probe is the first samples of the sampling run): the probe is then
+        # part of the budget, not spent on top of it
+        kept = min(config.n, pilot_n)
+        meta["reused_probe_samples"] = kept
+        sub_config = replace(
+            sub_config, max_iterations=pilot.tree.iteration + config.max_iterations
+        )
+        frames = _sample_on(pilot, kept, sub_config, generator, scorer, PICKS[chosen])
+    else:
+        frames = CHOICES[chosen](question, sub_config, generator, scorer)
     first = True
-    for tree in CHOICES[chosen](question, sub_config, generator, scorer):
+    for tree in frames:
         if first:  # the pilot's tokens and calls count once; the clock covers both parts
             tree.compute = tree.compute.add(pilot_compute)
             tree.strategy = "compute_optimal"
@@ -96,3 +114,37 @@ def compute_optimal(
             first = False
         tree.compute.wall_s = time.perf_counter() - t0
         yield tree
+
+
+def _sample_on(pilot: SearchRun, kept: int, config: SearchConfig, generator, scorer,
+               pick: str) -> Iterator[SearchTree]:  # fmt: skip
+    """Sampling whose first `kept` samples are the probe's (copied into the tree as they were
+    written, with their iterations), then `config.n - kept` new ones drawn after them; the pick
+    reads them all. The probe's step scores are re-aggregated the choice's way; a majority vote
+    keeps none (it reads no verifier)."""
+    verifier = None if pick == "majority" else scorer
+    run = SearchRun(pilot.question, replace(config, n=max(1, config.n - kept)), generator, verifier)
+    run.follow(pilot)
+    tree = run.tree
+    first = {n.id for n in pilot.tree.children(0)[:kept]}
+    copied: dict[int, int] = {0: 0}
+    for node in pilot.tree.nodes[1:]:
+        if node.parent in copied and (node.parent != 0 or node.id in first):
+            copy = replace(node, id=len(tree.nodes), parent=copied[node.parent],
+                           history=list(node.history))  # fmt: skip
+            if verifier is None:
+                copy.score = copy.agg_score = None
+            tree.nodes.append(copy)
+            copied[node.id] = copy.id
+    reused = tree.leaves()
+    if verifier is not None:
+        for leaf in reused:
+            leaf.agg_score = aggregate([n.score or 0.0 for n in tree.path(leaf.id)],
+                                       config.aggregation)  # fmt: skip
+    yield run.tick()
+    if config.n > kept:
+        yield from sample_solutions(run)
+    leaves = tree.leaves()
+    old = {leaf.id for leaf in reused}
+    run.score([leaf for leaf in leaves if leaf.id not in old])
+    yield run.finish(leaves, pick)  # type: ignore[arg-type]

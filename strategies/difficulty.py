@@ -19,6 +19,9 @@ from typing import Any
 
 PROBE_SAMPLES = 4
 BINS = 5
+# how the probe's samples' step scores make their final score: fixed, so the fitted bin edges
+# and a live run's probe read the same number whatever aggregation the run itself uses
+PROBE_AGGREGATION = "last"
 
 
 def probe_signal(final_scores: Sequence[float], answers: Sequence[str | None]) -> dict[str, float]:
@@ -61,6 +64,8 @@ class Choice:
         from strategies.info import label
 
         m = f", M={self.beam_width}" if self.strategy in ("beam_search", "dvts") else ""
+        if self.strategy != "majority" and self.aggregation != PROBE_AGGREGATION:
+            m += f", {self.aggregation} of the step scores"
         return (f"probe mean {probe['mean_score']:.2f}, agreement {probe['agreement']:.2f} → "
                 f"bin {bin_ + 1} of {bins} → {label(self.strategy)}{m}, best on the fitting "
                 f"half: {self.fit_accuracy:.0%} vs {self.runner_up_accuracy:.0%} "

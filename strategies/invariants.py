@@ -193,7 +193,9 @@ def _compute(tree: SearchTree, strategy: str) -> list[str]:
     if c.generated_tokens < steps or (not unseen and c.generated_tokens != steps):
         problems.append(f"compute counts {c.generated_tokens} generated tokens, the steps {steps}")
     if strategy == "majority_vote":
-        if c.scorer_calls or c.scored_tokens:
+        # compute-optimal's probe calls the PRM once before it chooses majority voting
+        probe = tree.strategy == "compute_optimal"
+        if c.scorer_calls > probe or (c.scored_tokens and not probe):
             problems.append("majority voting called the PRM")
         if any(n.score is not None or n.agg_score is not None for n in tree.nodes):
             problems.append("majority voting has scored steps")
@@ -202,7 +204,11 @@ def _compute(tree: SearchTree, strategy: str) -> list[str]:
     if c.generator_calls < tree.iteration or (not unseen and c.generator_calls != tree.iteration):
         problems.append(f"{c.generator_calls} generator calls over {tree.iteration} iterations")
     expected = SCORER_CALLS.get(strategy, tree.iteration)
-    expected += tree.strategy == "compute_optimal"  # the pilot's scoring
+    if tree.strategy == "compute_optimal":
+        expected += 1  # the probe's scoring
+        reused = tree.meta.get("compute_optimal", {}).get("reused_probe_samples", 0)
+        if strategy in SCORER_CALLS and reused >= tree.config.get("n", 0):
+            expected = 1  # sampling that kept only the probe's samples: nothing new to score
     if c.scorer_calls != expected:
         problems.append(f"{c.scorer_calls} PRM calls, expected {expected}")
     return problems

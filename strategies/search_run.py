@@ -77,6 +77,13 @@ class SearchRun:
     def question(self) -> str:
         return self.tree.question
 
+    def follow(self, earlier: SearchRun) -> None:
+        """Number this run's generator calls and iterations after `earlier`'s, so a run that
+        goes on from another one's samples draws new ones (its seeds continue) and its steps
+        come after them (compute-optimal sampling on from its probe)."""
+        self._calls = earlier._calls
+        self.tree.iteration = earlier.tree.iteration
+
     def sampling(self, *, greedy: bool = False, to_end: bool = False, keep: int = 0) -> Sampling:
         """Sampling settings for the next generator call; each call gets its own derived seed.
 

@@ -97,7 +97,9 @@ def test_accuracies_match_the_ones_worked_out_by_hand(fake_policy, tmp_path):
     assert cell["tokens"] == 5 + 6 + 7 + 8 and cell["flops"] == 2 * 1000 * 26
     assert (tmp_path / "scaling.html").stat().st_size > 10_000
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert len(saved["records"]) == 4 * (1 + 3 * 3 + 3)  # greedy, 3 sampling × 3 budgets, beam
+    # greedy; majority, and both Best-of-N under each of 3 aggregations, × 3 budgets; beam
+    assert len(saved["records"]) == 4 * (1 + 3 + 2 * 3 * 3 + 3)
+    assert sum(not r.get("variant") for r in saved["records"]) == 4 * (1 + 3 * 3 + 3)
 
 
 def test_wilson_interval_by_hand():
@@ -166,6 +168,45 @@ def test_samples_are_reused_across_budgets_with_the_answers_of_separate_runs(mon
                 answer, share = first_samples_answer(big, b, pick)
                 assert answer == alone.answer, (seed, b, strategy)
                 assert round(share * big.compute.generated_tokens) == alone.compute.generated_tokens
+            # the other aggregations, read off the same samples' step scores (the fit's
+            # candidates): the answers of separate runs under that aggregation
+            for how in ("min", "prod"):
+                for strategy, pick in (
+                    ("best_of_n", "vanilla"),
+                    ("weighted_best_of_n", "weighted"),
+                ):
+                    alone = tree_with(question, strategy, b, seed, how)
+                    assert first_samples_answer(big, b, pick, how)[0] == alone.answer, (
+                        seed, b, strategy, how)  # fmt: skip
+
+
+def tree_with(question, strategy, n, seed, aggregation):
+    config = SearchConfig(strategy=strategy, n=n, seed=seed, max_iterations=4,
+                          aggregation=aggregation)  # fmt: skip
+    return run_to_end(RunRequest(question, config, model="smollm2-135m", prm="arithmetic",
+                                 compare=False))  # fmt: skip
+
+
+def test_the_other_aggregations_change_the_pick_as_worked_out_by_hand():
+    """Two samples: A's steps score 0.1 then 0.9 (answer 5), B's 0.6 and 0.6 (answer 7). By the
+    last step A wins; by the weakest step or the product B does (0.6 vs 0.1, 0.36 vs 0.09)."""
+    from app.evaluation import rescored
+    from strategies.tree import SearchTree
+
+    tree = SearchTree(question="q")
+    for answer, scores in (("5", (0.1, 0.9)), ("7", (0.6, 0.6))):
+        parent = 0
+        for k, score in enumerate(scores):
+            node = tree.add_node(parent, f"step {k}", tokens=3)
+            node.score = score
+            parent = node.id
+        node.answer, node.agg_score = answer, scores[-1]
+        tree.set_status(node.id, "completed")
+    for how, winner in (("last", "5"), ("min", "7"), ("prod", "7")):
+        assert first_samples_answer(tree, 2, "vanilla", how)[0] == winner, how
+        assert first_samples_answer(tree, 2, "weighted", how)[0] == winner, how
+    assert [n.agg_score for n in rescored(tree, tree.leaves(), "prod")] == pytest.approx(
+        [0.09, 0.36])  # fmt: skip
 
 
 def test_a_bad_problems_line_is_an_error_with_its_line_number(tmp_path, capsys):
@@ -218,9 +259,12 @@ def test_the_probes_compute_is_counted():
 
     generator = FakeGenerator(depth=2)
     config = SearchConfig(strategy="compute_optimal", n=4, beam_width=2, max_iterations=3)
-    (*_, tree) = compute_optimal("q?", config, generator, FakeScorer(), _policy())
+    search = Policy((0.2, 0.4, 0.6, 0.8), {4: (Choice("beam_search", 2, "last", 0.6, "dvts",
+                                                      0.4),) * BINS})  # fmt: skip
+    (*_, tree) = compute_optimal("q?", config, generator, FakeScorer(), search)
     in_tree = sum(n.tokens for n in tree.nodes)
-    assert tree.compute.generated_tokens == generator.tokens > in_tree  # the probe's too
+    # a search's tree holds its own steps only: the probe's are counted on top
+    assert tree.compute.generated_tokens == generator.tokens > in_tree
     assert tree.meta["compute_optimal"]["pilot_samples"] == 4
 
 
@@ -293,3 +337,155 @@ def test_the_scaling_tab_headline_and_live_run(fake_policy, tmp_path, monkeypatc
     # p1: every sample right; p2: its first two samples wrong
     assert "| majority | 50% (1/2) | 50% (1/2) |" in last_table
     assert app.handlers.GATE is not gate  # the app's own line is untouched
+
+
+def _hand_runs():
+    """Two scaling runs of 20 problems, written by hand: probe signal k/20 for problem k. Weighted
+    Best-of-N under the min aggregation (a variant record) is right on the hard ones (k < 8),
+    beam search at M=2 (the second run) on the others, beam search at M=4 on none."""
+
+    def rec(k, strategy, correct, **extra):
+        return {"problem": f"h{k:02d}", "seed": 0, "strategy": strategy, "budget": 4,
+                "correct": correct, "tokens": 100, "probe": {"signal": k / 20, "tokens": 40},
+                **extra}  # fmt: skip
+
+    settings = {"model": "m", "prm": "p", "problems": "hand.jsonl", "beam_width": 4}
+    m4 = {"settings": settings, "budgets": [4], "strategies": ["weighted_best_of_n",
+          "beam_search"], "records": []}  # fmt: skip
+    m2 = {"settings": {**settings, "beam_width": 2}, "budgets": [4],
+          "strategies": ["beam_search"], "records": []}  # fmt: skip
+    for k in range(20):
+        m4["records"] += [rec(k, "weighted_best_of_n", False, aggregation="last"),
+                          rec(k, "weighted_best_of_n", k < 8, aggregation="min", variant=True),
+                          rec(k, "beam_search", False, beam_width=4, aggregation="last")]  # fmt: skip
+        m2["records"].append(rec(k, "beam_search", k >= 8, beam_width=2, aggregation="last"))
+    return m4, m2
+
+
+def test_the_fit_chooses_among_aggregations_and_beam_widths_as_worked_out_by_hand(tmp_path):
+    from app.fit_compute_optimal import main as fit_main
+
+    m4, m2 = _hand_runs()
+    policy, report = fit([m4, m2])
+    edges = policy.edges
+    assert edges == tuple(sorted(edges)) and len(edges) == BINS - 1
+    for k in range(20):
+        _, choice = policy.choose(k / 20, 4)
+        fit_ids, _ = halves([f"h{i:02d}" for i in range(20)])
+        lows = [int(p[1:]) for p in fit_ids]
+        # a bin of the fitting half holding only hard problems picks the min variant; one with
+        # only easy ones, beam search at M=2
+        members = [i for i in lows if bin_of(i / 20, edges) == bin_of(k / 20, edges)]
+        if members and max(members) < 8:
+            assert (choice.strategy, choice.aggregation) == ("weighted_best_of_n", "min")
+        if members and min(members) >= 8:
+            assert (choice.strategy, choice.beam_width) == ("beam_search", 2)
+    assert "weighted_best_of_n (min)" in report["candidates"]
+    assert "beam_search M=2" in report["candidates"] and "beam_search M=4" in report["candidates"]
+    check = report["budgets"]["4"]
+    fit_ids, check_ids = halves([f"h{i:02d}" for i in range(20)])
+    easy = sum(int(p[1:]) >= 8 for p in fit_ids)
+    # the best single candidate on the fitting half (a tie goes to Best-of-N, listed first)
+    assert check["best_single"] == ("beam_search M=2" if easy > len(fit_ids) - easy
+                                    else "weighted_best_of_n (min)")  # fmt: skip
+
+    def right(k):  # the policy's pick for problem k, graded by the hand-written rule
+        c = policy.choose(k / 20, 4)[1]
+        return c.aggregation == "min" and k < 8 or c.strategy == "beam_search" and k >= 8
+
+    ks = [int(p[1:]) for p in check_ids]
+    assert check["compute_optimal_right"] == sum(map(right, ks))
+    assert check["checked"] == len(ks) == 10
+    # a search pays for the probe (40 tokens) on top; sampling reuses it (strategies' own 100)
+    picks = [policy.choose(int(p[1:]) / 20, 4)[1].strategy for p in check_ids]
+    assert check["compute_optimal_tokens"] == sum(
+        140 if s == "beam_search" else 100 for s in picks) / len(picks)  # fmt: skip
+    assert check["best_single_tokens"] == 100
+    # the command: several results files are fitted as one, and stored
+    paths = []
+    for name, run in (("m4", m4), ("m2", m2)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(run))
+    out = tmp_path / "policy.json"
+    assert fit_main([*map(str, paths), "--out", str(out)]) == 0
+    assert stored_policy("m", "p", out) == policy
+    # the Scaling tab's account of it: the check's figures and the choice per bin
+    from app.fit_compute_optimal import check_table, stored_entries
+    from app.scaling_tab import policy_text
+
+    text = check_table(stored_entries(out)["m|p"])
+    row = next(line for line in text.splitlines() if line.startswith("| 4 |"))
+    assert f"{check['compute_optimal']:.0%} · {check['compute_optimal_tokens']:,.0f} tokens" in row
+    assert f"{check['best_single']}: {check['best_single_accuracy']:.0%} · 100 tokens" in row
+    assert row.count("weighted_best_of_n (min)") + row.count("beam_search M=2") >= BINS
+    assert policy_text(stored_entries(out)).startswith("**m under p**")
+    assert "reference heuristic" in policy_text({})
+    with pytest.raises(ValueError, match="differ in problems"):
+        fit([m4, {**m2, "settings": {**m2["settings"], "problems": "other.jsonl"}}])
+
+
+def test_compute_optimal_runs_the_chosen_aggregation_and_reads_its_probe_the_fitted_way():
+    from tests.fakes import FakeGenerator
+
+    generator = FakeGenerator(depth=3)
+    choice = Choice("weighted_best_of_n", 2, "min", 0.7, "beam_search", 0.5)
+    policy = Policy((0.2, 0.4, 0.6, 0.8), {4: (choice,) * BINS})
+    config = SearchConfig(strategy="compute_optimal", n=4, beam_width=2, max_iterations=3,
+                          aggregation="prod")  # fmt: skip
+    (*_, tree) = compute_optimal("q?", config, generator, FakeScorer(), policy)
+    assert tree.config["chosen"]["aggregation"] == "min"
+    meta = tree.meta["compute_optimal"]
+    assert "min of the step scores" in meta["why"]
+    # the probe's mean is of its samples' last step scores (the fit's way), not the run's prod
+    again = FakeGenerator(depth=3)
+    pilot = SearchConfig(strategy="weighted_best_of_n", n=4, max_iterations=3, aggregation="last")
+    (*_, probe_tree) = weighted_best_of_n_run("q?", pilot, again)
+    lasts = [leaf.agg_score for leaf in probe_tree.leaves()]
+    assert meta["probe"]["mean_score"] == pytest.approx(round(sum(lasts) / len(lasts), 4))
+
+
+def weighted_best_of_n_run(question, config, generator):
+    from strategies.sampling import weighted_best_of_n
+
+    return list(weighted_best_of_n(question, config, generator, FakeScorer()))
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+@pytest.mark.parametrize("strategy", ["weighted_best_of_n", "majority"])
+def test_a_sampling_choice_keeps_the_probes_samples_as_its_first(n, strategy):
+    """The probe is part of the budget: its samples are the first of the N (all N when N is
+    below the probe's 4), only the rest are drawn, and the tree keeps every rule."""
+    from strategies.invariants import tree_problems
+    from tests.fakes import FakeGenerator
+
+    choice = Choice(strategy, 2, "last", 0.7, "beam_search", 0.5)
+    policy = Policy((0.2, 0.4, 0.6, 0.8), {1: (choice,) * BINS})
+    config = SearchConfig(strategy="compute_optimal", n=n, beam_width=2, max_iterations=3)
+    generator = FakeGenerator(depth=3, answers="123")
+    frames = list(compute_optimal("q?", config, generator, FakeScorer(), policy))
+    tree = frames[-1]
+    meta = tree.meta["compute_optimal"]
+    assert meta["reused_probe_samples"] == min(n, 4) and tree.done
+    firsts = tree.children(0)
+    assert len(firsts) == n
+    # the first min(n, 4) samples are the probe's: their answers, in order
+    answers = [tree.leaves()[k].answer for k in range(len(tree.leaves()))
+               if tree.path(tree.leaves()[k].id)[0].id in {f.id for f in firsts[:4]}]  # fmt: skip
+    assert answers == meta["pilot_answers"][: min(n, 4)]
+    # drawn anew: N - 4 samples, with seeds after the probe's (not copies of its samples)
+    assert tree.compute.generated_tokens == generator.tokens
+    if n > 4:
+        texts = [f.text for f in firsts]
+        assert texts[4:] != texts[:4]
+    # the probe's scoring, and the new samples' (none to score at N <= 4)
+    assert tree.compute.scorer_calls == 1 + (strategy != "majority" and n > 4)
+    if strategy == "majority":
+        assert all(node.score is None for node in tree.nodes)
+    assert [p for f in frames for p in tree_problems(f) if f.done] == []
+    assert tree.config["chosen"]["n"] == n
+    # the explorer's compute panel says which bin, which strategy, why, and the reuse
+    from app.panels import compute_markdown
+
+    row = next(line for line in compute_markdown(tree).splitlines() if "compute-optimal" in line)
+    plain = row.replace("\\", "")
+    assert meta["why"] in plain and f"the probe's samples are {min(n, 4)} of the N" in plain
