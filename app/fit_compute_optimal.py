@@ -123,7 +123,9 @@ def fit(results: dict[str, Any] | list[dict[str, Any]]) -> tuple[Policy, dict[st
         for k in range(BINS):
             members = [p for p in fit_ids if bin_of(probes[p]["signal"], edges) == k]
             scores = {c: _accuracy(cells, members, c, budget) for c in here}
-            order_k = sorted((c for c in here if scores[c] is not None),
+            # a tie in the bin goes to the candidate best on the whole fitting half: a bin of a
+            # few problems should not move the choice off it without evidence
+            order_k = sorted((c for c in ranked if scores[c] is not None),
                              key=lambda c: -scores[c]) or ranked  # fmt: skip
             best = order_k[0]
             second = next((c for c in order_k[1:] if c[0] != best[0]), order_k[-1])

@@ -489,3 +489,25 @@ def test_a_sampling_choice_keeps_the_probes_samples_as_its_first(n, strategy):
     row = next(line for line in compute_markdown(tree).splitlines() if "compute-optimal" in line)
     plain = row.replace("\\", "")
     assert meta["why"] in plain and f"the probe's samples are {min(n, 4)} of the N" in plain
+
+
+def test_the_stored_policies_are_valid_and_say_how_they_were_checked():
+    """assets/compute_optimal.json, as the fit stored it: sorted edges, one choice per bin at
+    every fitted budget, each a candidate the fit knows with a real aggregation and M, and a
+    check on problems the fit did not see."""
+    from app.fit_compute_optimal import CANDIDATES, POLICY_PATH, stored_entries
+    from strategies.config import AGGREGATIONS
+
+    entries = stored_entries(POLICY_PATH)
+    for key, entry in entries.items():
+        model, prm = key.split("|")
+        policy = stored_policy(model, prm)
+        assert list(policy.edges) == sorted(policy.edges) and len(policy.edges) == BINS - 1
+        for choices in policy.choices.values():
+            assert len(choices) == BINS
+            for c in choices:
+                assert c.strategy in CANDIDATES and c.aggregation in AGGREGATIONS
+                assert c.beam_width >= 1 and 0 <= c.fit_accuracy <= 1
+        check = entry["check"]
+        assert check["fitting"] >= 2 * BINS and check["checking"] >= BINS
+        assert set(check["budgets"]) == {str(b) for b in policy.choices}
