@@ -26,7 +26,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from app.problems import Problem
 from strategies.answers import answers_equal
 from strategies.config import AGGREGATIONS, SearchConfig
 from strategies.difficulty import PROBE_AGGREGATION, PROBE_SAMPLES, probe_signal
-from strategies.search_run import aggregate, choose
+from strategies.search_run import choose, rescored
 from strategies.tree import Node, SearchTree
 
 # the harness's names for the sampling strategies, and the rule each picks by
@@ -182,18 +182,6 @@ def first_samples_answer(tree: SearchTree, b: int, pick: str,
         leaves = rescored(tree, leaves, aggregation)
     answer, _, _ = choose(leaves, pick)  # type: ignore[arg-type]
     return answer, tokens / max(1, tree.compute.generated_tokens)
-
-
-def rescored(tree: SearchTree, leaves: list[Node], aggregation: str) -> list[Node]:
-    """Copies of scored `leaves` whose score aggregates their path's step scores by
-    `aggregation` (unscored leaves stay as they are)."""
-    out = []
-    for leaf in leaves:
-        steps = [n.score for n in tree.path(leaf.id)]
-        if leaf.agg_score is not None and steps and None not in steps:
-            leaf = replace(leaf, agg_score=aggregate(steps, aggregation))  # type: ignore[arg-type]
-        out.append(leaf)
-    return out
 
 
 def probe_of(tree: SearchTree) -> dict[str, float] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from strategies.answers import answer_written, extract_answer, group_answers, normalize
@@ -320,3 +321,15 @@ def choose(
         else:
             chosen = [max(members, key=lambda n: (n.agg_score or 0.0, -n.id))]
     return answer, chosen, votes
+
+
+def rescored(tree: SearchTree, leaves: Sequence[Node], aggregation: str) -> list[Node]:
+    """Copies of scored `leaves` whose score aggregates their path's step scores by
+    `aggregation` (unscored leaves stay as they are)."""
+    out = []
+    for leaf in leaves:
+        steps = [n.score for n in tree.path(leaf.id)]
+        if leaf.agg_score is not None and steps and None not in steps:
+            leaf = replace(leaf, agg_score=aggregate(steps, aggregation))  # type: ignore[arg-type]
+        out.append(leaf)
+    return out

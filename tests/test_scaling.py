@@ -190,7 +190,7 @@ def tree_with(question, strategy, n, seed, aggregation):
 def test_the_other_aggregations_change_the_pick_as_worked_out_by_hand():
     """Two samples: A's steps score 0.1 then 0.9 (answer 5), B's 0.6 and 0.6 (answer 7). By the
     last step A wins; by the weakest step or the product B does (0.6 vs 0.1, 0.36 vs 0.09)."""
-    from app.evaluation import rescored
+    from strategies.search_run import rescored
     from strategies.tree import SearchTree
 
     tree = SearchTree(question="q")
