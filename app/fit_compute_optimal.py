@@ -11,8 +11,8 @@ bin and budget the candidate with the best accuracy there. A candidate is a stra
 hyperparameters: the aggregation of the step scores (the harness records Best-of-N under each
 one, from the same samples) and M (a search's beam width: one run per M, fitted together). On
 the checking half: the policy's accuracy against the best single candidate (the one best on the
-fitting half overall) at the same budget. The policy is stored per model and verifier; the report says what the check showed,
-whatever it showed.
+fitting half overall) at the same budget. The policy is stored per model and verifier; the
+report says what the check showed, whatever it showed.
 """
 
 from __future__ import annotations
@@ -69,10 +69,11 @@ def merged(runs: list[dict[str, Any]]) -> dict[str, Any]:
     records = []
     for run in runs:
         for r in run["records"]:
-            key = (r["problem"], r["seed"], r["budget"], candidate_of(r, run["settings"]))
+            candidate = candidate_of(r, run["settings"])
+            key = (r["problem"], r["seed"], r["budget"], candidate)
             if key not in seen:
                 seen.add(key)
-                records.append({**r, "candidate": candidate_of(r, run["settings"])})
+                records.append({**r, "candidate": candidate})
     budgets = sorted({b for run in runs for b in run["budgets"]})
     return {"settings": first, "budgets": budgets, "records": records,
             "strategies": [s for run in runs for s in run["strategies"]]}  # fmt: skip
@@ -119,7 +120,7 @@ def fit(results: dict[str, Any] | list[dict[str, Any]]) -> tuple[Policy, dict[st
             continue
         # stable sorts: ties keep `everyone`'s order
         ranked = sorted(here, key=lambda c: -_accuracy(cells, fit_ids, c, budget))
-        per_bin, bin_report = [], []
+        per_bin, bin_best, bin_report = [], [], []
         for k in range(BINS):
             members = [p for p in fit_ids if bin_of(probes[p]["signal"], edges) == k]
             scores = {c: _accuracy(cells, members, c, budget) for c in here}
@@ -132,11 +133,11 @@ def fit(results: dict[str, Any] | list[dict[str, Any]]) -> tuple[Policy, dict[st
             m = best[2] or int(settings.get("beam_width", 4))
             per_bin.append(Choice(best[0], m, best[1], scores.get(best) or 0.0, second[0],
                                   scores.get(second) or 0.0))  # fmt: skip
+            bin_best.append(best)
             bin_report.append({"problems": len(members), "choice": shown(best),
                                "accuracy": scores.get(best)})  # fmt: skip
         choices[budget] = tuple(per_bin)
-        picks = {p: next(c for c in here if _same(c, per_bin[bin_of(probes[p]["signal"], edges)]))
-                 for p in check_ids}  # fmt: skip
+        picks = {p: bin_best[bin_of(probes[p]["signal"], edges)] for p in check_ids}
         hits = [c for p in check_ids for c in cells.get((p, picks[p], budget), [])]
         single = ranked[0]
         co_tokens = [_co_tokens(tokens.get((p, picks[p], budget), 0), picks[p],
@@ -162,14 +163,6 @@ def _co_tokens(tokens: int, pick: Candidate, probe: int) -> int:
     the harness's probe is the first samples of the sampling run, so it pays for the larger of
     the two (the probe alone when the budget is below the probe's samples)."""
     return max(tokens, probe) if pick[2] is None else tokens + probe
-
-
-def _same(c: Candidate, choice: Choice) -> bool:
-    return (
-        c[0] == choice.strategy
-        and c[1] == choice.aggregation
-        and (c[2] is None or c[2] == choice.beam_width)
-    )
 
 
 def store(policy: Policy, report: dict[str, Any], model: str, prm: str,

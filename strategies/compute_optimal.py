@@ -27,7 +27,7 @@ from strategies.difficulty import BINS, PROBE_AGGREGATION, PROBE_SAMPLES, Policy
 from strategies.dvts import dvts
 from strategies.info import check_scorer, label
 from strategies.sampling import best_of_n, majority_vote, sample_solutions, weighted_best_of_n
-from strategies.search_run import SearchRun, aggregate
+from strategies.search_run import SearchRun, rescored
 from strategies.tree import SearchTree
 
 EASY, HARD = 0.66, 0.33  # bins on the mean pilot score: >= EASY easy, < HARD hard
@@ -137,10 +137,9 @@ def _sample_on(pilot: SearchRun, kept: int, config: SearchConfig, generator, sco
             tree.nodes.append(copy)
             copied[node.id] = copy.id
     reused = tree.leaves()
-    if verifier is not None:
-        for leaf in reused:
-            leaf.agg_score = aggregate([n.score or 0.0 for n in tree.path(leaf.id)],
-                                       config.aggregation)  # fmt: skip
+    if verifier is not None:  # the probe's step scores, aggregated the choice's way
+        for leaf, again in zip(reused, rescored(tree, reused, config.aggregation)):
+            leaf.agg_score = again.agg_score
     yield run.tick()
     if config.n > kept:
         yield from sample_solutions(run)
