@@ -110,7 +110,7 @@ def fit(results: dict[str, Any] | list[dict[str, Any]]) -> tuple[Policy, dict[st
     # the simpler choice
     order = {s: i for i, s in enumerate(CANDIDATES)}
     everyone = sorted({r["candidate"] for r in records if r["candidate"][0] in order},
-                      key=lambda c: (order[c[0]], c[1] != "last", -(c[2] or 0)))  # fmt: skip
+                      key=lambda c: (order[c[0]], c[1] != "last", c[1], -(c[2] or 0)))  # fmt: skip
     choices: dict[int, tuple[Choice, ...]] = {}
     report: dict[str, Any] = {"fitting": len(fit_ids), "checking": len(check_ids),
                               "candidates": [shown(c) for c in everyone], "budgets": {}}  # fmt: skip
