@@ -113,7 +113,7 @@ def as_text(message: str) -> str:
 
 def load_models(request: RunRequest) -> float:
     """Load (or reuse) the request's models now, so the UI can say so; returns the seconds taken."""
-    from backend.runtime import get_runtime  # torch loads with the first run, not with the page
+    from backend.runtime import get_runtime  # models load with the first run, not with the page
 
     t0 = time.perf_counter()
     get_runtime(request.model, request.prm, request.precision)
@@ -121,15 +121,11 @@ def load_models(request: RunRequest) -> float:
 
 
 def precision_hint() -> Any:
-    """The precision menu's note on what "auto" chooses on this machine, and why (it imports
-    torch and may time this CPU once: the page calls it after it is up)."""
+    """The precision menu's note on what "auto" means for the default policy on this machine
+    (the page asks for it once it is up)."""
     from backend.loading.policy import choose_precision, resolve_device
 
-    device = resolve_device("auto")
-    if device == "cpu":
-        auto = choose_precision("auto", device, DEFAULTS["model"])[2]
-    else:
-        auto = "each model's GPU default (see the catalog)"
+    auto = choose_precision("auto", resolve_device("auto"), DEFAULTS["model"])[1]
     return gr.update(info=f"auto here: {auto}")
 
 

@@ -59,16 +59,6 @@ def compute_markdown(tree: SearchTree) -> str:
     """What the run cost and where it ran (tree.compute, tree.meta)."""
     c, m = tree.compute, tree.meta
     precision = m.get("precision", "?")
-    small = [
-        f"{kind} weights at ≤ {m[key]} rows"
-        for key, kind in (("small_batch_int4", "exact 4-bit"), ("small_batch_int8", "int8"))
-        if m.get(key)
-    ]
-    if small:
-        precision += f" ({', '.join(small)})"
-    if m.get("lean_decoder"):
-        packed = " (oneDNN-packed bf16)" if m.get("packed_weights") else ""
-        precision += f" · lean decoder{packed}, shared prompt"
     lines = [
         "| compute used | |",
         "|---|---|",
@@ -77,11 +67,11 @@ def compute_markdown(tree: SearchTree) -> str:
         f"| generator / PRM calls | {c.generator_calls} / {c.scorer_calls} |",
         f"| seconds | {c.wall_s:.1f} |",
         f"| model | {m.get('model', '?')} · PRM {m.get('prm', '?')} |",
-        f"| device · precision · threads | {m.get('device', '?')} · {precision} · "
-        f"{m.get('threads', '?')} |",
+        f"| engine · device · precision · threads | {m.get('engine', '?')} · "
+        f"{m.get('device', '?')} · {precision} · {m.get('threads', '?')} |",
     ]
-    if m.get("precision_reason"):  # what "auto" chose on this machine, and why
-        lines.append(f"| why this precision | {m['precision_reason']} |")
+    if m.get("precision_reason"):  # the weights as run, and why (a GGUF's own quantization)
+        lines.append(f"| weights | {m['precision_reason']} |")
     if m.get("cpu"):
         lines.append(f"| CPU | {m['cpu']} |")
     chosen = m.get("compute_optimal")

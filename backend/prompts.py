@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts"
+from backend.catalog import PROMPTS_DIR
 
 
 @dataclass(frozen=True)

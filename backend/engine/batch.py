@@ -12,11 +12,9 @@ from collections.abc import Callable
 import torch
 from transformers.cache_utils import Cache
 
-from backend.engine.slab import SlabLayer, empty_slab, unshare
-from backend.engine.state import KV, Row, RowState
+from backend.engine.slab import SlabLayer, empty_slab
+from backend.engine.state import Row, RowState
 
-# a batch down to this many rows reads the shared prompt from its own rows again (unshare)
-UNSHARE_ROWS = 3
 # a new slab leaves room for at most this many new tokens per row (it grows if a step is longer)
 FIRST_ROOM = 64
 
@@ -33,7 +31,7 @@ class DecodeBatch:
         room: int,
         device: torch.device,
     ) -> None:
-        self.layers = layers  # one per model layer: every row's KV (and the shared prefix's)
+        self.layers = layers  # one per model layer: every row's KV
         self.cache = Cache(layers=layers)
         self.slot: list[Row | None] = list(rows)  # batch position -> its row; None once stopped
         # per batch position, the token it feeds next: a row's pending one, then its newest
@@ -45,50 +43,27 @@ class DecodeBatch:
 
     @classmethod
     def load(
-        cls,
-        model,
-        device: torch.device,
-        rows: list[Row],
-        *,
-        room: int,
-        budget: int,
-        share: bool,
-        prompt: RowState | None,
+        cls, model, device: torch.device, rows: list[Row], *, room: int, budget: int
     ) -> DecodeBatch:
         """Gather the rows' cached KV into a new slab, left-padded to the longest row.
-
-        With `share` (the lean decoder), the question's prompt (`prompt`, the stored state of the
-        question's prompt) becomes one prefix that every row's attention reads once
-        (backend/kernels/fast_decode.py), and the slab holds what follows it; a few rows read it from
-        their own rows (see `unshare`). `budget`: the most tokens a row may write.
-        """
+        `budget`: the most tokens a row may write."""
         b = len(rows)
-        cached = [len(r.start.ids) - 1 for r in rows]  # cached positions per row
-        prefix = shared_prefix(rows, prompt) if share and b > UNSHARE_ROWS else None
-        shared = rows[0].start.prompt_len - 1 if prefix is not None else 0
-        lengths = [n - shared for n in cached]  # positions per row in the slab
+        lengths = [len(r.start.ids) - 1 for r in rows]  # cached positions per row
         width = max(lengths)
         capacity = width + 1 + min(budget, FIRST_ROOM)
         layers = []
         for i in range(model.config.num_hidden_layers):
             k, v = empty_slab(model, b, capacity, device)
             for j, r in enumerate(rows):
-                if not lengths[j]:
-                    continue
-                if prefix is not None and r.start.prefix is not None:
-                    kj, vj = r.start.kv[i]  # already split after the prompt
-                else:
-                    kj, vj = r.start.layer_kv(i)
-                    kj, vj = kj[:, shared:], vj[:, shared:]
-                k[j, :, width - lengths[j] : width] = kj
-                v[j, :, width - lengths[j] : width] = vj
-            layer = SlabLayer(k, v, width)
-            layer.prefix = prefix[i] if prefix is not None else None
-            layers.append(layer)
+                if lengths[j]:
+                    kj, vj = r.start.kv[i]
+                    k[j, :, width - lengths[j] : width] = kj
+                    v[j, :, width - lengths[j] : width] = vj
+            layers.append(SlabLayer(k, v, width))
         mask = torch.zeros(b, width + 1, dtype=torch.long, device=device)
         for j, n in enumerate(lengths):
             mask[j, width - n :] = 1
-        pos = torch.tensor(cached, device=device)[:, None]
+        pos = torch.tensor(lengths, device=device)[:, None]
         for j, r in enumerate(rows):
             r.offset = width - lengths[j]
         return cls(layers, rows, mask, pos, room, device)
@@ -130,10 +105,8 @@ class DecodeBatch:
             )
             for lay in layers
         ]
-        prefix = [lay.prefix for lay in layers] if layers[0].prefix is not None else None
-        state = RowState(row.base_ids + row.new, kv, row.start.prompt_len, prefix=prefix)
-        shared = prefix[0][0].shape[1] if prefix else 0
-        assert end - row.offset + shared == len(state.ids) - 1
+        state = RowState(row.base_ids + row.new, kv, row.start.prompt_len)
+        assert end - row.offset == len(state.ids) - 1
         return state
 
     # ---- the batch's shape ---------------------------------------------------------------------
@@ -190,28 +163,3 @@ class DecodeBatch:
             self.mask, self.pos = self.mask[idx], self.pos[idx]
             self.tokens = [self.tokens[p] for p in live]
             self.slot = [self.slot[p] for p in live]
-
-    def unshare_if_few(self) -> None:
-        """Down to UNSHARE_ROWS places, rows read the shared prefix from their own rows again."""
-        if self.layers[0].prefix is not None and len(self.slot) <= UNSHARE_ROWS:
-            self.mask = unshare(self.layers, self.slot, self.mask)
-
-
-def shared_prefix(rows: list[Row], prompt: RowState | None) -> KV | None:
-    """The prompt's KV (all positions but its pending last token) for rows of one question;
-    `prompt` is the stored state of the question's prompt, if any.
-
-    None when some row does not start with the whole prompt cached (no shared part).
-    """
-    prompt_len = rows[0].start.prompt_len
-    if prompt_len < 2 or any(
-        r.start.prompt_len != prompt_len or len(r.start.ids) < prompt_len for r in rows
-    ):
-        return None
-    for r in rows:  # a state split after the prompt holds the prompt's KV as its prefix
-        if r.start.prefix is not None:
-            return r.start.prefix
-    if prompt is None or prompt.prompt_len != prompt_len:
-        prompt = rows[0].start
-    n = prompt_len - 1
-    return [(k[:, :n], v[:, :n]) for k, v in (prompt.layer_kv(i) for i in range(len(prompt.kv)))]

@@ -11,7 +11,7 @@ earlier.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -21,8 +21,7 @@ from backend.engine.batch import DecodeBatch
 from backend.engine.sampler import sample
 from backend.engine.speculation import Key, Ranking, WrittenAhead
 from backend.engine.state import EngineStats, Row, RowState
-from backend.engine.stopping import StopChecks
-from backend.kernels import threads as cpu_threads
+from backend.stopping import StopChecks
 from strategies.protocols import GeneratedStep, Sampling
 
 
@@ -31,11 +30,9 @@ class Engine(Protocol):
 
     model: Any
     device: torch.device
-    fast: Callable | None  # the lean decoder, where the model has one
     speculate: bool
     levels: int
     compact_fraction: float
-    small_batch_rows: int
     vocab: int
     calls: int
     stats: EngineStats
@@ -91,8 +88,6 @@ class StepDecoder:
             # copies for the likely survivors at each level
             room=len(rows) + self.levels * (self.fan - 1) * ranking.keep,
             budget=self.budget,
-            share=e.fast is not None,
-            prompt=e.store.get((self.question, ())),
         )
         t1 = time.perf_counter()
         e.stats.assemble_s += t1 - t0
@@ -100,9 +95,8 @@ class StepDecoder:
         if self.sampling.seed is not None:
             gen.manual_seed(int(self.sampling.seed))
         ended: list[Ended] = []
-        tuner = cpu_threads.tuner() if e.device.type == "cpu" else None
         while batch.has_real_rows():
-            logits = self._forward(batch, tuner)
+            logits = self._forward(batch)
             batch.tokens = sample(logits, self.sampling, gen).tolist()
             parents: list[int] = []  # likely survivors that begin writing ahead: copy them
             for p, row in enumerate(batch.slot):
@@ -117,29 +111,22 @@ class StepDecoder:
             real = sum(batch.slot[p].out is not None for p in live)
             if not real:
                 break
-            if real <= e.small_batch_rows < len(live):
-                self._stop_writing_ahead(batch, live)
             parents = [p for p in parents if batch.slot[p] and ranking.likely(batch.slot[p])]
             if parents:
                 e.stats.copied_rows += batch.fork(parents, self.fan - 1)
             batch.compact(e.compact_fraction)
-            batch.unshare_if_few()
             batch.advance()
         for p, row in enumerate(batch.slot):  # speculative rows still writing: keep what they have
             if row is not None and row.out is None and row.new:
                 e.written.keep(self.question, row, None, batch.row_state(p), self.sampling, e.calls)
         e.stats.decode_s += time.perf_counter() - t1
 
-    def _forward(self, batch: DecodeBatch, tuner: cpu_threads.ThreadTuner | None) -> torch.Tensor:
-        """The batch's next-token logits, at the thread count the tuner picks for its size."""
+    def _forward(self, batch: DecodeBatch) -> torch.Tensor:
+        """The batch's next-token logits."""
         e, rows = self.engine, len(batch.slot)
-        used = tuner.before(rows) if tuner is not None else 0
         tf = time.perf_counter()
         logits = batch.forward(e._forward)[:, -1, : e.vocab]
-        spent = time.perf_counter() - tf
-        if tuner is not None:
-            tuner.after(rows, used, spent)
-        e.stats.forward_s += spent
+        e.stats.forward_s += time.perf_counter() - tf
         e.stats.decode_forwards += 1
         e.stats.forward_rows += rows
         return logits
@@ -160,7 +147,9 @@ class StepDecoder:
         if row.out is None:
             e.stats.speculative_tokens += 1
             e.stats.two_ahead_tokens += row.ahead == 2
-        step = e.stops.check(row, *(self.stop_to_end if row.to_end else (s, self.budget)))
+        sampling, budget = self.stop_to_end if row.to_end else (s, self.budget)
+        solution_len = len(row.base_ids) - row.start.prompt_len + len(row.new)
+        step = e.stops.check(row.new, solution_len, sampling, budget)
         if step is None:
             return False
         state = None if step.finished else batch.row_state(p)
@@ -189,16 +178,3 @@ class StepDecoder:
         row.base_ids, row.new = state.ids, []
         row.to_end = level == s.last_call_in
         return bool(ranking.keep)
-
-    def _stop_writing_ahead(self, batch: DecodeBatch, live: list[int]) -> None:
-        """The few rows left would decode faster alone (low-bit weights at small batches):
-        speculative rows stop here, keeping what they wrote (but those of likely survivors,
-        which the next call will most probably continue)."""
-        e = self.engine
-        for p in live:
-            row = batch.slot[p]
-            if row.out is None and not self.ranking.likely(row):
-                if row.new:
-                    state = batch.row_state(p)
-                    e.written.keep(self.question, row, None, state, self.sampling, e.calls)
-                batch.slot[p] = None

@@ -14,11 +14,8 @@ from backend.engine.decode import StepDecoder
 from backend.engine.slab import SlabLayer, empty_slab
 from backend.engine.speculation import WrittenAhead
 from backend.engine.state import EngineStats, Row, RowState
-from backend.engine.stopping import StopChecks, as_whole_solution
-from backend.kernels import fast_decode
-from backend.kernels import threads as cpu_threads
-from backend.kernels.small_batch import SmallBatchLinear
 from backend.prompts import PromptTemplate
+from backend.stopping import END_TOKENS, StopChecks, as_whole_solution
 from strategies.protocols import GeneratedStep, Sampling
 
 # speculation (backend/engine/decode.py): at most this many continuations of one partial
@@ -39,7 +36,6 @@ class StepEngine:
         compact_fraction: float = 0.25,
         speculate: bool = True,
         forks: int = FORKS,
-        pack_weights: bool = True,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -55,15 +51,8 @@ class StepEngine:
         # with the search's hints, likely survivors write ahead for the next call and, once that
         # step has ended, for the one after it (2 levels)
         self.levels = 2
-        # batches of at most this many rows read low-bit weights (backend/kernels/small_batch.py)
-        self.small_batch_rows = max(
-            (m.rows for m in model.modules() if isinstance(m, SmallBatchLinear)), default=0
-        )
         self.device = next(model.parameters()).device
-        # a lean one-token forward over the slabs where the model allows (backend/kernels/fast_decode.py)
-        # (pack_weights=False: no oneDNN-packed second copy of its bf16 weights, see for_model)
-        self.fast = fast_decode.for_model(model, pack_weights)
-        self.stops = StopChecks(model, tokenizer)
+        self.stops = transformers_stops(model, tokenizer)
         # a model's embedding rows past the tokenizer's vocabulary (padding to a round size) are
         # no tokens: never sample them (a random-weight model would)
         self.vocab = len(tokenizer)
@@ -74,16 +63,8 @@ class StepEngine:
         self.stats = EngineStats()
         self.lock = threading.Lock()
 
-    def _forward(
-        self, ids, pos, cache: Cache, mask: torch.Tensor | None = None, stock: bool = False
-    ) -> torch.Tensor:
-        """One forward pass over `ids` at positions `pos`, extending `cache`; last-position logits.
-
-        One-token steps take the lean decoder when there is one, unless `stock` asks for the
-        model's own forward.
-        """
-        if self.fast is not None and ids.shape[1] == 1 and not stock:
-            return self.fast(ids, pos, cache.layers, mask)
+    def _forward(self, ids, pos, cache: Cache, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One forward pass over `ids` at positions `pos`, extending `cache`; last-position logits."""
         return self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -236,8 +217,6 @@ class StepEngine:
             if k0 is not None:
                 k[0, :, :past], v[0, :, :past] = k0, v0
             layers.append(SlabLayer(k, v, past))
-        if self.device.type == "cpu":  # prefill is compute-bound: as a full batch would
-            torch.set_num_threads(cpu_threads.tuner().best(16))
         t0 = time.perf_counter()
         cache = Cache(layers=layers)
         input_ids = torch.tensor([todo], device=self.device)
@@ -272,3 +251,28 @@ class StepEngine:
                 questions[key] = s.used
         for key in sorted(questions, key=questions.get)[:-4]:
             del self.store[key]
+
+
+def transformers_stops(model, tokenizer) -> StopChecks:
+    """The stop checks (backend/stopping.py) for a transformers model and its tokenizer."""
+    # a config may declare several EOS ids (a list, as Qwen2.5's generation configs do)
+    eos = [tokenizer.eos_token_id, model.config.eos_token_id]
+    for name in END_TOKENS:
+        tid = tokenizer.convert_tokens_to_ids(name)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            eos.append(tid)
+    ids = {int(e) for e in _flatten(eos) if e is not None}
+    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    newline = {i for i, piece in enumerate(pieces) if "\n" in piece}
+    return StopChecks(
+        ids, newline.__contains__, lambda new: tokenizer.decode(new, skip_special_tokens=True)
+    )
+
+
+def _flatten(items):
+    # a model config may declare several EOS ids at once
+    for x in items:
+        if isinstance(x, (list, tuple, set)):
+            yield from x
+        else:
+            yield x

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from backend.engine.state import Row
-
 
 class SlabLayer(DynamicLayer):
     """A KV cache layer over a preallocated (batch, heads, capacity, dim) slab.
@@ -19,9 +17,6 @@ class SlabLayer(DynamicLayer):
         super().__init__()
         self.k_slab, self.v_slab, self.length = keys, values, length
         self.rows = keys.shape[0]  # the batch's rows: the first `rows` of the slab
-        # (keys, values) of shape (heads, P, dim) that every row attends to before the slab's
-        # positions (read once for all rows: backend/kernels/fast_decode.py); None: no shared prefix
-        self.prefix: tuple[torch.Tensor, torch.Tensor] | None = None
         self.dtype, self.device = keys.dtype, keys.device
         self.is_initialized = True
         self._views()
@@ -83,28 +78,3 @@ def empty_slab(
         dtype = torch.bfloat16  # quantised weights: the cache follows the compute dtype
     k = torch.zeros(batch, heads, capacity, dim, dtype=dtype, device=device)
     return k, torch.zeros_like(k)
-
-
-def unshare(layers: list[SlabLayer], slot: list[Row | None], mask: torch.Tensor) -> torch.Tensor:
-    """Copy the shared prefix into each row's part of the slab; returns the widened mask.
-
-    For the last few rows of a batch one attention over the whole context is faster than the
-    two a shared prefix takes. Row j's positions [offset, length) become [offset, length + P)
-    with the prefix first.
-    """
-    p = layers[0].prefix[0].shape[1]
-    for lay in layers:
-        _, h, cap, d = lay.k_slab.shape
-        k = lay.k_slab.new_zeros(lay.rows, h, cap + p, d)
-        v = torch.zeros_like(k)
-        for j, row in enumerate(slot):
-            if row is None:
-                continue
-            o, n = row.offset, lay.length
-            k[j, :, o : o + p], v[j, :, o : o + p] = lay.prefix
-            k[j, :, o + p : n + p] = lay.k_slab[j, :, o:n]
-            v[j, :, o + p : n + p] = lay.v_slab[j, :, o:n]
-        lay.k_slab, lay.v_slab, lay.length, lay.prefix = k, v, lay.length + p, None
-        lay._views()
-    # every row's positions from its offset on are valid: P more of them now
-    return torch.cat([mask, mask.new_ones(mask.shape[0], p)], 1)

@@ -19,22 +19,13 @@ class RowState:
     """A partial solution the model has read: token ids (last one pending) and their KV."""
 
     ids: list[int]
-    kv: KV  # covers ids[:-1] (after `prefix`'s positions, when there is one)
+    kv: KV  # covers ids[:-1]
     prompt_len: int  # how many of the ids are the prompt (the rest is the solution so far)
     used: int = 0  # the call that last produced or used it (for eviction)
-    # the question prompt's KV, shared (not copied) by the states decoded with a shared prefix
-    prefix: KV | None = None
 
     def layer_kv(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Layer i's keys and values for all of ids[:-1] (joined with the prefix's), or None."""
-        if self.prefix is None:
-            return self.kv[i] if self.kv else None
-        if not self.kv or self.kv[i][0].shape[1] == 0:
-            return self.prefix[i]
-        return (
-            torch.cat([self.prefix[i][0], self.kv[i][0]], 1),
-            torch.cat([self.prefix[i][1], self.kv[i][1]], 1),
-        )
+        """Layer i's keys and values for all of ids[:-1], or None."""
+        return self.kv[i] if self.kv else None
 
 
 @dataclass

