@@ -109,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"compute: {c.generated_tokens} generated tokens, {c.scored_tokens} PRM tokens, "
         f"{c.generator_calls} generator calls, {c.scorer_calls} PRM calls, {c.wall_s:.1f} s "
-        f"({tree.meta.get('device')}, {tree.meta.get('precision')}, {tree.meta.get('threads')} threads)"
+        f"({tree.meta.get('engine')} on {tree.meta.get('device')}, {tree.meta.get('threads')} "
+        "threads)"
     )
     if tree.meta.get("precision_reason"):
-        print(f"precision: {tree.meta['precision_reason']}")
+        print(f"weights: {tree.meta['precision_reason']}")
     run = tree.to_dict()
     if majority is not None:
         run["comparison"] = comparison(tree, majority)

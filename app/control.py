@@ -69,7 +69,8 @@ def controlled(frames: Iterator[SearchTree], control: RunControl, meta: dict[str
                n: int) -> Iterator[SearchTree]:  # fmt: skip
     """A search's frames, ended early when `control` says so or a model fails on a step: then
     the last frame is the tree so far, `stopped` saying why, and the run's memory is freed."""
-    from backend.runtime import POOL, is_out_of_memory
+    from backend.loading.failures import is_out_of_memory
+    from backend.runtime import POOL
 
     def ended(tree: SearchTree) -> str:
         return "" if tree.done else control.reason(tree)

@@ -12,23 +12,21 @@ happens under one lock.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import logging
-import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from backend.catalog import NO_PRM, catalog, models_cache_dir
-from backend.loading import gguf_parts
+from backend.catalog import NO_PRM, catalog
+from backend.loading.failures import (
+    check_installed,
+    free,
+    loading,
+)
 from backend.loading.policy import (
     LoadedModel,
     choose_precision,
     load_policy,
-    loads_offline,
     resolve_device,
 )
 from backend.prompts import PromptTemplate
@@ -37,55 +35,6 @@ from backend.verifiers.judge import CheckedJudgePRM, JudgePRM
 from strategies.protocols import StepGenerator, StepScorer
 
 log = logging.getLogger(__name__)
-
-
-class ModelLoadError(ValueError):
-    """A model that could not be loaded: its files are missing or damaged, or it does not fit
-    in memory. A ValueError: the app shows its message, and the other models still serve."""
-
-
-def is_out_of_memory(err: BaseException | None) -> bool:
-    """Whether `err` (or what caused it) is an allocation that failed, on the GPU or the CPU."""
-    seen = 0
-    while err is not None and seen < 8:
-        text = str(err)
-        # torch.OutOfMemoryError by name: a llama.cpp-only process never imports torch
-        if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or (
-            "out of memory" in text.lower() or "can't allocate memory" in text
-        ):
-            return True
-        err, seen = err.__cause__ or err.__context__, seen + 1
-    return False
-
-
-@contextlib.contextmanager
-def _loading(name: str) -> Iterator[None]:
-    """A failed load as a ModelLoadError that says what to do, with what it allocated freed."""
-    try:
-        yield
-    except gguf_parts.ModelNotInstalled:  # says how to install it
-        _free()
-        raise
-    except Exception as err:  # a damaged file, a hash that does not match, no memory
-        _free()
-        if is_out_of_memory(err):
-            raise ModelLoadError(
-                f"Out of memory while loading {name}: choose a smaller model or precision "
-                "(int8, nf4), or close what else runs here."
-            ) from err
-        raise ModelLoadError(
-            f"Could not load {name} ({type(err).__name__}: {str(err)[:300]}). Its files may be "
-            f"damaged: delete {gguf_parts.gguf_dir(models_cache_dir())}/{name}.gguf and run "
-            "`bash scripts/setup.sh` again."
-        ) from err
-
-
-def _check_installed(name: str) -> None:
-    """Refuse an offline model whose files are not here before anything held is dropped."""
-    if not loads_offline(name):
-        raise gguf_parts.ModelNotInstalled(
-            f"The model {name!r} is not installed: {gguf_parts.INSTALL_HINT}."
-        )
 
 
 PolicyKey = tuple[str, str, str]  # name, resolved precision, device
@@ -182,7 +131,7 @@ class ModelPool:
             judge_key = self._key(judge_name, precision, device) if judge_name else None
             self._check_fits(policy_key, prm_key, judge_key)  # before anything is freed or loaded
             for name in {policy, judge_name} - {None}:
-                _check_installed(name)
+                check_installed(name)
             if self._prm is not None and self._prm[0] != prm_key:
                 self._drop_prm()  # the old PRM goes before the policy loads
             held = self._policy
@@ -227,7 +176,7 @@ class ModelPool:
             key = self._key(name, precision, device)
             held_prm = self._prm[0] if self._prm is not None else None  # kept: not reclaimable
             self._check_fits(self._policy[0] if self._policy else key, held_prm, key)
-            _check_installed(name)
+            check_installed(name)
             loaded = self._load_second(key, precision)
             if self._policy is not None and loaded is self._policy[1]:
                 if self._engine is None:  # the bigger model is the loaded policy itself
@@ -244,7 +193,7 @@ class ModelPool:
             for engine in (self._engine, self._second_engine):
                 if engine is not None:
                     engine.drop_partials()
-        _free()
+        free()
 
     def release(self) -> None:
         """Drop every model and runtime (they are freed unless a caller still holds one)."""
@@ -269,7 +218,7 @@ class ModelPool:
             self._second, self._second_engine = None, None
             self._policy = (key, loaded)
             return loaded
-        with _loading(key[0]):
+        with loading(key[0]):
             loaded = load_policy(key[0], precision, key[2])
         self._policy = (key, loaded)
         return loaded
@@ -280,7 +229,7 @@ class ModelPool:
         self._drop_prm()
         from backend.loading.prm import load_hub_prm  # transformers: only for a hub PRM
 
-        with _loading(key[0]):
+        with loading(key[0]):
             scorer = load_hub_prm(*key)
         self._prm = (key, scorer)
         return scorer
@@ -291,7 +240,7 @@ class ModelPool:
         if self._second is not None and self._second[0] == key:
             return self._second[1]
         self._drop_second()
-        with _loading(key[0]):
+        with loading(key[0]):
             loaded = load_policy(key[0], precision, key[2])
         self._second = (key, loaded)
         return loaded
@@ -312,14 +261,14 @@ class ModelPool:
             k: r for k, r in self._runtimes.items() if _judge_model(r.scorer) is not model
         }
         self._second, self._second_engine = None, None
-        _free()
+        free()
 
     def _drop_policy(self) -> None:
         if self._policy is None:
             return
         log.info("releasing %s", self._policy[0])
         self._policy, self._engine, self._runtimes = None, None, {}
-        _free()
+        free()
 
     def _drop_prm(self) -> None:
         if self._prm is None:
@@ -327,7 +276,7 @@ class ModelPool:
         log.info("releasing PRM %s", self._prm[0])
         self._runtimes = {k: r for k, r in self._runtimes.items() if r.scorer is not self._prm[1]}
         self._prm = None
-        _free()
+        free()
 
     def _check_fits(
         self, policy: PolicyKey, prm: PrmKey | None, second: PolicyKey | None = None
@@ -372,22 +321,6 @@ def _gpu_bytes(held: Any) -> int:
 def _judge_model(scorer: StepScorer | None) -> Any:
     judge = getattr(scorer, "judge", scorer)
     return getattr(judge, "model", None)
-
-
-def _free() -> None:
-    gc.collect()
-    torch = sys.modules.get("torch")  # only a process that loaded a model through torch
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    _trim()
-
-
-def _trim() -> None:
-    """Hand the C allocator's free pages back to the system (glibc keeps freed small blocks for
-    reuse: a stopped run's memory would otherwise stay in the process's resident size)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 POOL = ModelPool()

@@ -135,7 +135,7 @@ def engine_search(model: Any, tokenizer: Any, quick: bool) -> dict[str, Any]:
     decode_tok_s = st.decode_tokens / max(st.decode_s, 1e-9)
     prompt_len = len(engine.template.prompt_ids(tokenizer, QUESTION))
     context = prompt_len + tree.compute.generated_tokens // max(1, 2 * n)
-    limit_ms = forward_ms(engine, n, context, steps=16, stock=True)
+    limit_ms = forward_ms(engine, n, context, steps=16)
     limit = n / (limit_ms / 1000)
     return {
         "search_s": round(wall, 2),

@@ -4,15 +4,14 @@
     .venv/bin/python -m benchmarks.golden_trees after.json       # on the new code
     cmp before.json after.json                                   # identical, or not
 
-32 searches through the step engine and the arithmetic checker on the embedded model: beam search
-N=8 M=4, DVTS N=8 M=2, lookahead N=4 M=2 and weighted Best-of-N N=4, on 2 prompts with seeds 0
-and 1, each once on a fresh engine and once on one engine shared by all (so what the store and
-the written-ahead steps carry from run to run counts too). The JSON holds every node (text,
-tokens, finish reason, scores, status history), the engine's counters but its times (calls,
-forwards, rows per forward, tokens decoded and written ahead, copied rows, prefetch hits,
-prefill tokens), and the keys of its store and of its written-ahead steps. About 2 minutes on 2
-cores. On the fp32 path fix the threads (`THINKTREE_THREADS=2`): fp32 sums depend on the thread
-count, which the tuner otherwise picks by timing.
+32 searches through the app's step engine (llama.cpp for the embedded model) and the arithmetic
+checker on the embedded model: beam search N=8 M=4, DVTS N=8 M=2, lookahead N=4 M=2 and weighted
+Best-of-N N=4, on 2 prompts with seeds 0 and 1, each once on a fresh engine and once on one
+engine shared by all (so what its store carries from run to run counts too). The JSON holds every
+node (text, tokens, finish reason, scores, status history), the engine's counters but its times
+(calls, forwards, rows per forward, tokens decoded, prefill tokens), and the keys of its store.
+About a minute on 2 cores. Same machine, same build, same thread count (`THINKTREE_THREADS`):
+llama.cpp's sums depend on all three.
 """
 
 from __future__ import annotations
@@ -22,15 +21,12 @@ import json
 import time
 
 from backend.catalog import catalog
-from backend.engine import StepEngine
-from backend.prompts import PromptTemplate
-from backend.runtime import get_policy
+from backend.runtime import get_policy, make_engine
 from backend.verifiers.arithmetic import ArithmeticPRM
 from strategies.config import SearchConfig
 from strategies.registry import run
 
-COUNTERS = ("calls", "decode_forwards", "forward_rows", "decode_tokens", "speculative_tokens",
-            "copied_rows", "two_ahead_tokens", "prefetch_hits", "prefill_tokens")  # fmt: skip
+COUNTERS = ("calls", "decode_forwards", "forward_rows", "decode_tokens", "prefill_tokens")
 PROMPTS = (
     "What is 17 + 25?",
     "A baker has 24 muffins and sells 3 boxes of 5. How many are left?",
@@ -50,11 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     name = catalog().default_policy
     policy = get_policy(name, args.precision)
-    template = PromptTemplate.load(catalog().get(name).prompt)
-    shared = StepEngine(policy.model, policy.tokenizer, template)
-    out = {"precision": policy.precision, "small_batch_int8": policy.small_batch_int8,
-           "small_batch_int4": policy.small_batch_int4, "fast": shared.fast is not None,
-           "small_batch_rows": shared.small_batch_rows, "runs": []}  # fmt: skip
+    prompt_name = catalog().get(name).prompt
+    shared = make_engine(policy, prompt_name)
+    out = {"engine": policy.engine, "precision": policy.precision, "runs": []}
     t0 = time.perf_counter()
     for seed in (0, 1):
         for prompt in PROMPTS:
@@ -63,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
                 for which in ("fresh", "shared"):
                     engine = shared
                     if which == "fresh":
-                        engine = StepEngine(policy.model, policy.tokenizer, template)
+                        engine = make_engine(policy, prompt_name)
                     tree = run(prompt, config, engine, ArithmeticPRM()).to_dict()
                     tree["compute"].pop("wall_s")
                     tree.pop("meta")
@@ -72,9 +66,6 @@ def main(argv: list[str] | None = None) -> None:
                         "tree": tree,
                         "stats": {k: getattr(engine.stats, k) for k in COUNTERS},
                         "store": sorted(str(k) for k in engine.store),
-                        "written_ahead": sorted(
-                            (str(k), len(v)) for k, v in engine.written.waiting.items()
-                        ),
                     })  # fmt: skip
             print(f"seed {seed}, {prompt[:24]}…: {time.perf_counter() - t0:.0f} s", flush=True)
     with open(args.out, "w") as f:

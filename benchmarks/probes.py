@@ -1,21 +1,19 @@
-"""Timing and correctness probes for one loaded policy model, shared by the precision script and benchmarks.
+"""Timing probes for one transformers policy model (the GPU benchmark's; GGUF models run in llama.cpp).
 
 Each probe calls the model's forward directly (no `generate`), because that is how the step engine
 drives it: prefill a prompt once, then decode one token per step for a batch with a KV cache.
 `generate` adds per-step overhead (logits processors, stopping checks) that would blur the
-comparison between precisions. `forward_ms` times the step engine's own forward over its KV slab:
-the machine's limit for the engine.
+comparison between precisions. `forward_ms` times the transformers step engine's own forward over
+its KV slab: the machine's limit for the engine.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import Cache
 
 from backend.engine import SlabLayer, StepEngine
@@ -33,32 +31,17 @@ def sync(device: torch.device | str) -> None:
 
 
 def forward_ms(
-    engine: StepEngine,
-    batch: int,
-    context: int,
-    steps: int = 8,
-    warmup: int = 2,
-    stock: bool = False,
-    shared: int = 0,
+    engine: StepEngine, batch: int, context: int, steps: int = 8, warmup: int = 2
 ) -> float:
-    """Median ms of one raw batched one-token forward of `engine` over `context` cached positions.
-
-    The forward the decode loop runs (preallocated KV slab, no padding, no sampling or
-    stopping logic; with the lean decoder, the first `shared` positions are one prefix that
-    all rows share, as a question's prompt is), or with `stock` the model's own forward over
-    a slab of the same size: the machine's limit for the model.
-    """
-    shared = 0 if stock or engine.fast is None else shared
+    """Median ms of one raw batched one-token forward of the transformers `engine` over `context`
+    cached positions: the forward its decode loop runs (preallocated KV slab, no padding, no
+    sampling or stopping logic), the machine's limit for the engine."""
     model, device = engine.model, engine.device
     with engine.lock, torch.inference_mode():
         layers = []
         for _ in range(model.config.num_hidden_layers):
-            k, v = empty_slab(model, batch, context - shared + warmup + steps + 1, device)
-            layer = SlabLayer(k, v, context - shared)
-            if shared:
-                kp, vp = empty_slab(model, 1, shared, device)
-                layer.prefix = (kp[0], vp[0])
-            layers.append(layer)
+            k, v = empty_slab(model, batch, context + warmup + steps + 1, device)
+            layers.append(SlabLayer(k, v, context))
         cache = Cache(layers=layers)
         ids = torch.randint(100, engine.vocab, (batch, 1), device=device)
         times = []
@@ -66,7 +49,7 @@ def forward_ms(
             pos = torch.full((batch, 1), context + i, device=device)
             sync(device)
             t0 = time.perf_counter()
-            engine._forward(ids, pos, cache, stock=stock)
+            engine._forward(ids, pos, cache)
             sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
@@ -131,81 +114,3 @@ def measure_prefill_s(
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-@torch.inference_mode()
-def greedy_tokens(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, new_tokens: int = 32
-) -> list[int]:
-    """Greedy continuation (token ids, at most `new_tokens`, EOS included) of a chat prompt."""
-    enc = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    ).to(_device_of(model))
-    out = model.generate(
-        **enc,
-        max_new_tokens=new_tokens,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return out[0, enc["input_ids"].shape[1] :].tolist()
-
-
-@torch.inference_mode()
-def teacher_forced_top1(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompt: str,
-    reference: Sequence[int],
-) -> float:
-    """Share of `reference` tokens that are also `model`'s argmax when fed the reference prefix.
-
-    Unlike greedy agreement, one early difference does not spoil the rest: every position is
-    judged on the same context, so this isolates the numerical error of a precision.
-    """
-    if not reference:
-        return 1.0
-    enc = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
-        return_dict=True,
-    )  # fmt: skip
-    prompt_ids = enc["input_ids"][0].tolist()
-    ids = torch.tensor([prompt_ids + list(reference)], device=_device_of(model))
-    # Positions len(prompt)-1 .. end-1 predict the reference tokens.
-    keep = torch.arange(len(prompt_ids) - 1, ids.shape[1] - 1, device=ids.device)
-    predicted = model(ids, logits_to_keep=keep).logits[0].argmax(-1)
-    return (predicted == ids[0, len(prompt_ids) :]).float().mean().item()
-
-
-@dataclass
-class Agreement:
-    """How closely greedy continuations follow the reference model's, over a set of prompts."""
-
-    exact: int  # prompts whose continuation matches the reference token for token
-    prompts: int
-    prefix_fraction: float  # mean share of reference tokens matched before the first difference
-
-
-def greedy_agreement(
-    reference: Sequence[Sequence[int]], candidate: Sequence[Sequence[int]]
-) -> Agreement:
-    """Compare greedy continuations prompt by prompt.
-
-    Counting the matched prefix rather than matching positions is deliberate: once two greedy runs
-    differ by one token, everything after it is shifted and positional matches mean nothing.
-    """
-    if len(reference) != len(candidate):
-        raise ValueError("reference and candidate need one continuation per prompt each")
-    fractions = []
-    exact = 0
-    for ref, cand in zip(reference, candidate, strict=True):
-        matched = 0
-        for a, b in zip(ref, cand, strict=False):
-            if a != b:
-                break
-            matched += 1
-        exact += list(ref) == list(cand)
-        fractions.append(matched / max(len(ref), 1))
-    return Agreement(exact, len(reference), statistics.fmean(fractions) if fractions else 1.0)

@@ -153,8 +153,8 @@ def _explorer(problems: list[tuple[str, str]]) -> dict:
         t0 = time.perf_counter()
         run = run_json(RunRequest.from_dict({"prompt": question}))
         out[name] = round(time.perf_counter() - t0, 1)
-        out[name.replace("_s", "_verdict")] = run.get("comparison", {}).get("bigger", {}).get(
-            "verdict"
+        out[name.replace("_s", "_verdict")] = (
+            run.get("comparison", {}).get("bigger", {}).get("verdict")
         )
     out["memory_mb_both_models"] = _status()
     return out

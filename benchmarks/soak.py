@@ -13,9 +13,10 @@ arithmetic checker; majority voting also runs without one), iterations, step and
 limits (small, so a run takes a second or so), temperature, top_p, aggregation, duplicate
 filtering, lookahead k, seed and question (a few one-line sums, the first ones of
 assets/problems/). One run in eight is stopped after a few frames, as the app's Stop does (the
-stream closed, `SearchTree.stop`), and the engine serves the next run anyway. With `--cpu both` even runs are native and odd ones avx2: a second process
-with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (set before torch loads), where "auto"
-precision is fp32 instead of this CPU's choice.
+stream closed, `SearchTree.stop`), and the engine serves the next run anyway. With `--cpu both`
+even runs are native and odd ones avx2: a second process running llama.cpp's AVX2-only build
+(LLAMA_CPP_LIB_PATH, scripts/build_llama.sh --avx2), with torch held to AVX2 too
+(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, set before torch loads) for the tiny model.
 
 Every frame at an iteration's end and the last one go through `strategies.invariants.tree_problems`;
 a run that raises is a crash, one that hangs past --run-timeout prints every thread's stack and
@@ -144,16 +145,13 @@ def load_model(name: str) -> tuple[Any, Any, Any, str]:
 
 
 def _smollm2_tokenizer() -> Any:
-    """The embedded SmolLM2's tokenizer, from its converted copy (made by the first load)."""
+    """The embedded SmolLM2's tokenizer as transformers reads it from the GGUF file."""
     from transformers import AutoTokenizer
 
-    from backend.catalog import models_cache_dir
-    from backend.runtime import get_policy
+    from backend.loading.policy import gguf_path
 
-    folder = models_cache_dir() / "smollm2-135m"
-    if not (folder / "tokenizer.json").is_file():
-        return get_policy("smollm2-135m", "fp32").tokenizer  # converts the GGUF once
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    path = gguf_path("smollm2-135m")
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
@@ -205,12 +203,21 @@ class Soaker:
         self.engines: dict[bool, Any] = {}
 
     def engine(self, speculate: bool):
-        from backend.engine import StepEngine
-
+        """The engine for a run: llama.cpp's for a GGUF model (one: it writes nothing ahead),
+        transformers' (with or without writing ahead) for the tiny random model."""
+        if hasattr(self.model, "kv"):
+            speculate = False
         if speculate not in self.engines:
-            self.engines[speculate] = StepEngine(
-                self.model, self.tokenizer, self.template, speculate=speculate
-            )
+            if hasattr(self.model, "kv"):
+                from backend.llama.engine import LlamaStepEngine
+
+                self.engines[speculate] = LlamaStepEngine(self.model, self.template)
+            else:
+                from backend.engine import StepEngine
+
+                self.engines[speculate] = StepEngine(
+                    self.model, self.tokenizer, self.template, speculate=speculate
+                )
         return self.engines[speculate]
 
     def run(self, r: SoakRun) -> dict[str, Any]:
@@ -319,16 +326,18 @@ def run_here(
 
 
 def _machine() -> str:
-    import torch
+    from backend.llama.native import cpu_build
 
-    return f"torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}),"
+    return f"{cpu_build()},"
 
 
 # ---- running in an avx2 process ------------------------------------------------------------------
 def run_avx2(runs: list[SoakRun], seed_base: int, model: str, cpu: str) -> list[dict[str, Any]]:
     """The runs in child processes held to AVX2; one that dies (a hang, a crash in native code)
     marks its run a crash, and the next child goes on from the run after it."""
-    env = {**os.environ, **AVX2_ENV}
+    lib = subprocess.run(["bash", "scripts/build_llama.sh", "--avx2"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip().splitlines()[-1]  # fmt: skip
+    env = {**os.environ, **AVX2_ENV, "LLAMA_CPP_LIB_PATH": lib}
     outcomes: dict[int, dict[str, Any]] = {}
     todo = [r.index for r in runs]
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ solutions to them: every sampled (and the greedy) solution, split into steps on 
 - "wrong arithmetic": a right-path step whose checked calculation had its result changed
   ("12 - 5 = 7" becomes "12 - 5 = 8"; label 0), in the context of the steps before it.
 Solutions come from `scripts/measure_prompts.py --json` (its texts, no generation here) or are
-sampled here with the StepEngine (--samples, temperature 0.8, seeded per problem).
+sampled here with the app's step engine (--samples, temperature 0.8, seeded per problem).
 For each verifier (arithmetic checker, the model judge, the checker in front of the judge in
 both ways of combining them, the policy judging itself) it prints AUROC over all labelled
 steps and over each pair of groups, and the accuracy of weighted Best-of-N over each problem's
@@ -234,13 +234,10 @@ def main(argv: list[str] | None = None) -> dict:
         ]  # fmt: skip
     else:
         from backend.catalog import catalog
-        from backend.engine import StepEngine
-        from backend.prompts import PromptTemplate
-        from backend.runtime import POOL
+        from backend.runtime import POOL, make_engine
 
         policy = POOL.policy(args.policy, args.precision)
-        template = PromptTemplate.load(args.template or catalog().get(args.policy).prompt)
-        engine = StepEngine(policy.model, policy.tokenizer, template)
+        engine = make_engine(policy, args.template or catalog().get(args.policy).prompt)
         solutions = sample_solutions(engine, problems, args.samples, args.max_tokens)
     sampled_s = time.perf_counter() - start
     items = labelled_steps(solutions)

@@ -1,7 +1,7 @@
 """Measure prompt templates on the embedded policy: format (steps, boxed answer) and accuracy.
 
 For each template, on the arithmetic problem set (assets/problems/arithmetic.json), through the
-StepEngine: one greedy full solution per problem (temperature 0, to the end) and --samples sampled
+app's step engine: one greedy full solution per problem (temperature 0, to the end) and --samples sampled
 full solutions per problem (temperature --temperature, seeded per problem). Reports per template:
   multi_step    share of greedy solutions with >= 2 non-empty steps separated by a blank line
   boxed         share of greedy solutions whose last step holds a complete \\boxed{...}
@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend.prompts import PROMPTS_DIR, PromptTemplate  # noqa: E402
+from backend.catalog import PROMPTS_DIR  # noqa: E402
+from backend.prompts import PromptTemplate  # noqa: E402
 from strategies.answers import answers_equal, extract_answer, group_answers  # noqa: E402
 from strategies.protocols import STEP_DELIMITER, Sampling  # noqa: E402
 
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=256, help="max tokens per solution")
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--precision", default="auto")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every problem")
     args = parser.parse_args(argv)
@@ -180,13 +181,12 @@ def main(argv: list[str] | None = None) -> dict:
     templates = [PromptTemplate.load(n) for n in names]  # fails early on an unknown name
     problems = load_problems(args.problems)[: args.limit]
 
-    from backend.engine import StepEngine
-    from backend.runtime import get_policy
+    from backend.runtime import get_policy, make_engine
 
     loaded = get_policy(args.model, args.precision)
     results = {}
     for template in templates:
-        engine = StepEngine(loaded.model, loaded.tokenizer, template)
+        engine = make_engine(loaded, template.name)
         results[template.name] = measure_template(engine, problems, args)
         print(f"done {template.name}: {results[template.name]['summary']}", file=sys.stderr)
 

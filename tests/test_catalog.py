@@ -199,9 +199,9 @@ def test_loaders_and_the_app_take_their_names_from_the_catalog():
     assert c.get("qwen2.5-coder-0.5b").short_name == "0.5B"
     assert all(c.prm_label(n) for n in c.prm_choices())
     assert c.get("llama-3.2-1b").prompt == "reference"
-    assert policy.resolve_precision("auto", "cuda", "smollm2-135m") == "bf16"
+    assert policy.resolve_precision("auto", "cuda", "smollm2-135m") == "gguf"  # its file's
     assert policy.resolve_precision("auto", "cuda", "qwen2.5-1.5b") == "nf4"
-    assert policy.resolve_precision("auto", "cpu", "qwen2.5-1.5b") in ("fp32", "bf16")  # per CPU
+    assert policy.resolve_precision("auto", "cpu", "qwen2.5-1.5b") == "fp32"
     assert policy.resolve_precision("int8", "cuda", "qwen2.5-1.5b") == "int8"
 
 

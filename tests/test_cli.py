@@ -31,16 +31,17 @@ def test_cli_beam_search_writes_a_run_json(tmp_path):
     assert "answer:" in proc.stdout and "compute:" in proc.stdout
     assert "iteration  1" in proc.stderr  # the progress display
     data = json.loads(out.read_text())
-    # what "auto" chose on this CPU, and why, in the output and the run JSON
-    assert f"precision: {data['meta']['precision_reason']}" in proc.stdout
-    assert data["meta"]["precision_reason"].startswith(data["meta"]["precision"] + ":")
+    # the weights as run (the GGUF's own quantization, which llama.cpp build), printed and kept
+    assert f"weights: {data['meta']['precision_reason']}" in proc.stdout
+    assert data["meta"]["precision_reason"].startswith("Q4_1, as the GGUF file stores it")
+    assert "(llama.cpp on cpu, " in proc.stdout
     tree = SearchTree.from_dict(data)
     assert tree.done and tree.strategy == "beam_search"
     steps = [n for n in tree.nodes if n.parent is not None]
     assert steps and all(n.score is not None for n in steps)  # every step has a PRM score
     assert all(0 <= n.score <= 1 for n in steps)
     assert data["meta"]["model"] == "smollm2-135m" and data["meta"]["prm"] == "arithmetic"
-    assert data["meta"]["precision"] in ("fp32", "bf16", "nf4") and data["meta"]["threads"] >= 1
+    assert data["meta"]["precision"] == "gguf" and data["meta"]["threads"] >= 1
     assert data["compute"]["generated_tokens"] == sum(n.tokens for n in steps)
     # majority voting at the same N ran beside it, printed and in the JSON, as the API has it
     assert "majority voting at N=4:" in proc.stdout

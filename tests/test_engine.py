@@ -35,7 +35,9 @@ def new_ids(hf_engine, partial: tuple[str, ...], step: str) -> tuple[list[int], 
 
 def test_greedy_steps_match_generate_after_pruning_and_reexpansion(hf_policy, hf_engine):
     # iteration 1: four sampled first steps from the shared prompt prefix
-    first = [s.text for s in hf_engine.next_steps(Q, [[]], 4, Sampling(seed=7, max_step_tokens=48))[0]]
+    first = [
+        s.text for s in hf_engine.next_steps(Q, [[]], 4, Sampling(seed=7, max_step_tokens=48))[0]
+    ]
     first = [s for s in first if STEP_DELIMITER in s]
     assert len(first) >= 2
     # iteration 2: "prune" to two beams, in a new order, and re-expand each to two greedy copies
@@ -259,7 +261,9 @@ def test_a_new_question_reads_only_its_own_tokens(hf_policy, hf_engine):
     other = "Tom buys 4 packs of 6 pens and loses 5 pens. How many pens does he have?"
     fresh.warm(other)  # what a first request reads, without decoding
     read = fresh.stats.prefill_tokens
-    assert read == len(hf_engine.template.prompt_ids(hf_policy.tokenizer, other)) - 1  # last: pending
+    assert (
+        read == len(hf_engine.template.prompt_ids(hf_policy.tokenizer, other)) - 1
+    )  # last: pending
     assert fresh.stats.decode_forwards == 0 and (other, ()) in fresh.store
     (step,) = fresh.next_steps(Q, [[]], 1, GREEDY)[0]
     prompt = hf_engine.template.prompt_ids(hf_policy.tokenizer, Q)
@@ -289,7 +293,9 @@ def test_ranking_picks_the_rows_to_copy_and_stops_the_copies_of_the_rest():
     assert c not in favored
 
 
-def test_likely_survivors_are_written_ahead_in_as_many_copies_as_the_next_call_asks(hf_policy, hf_engine):
+def test_likely_survivors_are_written_ahead_in_as_many_copies_as_the_next_call_asks(
+    hf_policy, hf_engine
+):
     """With the search's hints (how many it keeps and how it ranks them), the rows the search
     will likely keep are copied when their step ends and each copy writes a next step ahead; the
     next call takes one per continuation. Greedy, every copy must write what the plain path

@@ -155,9 +155,9 @@ def test_the_catalog_describes_the_two_offline_qwen_models():
 
 
 @pytest.mark.model
-def test_the_offline_qwen_coder_0_5b_runs_a_search_on_the_engine():
-    """The real model from its assembled GGUF: converted once, then the lean decoder and small-batch
-    copies, as the embedded model has them."""
+def test_the_offline_qwen_coder_0_5b_runs_a_search_in_llama_cpp():
+    """The real model from its assembled GGUF, read as the file stores it (Q5_0, Q8_0, Q4_K,
+    Q6_K), in llama.cpp: a beam search, and its arithmetic done greedily."""
     from backend.loading.policy import gguf_path
     from backend.runtime import ModelPool
     from strategies.config import SearchConfig
@@ -168,35 +168,32 @@ def test_the_offline_qwen_coder_0_5b_runs_a_search_on_the_engine():
     pool = ModelPool()  # its own: the process's pool keeps the embedded model for other tests
     runtime = pool.runtime("qwen2.5-coder-0.5b", "arithmetic", "auto")
     meta = runtime.meta()
-    assert meta["model_source"] in ("gguf", "gguf-converted-cache")
-    assert meta["lean_decoder"] is True and meta["small_batch_int8"] > 0
-    # of its 97 bias-free matrices (q/k/v carry biases), the 12 Q4_K ones read exact 4-bit copies
-    # (up to 8 rows), the Q5_0 / Q6_K / Q8_0 ones int8
-    from backend.kernels.small_batch import SmallBatchLinear
-
-    kinds = [m.kind for m in runtime.policy.model.modules() if isinstance(m, SmallBatchLinear)]
-    assert (kinds.count("int4"), kinds.count("int8")) == (12, 85)
-    assert meta["small_batch_int4"] == 8
+    assert (meta["model_source"], meta["engine"], meta["precision"]) == (
+        "gguf",
+        "llama.cpp",
+        "gguf",
+    )
+    assert meta["precision_reason"].startswith("Q4_K - Medium")  # llama.cpp's name for the mix
     beam = SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=3)
     tree = run("Tom has 3 bags with 4 apples each. How many apples?", beam, runtime.generator,
                runtime.scorer)  # fmt: skip
     assert tree.done and tree.answer is not None and tree.compute.generated_tokens > 0
-    # the weights as the GGUF holds them (fp32, no copies): the model does its arithmetic
-    exact = pool.runtime("qwen2.5-coder-0.5b", "arithmetic", "fp32")
     greedy = SearchConfig(strategy="majority_vote", n=1, temperature=0.0, max_iterations=4)
-    tree = run("What is 12 times 7?", greedy, exact.generator, exact.scorer)
+    tree = run("What is 12 times 7?", greedy, runtime.generator, runtime.scorer)
     assert tree.done and tree.answer == "84"
     pool.release()
 
 
 def test_an_offline_model_that_is_not_installed_says_how_to_install_it(tmp_path, monkeypatch):
     """No parts, no assembled file, no hub: a message the app shows, not a traceback."""
+    import transformers
+
     from backend.loading import policy
 
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     monkeypatch.setattr(PartedGGUF, "part_files", lambda self: None)
-    monkeypatch.setattr(policy.AutoModelForCausalLM, "from_pretrained", offline)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", offline)
     with pytest.raises(ModelNotInstalled, match=r"'qwen2\.5-coder-0\.5b' is not installed.*setup"):
-        policy.load_policy("qwen2.5-coder-0.5b", "fp32", "cpu", cache_dir=tmp_path)
+        policy.load_policy("qwen2.5-coder-0.5b", "auto", "cpu", cache_dir=tmp_path)

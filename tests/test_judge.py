@@ -17,7 +17,15 @@ SOLS = [
 
 
 @pytest.mark.model
-def test_reads_yes_and_no_and_matches_a_manual_forward(policy):
+def test_reads_yes_and_no_and_matches_a_plain_read_in_llama_cpp(policy):
+    """The self-judge on the embedded model, in llama.cpp: P(yes) from a batch of prompts read
+    together agrees with each prompt read alone in a context of its own (within llama.cpp's
+    rounding between batch shapes), and a judge that reads one prompt at a time matches that
+    plain read exactly."""
+    import numpy as np
+
+    from backend.llama.sequences import Sequences
+
     judge = JudgePRM(policy.model, policy.tokenizer)
     tok = policy.tokenizer
     assert tok.decode([judge.yes_id]) == "Yes" and tok.decode([judge.no_id]) == "No"
@@ -25,13 +33,17 @@ def test_reads_yes_and_no_and_matches_a_manual_forward(policy):
     assert [len(s) for s in scores.steps] == [2, 1]
     assert all(0.0 <= x <= 1.0 for row in scores.steps for x in row)
     assert scores.tokens > 0
-    # the batched, left-padded read-out equals a plain batch-1 forward on the same prompt
-    prompt = judge.judge_prompt(Q, SOLS[1])
-    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
-    with torch.inference_mode():
-        logits = policy.model(**ids).logits[0, -1]
-    p = torch.softmax(logits[[judge.yes_id, judge.no_id]].float(), -1)[0].item()
-    assert scores.steps[1][0] == pytest.approx(p, abs=1e-4)
+    ids = tok.encode(judge.judge_prompt(Q, SOLS[1]))
+    kv = Sequences(policy.model.native, policy.model.threads)
+    try:
+        at = kv.prefill(kv.new(), ids, 0, hidden=False)
+        yes, no = kv.ctx.logits(at)[[judge.yes_id, judge.no_id]].astype(np.float64)
+    finally:
+        kv.close()
+    plain = 1.0 / (1.0 + np.exp(no - yes))
+    assert scores.steps[1][0] == pytest.approx(plain, abs=0.05)
+    alone = JudgePRM(policy.model, policy.tokenizer, batch_size=1).score(Q, SOLS)
+    assert alone.steps[1][0] == pytest.approx(plain, abs=1e-5)
 
 
 @pytest.mark.model

@@ -152,7 +152,7 @@ def test_rows_decoded_together_equal_rows_decoded_one_by_one(policy, engine):
     distributions at every step agree within llama.cpp's rounding (`assert_close`)."""
     eng = fresh(policy, engine)
     partials = [(), ("Sara has 5 x 6 = 30 pencils.\n\n",), ("Each box has 6 pencils.\n\n",)]
-    states = [eng._resolve(Q, p) for p in partials]
+    states = [eng.partials.resolve(Q, p) for p in partials]
     feed = eng.tokenizer.encode("So she has 30 - 7 = 23 pencils left.")
     kv = eng.kv
 
@@ -209,7 +209,9 @@ def test_streamed_steps_come_as_rows_end_and_match_next_steps(policy, engine):
     tokens = [step.tokens for _, step in streamed]
     assert tokens == sorted(tokens)  # rows decode in lockstep: shorter steps end first
     whole = fresh(policy, engine).next_steps(Q, partials, 3, sampling)
-    assert dict(streamed) == {i * 3 + j: s for i, row in enumerate(whole) for j, s in enumerate(row)}
+    assert dict(streamed) == {
+        i * 3 + j: s for i, row in enumerate(whole) for j, s in enumerate(row)
+    }
 
 
 def test_rows_stop_at_the_step_delimiter_and_at_their_limits(policy, engine):
@@ -301,7 +303,9 @@ def test_stop_ends_a_call_and_frees_its_rows(policy, engine):
     next(stream)
     stream.close()  # what Stop does between two steps
     live = eng.kv.ctx.n_seq - eng.kv.free_ids  # only what is stored is left, no row
-    assert live == len(eng.store) + (eng._head is not None and eng.kv.valid(eng._head.seq))
+    assert live == len(eng.store) + (
+        eng.partials.head is not None and eng.kv.valid(eng.partials.head.seq)
+    )
     (step,) = eng.next_steps(Q, [[]], 1, GREEDY)[0]  # and the engine goes on
     assert step.tokens >= 1
 

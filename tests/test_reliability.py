@@ -16,10 +16,10 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-import torch
 
 import app.handlers
 import app.service
+import backend.loading.failures
 import backend.runtime
 from app.admission import Busy, Gate
 from app.control import RunControl
@@ -265,7 +265,7 @@ def test_stop_frees_the_runs_memory_and_the_next_run_works():
     # ended in the iteration it was stopped in (within about one step: the engine's next one)
     assert tree.stopped == "stopped" and tree.iteration == 3 and tree_problems(tree) == []
     print(f"ended {waited:.2f} s after Stop")
-    assert not [key for key in engine.store if key[1]] and not engine.written.waiting
+    assert not [key for key in engine.store if key[1]]
     after = _rss()
     print(f"rss before {before / 2**20:.0f} MiB, peak {peak / 2**20:.0f}, after "
           f"{after / 2**20:.0f}")  # fmt: skip
@@ -346,7 +346,7 @@ def test_a_model_that_cannot_load_is_a_message_and_the_default_still_serves(monk
     real = backend.runtime.load_policy
     faults = {
         "qwen2.5-coder-0.5b": OSError("GGUF header is corrupt: unexpected magic b'\\x00\\x00'"),
-        "qwen2.5-coder-1.5b": torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+        "qwen2.5-coder-1.5b": MemoryError("failed to allocate 2147483648 bytes"),
     }
 
     def load(name, *args, **kwargs):
@@ -358,15 +358,15 @@ def test_a_model_that_cannot_load_is_a_message_and_the_default_still_serves(monk
     monkeypatch.setattr(gguf_parts, "installed", lambda *a: True)
     pool = backend.runtime.ModelPool()
     with pytest.raises(
-        backend.runtime.ModelLoadError,
+        backend.loading.failures.ModelLoadError,
         match=r"Could not load qwen2.5-coder-0.5b "
         r"\(OSError: GGUF header is corrupt.*delete .*run `bash scripts/setup.sh`",
     ):
-        pool.runtime("qwen2.5-coder-0.5b", "arithmetic", "fp32")
-    with pytest.raises(backend.runtime.ModelLoadError, match="Out of memory while loading "
+        pool.runtime("qwen2.5-coder-0.5b", "arithmetic", "auto")
+    with pytest.raises(backend.loading.failures.ModelLoadError, match="Out of memory while loading "
                        "qwen2.5-coder-1.5b: choose a smaller model or precision"):  # fmt: skip
-        pool.runtime("qwen2.5-coder-1.5b", "arithmetic", "fp32")
-    runtime = pool.runtime("smollm2-135m", "arithmetic", "fp32")  # the default loads and serves
+        pool.runtime("qwen2.5-coder-1.5b", "arithmetic", "auto")
+    runtime = pool.runtime("smollm2-135m", "arithmetic", "auto")  # the default loads and serves
     monkeypatch.setattr(backend.runtime, "get_runtime", lambda *a, **k: runtime)
     assert _last(stream_run(_request(max_iterations=2))).done
 
@@ -378,12 +378,17 @@ def test_a_corrupt_gguf_file_is_a_clear_message(monkeypatch, tmp_path):
     bad = tmp_path / "models" / "gguf" / "qwen2.5-coder-0.5b.gguf"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"GGUF" + os.urandom(4096))
-    monkeypatch.setattr(backend.loading.policy, "gguf_path", lambda name, cache=None: bad)
+    real = backend.loading.policy.gguf_path
+    monkeypatch.setattr(backend.loading.policy, "gguf_path",
+                        lambda name, cache=None: bad if name == "qwen2.5-coder-0.5b" else real(name))  # fmt: skip
     monkeypatch.setattr(gguf_parts, "installed", lambda *a: True)
     pool = backend.runtime.ModelPool()
-    with pytest.raises(backend.runtime.ModelLoadError, match="Could not load qwen2.5-coder-0.5b"):
-        pool.runtime("qwen2.5-coder-0.5b", "arithmetic", "fp32")
-    assert not (tmp_path / "models" / "qwen2.5-coder-0.5b").exists()  # no half-written copy
+    with pytest.raises(
+        backend.loading.failures.ModelLoadError,
+        match="Could not load qwen2.5-coder-0.5b.*could not read the GGUF file",
+    ):
+        pool.runtime("qwen2.5-coder-0.5b", "arithmetic", "auto")
+    assert pool.runtime("smollm2-135m", "arithmetic").generator is not None  # and serves on
 
 
 def test_a_model_that_is_not_installed_is_refused_before_the_loaded_one_goes(monkeypatch,
@@ -392,9 +397,9 @@ def test_a_model_that_is_not_installed_is_refused_before_the_loaded_one_goes(mon
     monkeypatch.setattr(gguf_parts, "installed", lambda *a: False)
     pool = backend.runtime.ModelPool()
     held = object()
-    pool._policy = (("smollm2-135m", "fp32", "cpu", False), held)
+    pool._policy = (("smollm2-135m", "gguf", "cpu"), held)
     with pytest.raises(gguf_parts.ModelNotInstalled, match="install it with `bash scripts/setup"):
-        pool.runtime("qwen2.5-coder-0.5b", "arithmetic", "fp32")
+        pool.runtime("qwen2.5-coder-0.5b", "arithmetic", "auto")
     assert pool._policy[1] is held  # nothing was dropped for a model that cannot load
 
 
@@ -427,7 +432,7 @@ def test_faults_are_messages_through_the_served_app(monkeypatch):
 
     def flaky(request, control=None):
         if state["fail"]:
-            raise backend.runtime.ModelLoadError("Could not load the model (test)")
+            raise backend.loading.failures.ModelLoadError("Could not load the model (test)")
         return real(request, control)
 
     monkeypatch.setattr(app.handlers, "run_json", flaky)

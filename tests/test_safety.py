@@ -116,7 +116,7 @@ def test_every_loader_call_refuses_remote_code_in_so_many_words():
                 given_ = {k.arg: k.value for k in node.keywords}
                 ok = REMOTE_CODE in given_ and _is_false(given_[REMOTE_CODE])
                 calls.append((f"{path.relative_to(ROOT)}:{node.lineno}", ok))
-    assert len(calls) >= 8  # policy.py: GGUF, its converted copy, the hub; prm.py: model, tokenizer
+    assert len(calls) >= 4  # policy.py: the hub's model and tokenizer; prm.py: the same
     assert [where for where, ok in calls if not ok] == []
 
 
@@ -155,7 +155,7 @@ def no_loading(monkeypatch):
     for cls in (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel):
         monkeypatch.setattr(cls, "from_pretrained", refuse)
     monkeypatch.setattr(backend.runtime, "load_policy", refuse)
-    monkeypatch.setattr(backend.runtime, "load_hub_prm", refuse)
+    monkeypatch.setattr(backend.loading.prm, "load_hub_prm", refuse)
 
 
 @pytest.mark.parametrize("name", UNCATALOGUED)

@@ -116,9 +116,10 @@ class _Handle:
         raise NotImplementedError
 
     def __del__(self) -> None:
-        try:
+        # at interpreter exit the library (and contextlib) may be unloaded already
+        try:  # noqa: SIM105
             self.close()
-        except Exception:  # at interpreter exit the library may be unloaded already
+        except Exception:
             pass
 
 
@@ -192,7 +193,6 @@ class Model(_Handle):
         if self.ptr:
             lib().llama_model_free(self.ptr)
             self.ptr = None
-
 
 
 class Context(_Handle):
@@ -276,7 +276,6 @@ class Context(_Handle):
             self.ptr = None
 
 
-
 class Batch(_Handle):
     """A `llama_batch` of up to `capacity` tokens, each in one sequence."""
 
@@ -307,7 +306,6 @@ class Batch(_Handle):
             self.raw = None
 
 
-
 class Sampler(_Handle):
     """llama.cpp's sampler chain for one row: greedy, or temperature + top-p + a seeded draw."""
 
@@ -332,4 +330,3 @@ class Sampler(_Handle):
         if self.ptr:
             lib().llama_sampler_free(self.ptr)
             self.ptr = None
-

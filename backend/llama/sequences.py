@@ -111,10 +111,12 @@ class Sequences:
         n_seq = _power_of_two(in_use + seqs, MIN_SEQ, MAX_SEQ)
         self._make(size, max(n_seq, self.ctx.n_seq))
 
-    def shrink(self) -> None:
-        """Back to the smallest context (everything is dropped): what a stopped run gives back."""
+    def shrink(self) -> bool:
+        """Back to the smallest context, if it grew (everything is dropped then: True)."""
         if self.ctx.n_ctx > MIN_CELLS or self.ctx.n_seq > MIN_SEQ:
             self._make(MIN_CELLS, MIN_SEQ)
+            return True
+        return False
 
     def new(self, parent: Seq | None = None) -> Seq:
         """An empty sequence, or a fork of `parent` (sharing its cells)."""

@@ -115,7 +115,9 @@ def resolve_device(device: str = "auto") -> str:
 def _cuda_available() -> bool:
     """Whether torch sees a GPU, asked only where one may be (an NVIDIA driver, or ZeroGPU's
     `spaces`): a process that runs GGUF models in llama.cpp then never loads torch (~0.4 GB)."""
-    maybe = "torch" in sys.modules or "spaces" in sys.modules or Path("/proc/driver/nvidia").exists()
+    maybe = (
+        "torch" in sys.modules or "spaces" in sys.modules or Path("/proc/driver/nvidia").exists()
+    )
     if not maybe or importlib.util.find_spec("torch") is None:
         return False
     import torch
@@ -123,7 +125,9 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def choose_precision(precision: str, device: str, name: str | None = None) -> tuple[str, str]:
+def choose_precision(
+    precision: str, device: str, name: str | None = None, cache_dir: Path | None = None
+) -> tuple[str, str]:
     """(precision, why) for a precision asked for on `device` by policy or PRM `name`.
 
     A policy run from its GGUF file has the file's precision ("gguf") and refuses any other.
@@ -132,7 +136,7 @@ def choose_precision(precision: str, device: str, name: str | None = None) -> tu
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     models = model_catalog.catalog()
-    if name in models.names("policy") and runs_from_gguf(name):
+    if name in models.names("policy") and runs_from_gguf(name, cache_dir):
         if precision != "auto":
             raise ValueError(
                 f"{name} runs from its GGUF file in llama.cpp, at the precision the file stores "
@@ -182,7 +186,7 @@ def load_policy(
             time.perf_counter() - start, why,
         )  # fmt: skip
     else:
-        loaded = _load_from_hub(name, precision, resolve_device(device), start)
+        loaded = _load_from_hub(name, precision, resolve_device(device), start, cache_dir)
     logger.info(
         "loaded %s (%s, %s on %s, %d threads) in %.1f s; %s", name, loaded.source,
         loaded.precision, loaded.device, loaded.threads, loaded.load_s, loaded.precision_reason,
@@ -190,7 +194,9 @@ def load_policy(
     return loaded
 
 
-def _load_from_hub(name: str, precision: str, device: str, start: float) -> LoadedModel:
+def _load_from_hub(
+    name: str, precision: str, device: str, start: float, cache_dir: Path | None
+) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -201,7 +207,7 @@ def _load_from_hub(name: str, precision: str, device: str, start: float) -> Load
         torch.set_num_threads(default_threads())
 
     entry = model_catalog.get(name, "policy")
-    resolved, reason = choose_precision(precision, device, name)
+    resolved, reason = choose_precision(precision, device, name, cache_dir)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             entry.hub_id, **weights_kwargs(resolved, device), trust_remote_code=False
