@@ -158,7 +158,8 @@ REQUEST_HELP = {
     "prompt": "the (math) question to solve",
     "model": "the policy model, a name from assets/models.json",
     "prm": f"the PRM (step judge), a name from assets/models.json, or {NO_PRM!r}",
-    "precision": "auto (what runs fastest here), fp32, bf16, int8 or nf4",
+    "precision": "for a hub model: auto (nf4 on a GPU, fp32 on a CPU), fp32, bf16, int8 or nf4; "
+    "an offline model runs at its GGUF file's own (auto)",
     "expected": "the answer you expect, marked right or wrong beside the votes",
     "compare": "also run majority voting at the same N, for comparison",
     "bigger": "with compare: the bigger model that answers alone, greedy and by majority at equal "

@@ -75,13 +75,14 @@ def system_info() -> str:
 
 
 def cpu_build() -> str:
-    """The CPU features the loaded llama.cpp library was built for: "AVX2 FMA F16C ..." (an
-    AVX2-only build names no AVX512)."""
+    """The vector instructions the loaded llama.cpp library was built for: "llama.cpp for AVX2
+    FMA AVX512 ..." (an AVX2-only build names no AVX512)."""
     features = []
     for part in system_info().split("|"):
         key, _, value = part.rpartition(":")[2].partition("=")
-        if value.strip() == "1":
-            features.append(key.strip())
+        key = key.strip()
+        if value.strip() == "1" and key.startswith(("AVX2", "AVX512", "AVX_VNNI", "AMX", "FMA")):
+            features.append(key)
     return "llama.cpp for " + " ".join(features)
 
 
