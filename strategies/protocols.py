@@ -8,7 +8,7 @@ and every call carries what it needs to be reproducible (the seed is in `Samplin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -122,3 +122,14 @@ class StreamingStepGenerator(StepGenerator, Protocol):
         Every index in `range(len(partials) * n)` comes exactly once.
         """
         ...
+
+
+def collect(
+    stream: Iterable[tuple[int, GeneratedStep]], partials: int, n: int
+) -> list[list[GeneratedStep]]:
+    """`next_steps`' result (per partial, its `n` steps) from `stream_steps`' pairs: what a
+    streaming generator's `next_steps` returns."""
+    results: list[GeneratedStep | None] = [None] * (partials * n)
+    for index, step in stream:
+        results[index] = step
+    return [[results[i * n + j] for j in range(n)] for i in range(partials)]

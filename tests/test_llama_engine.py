@@ -323,3 +323,37 @@ def test_a_damaged_gguf_file_is_refused_with_a_clear_error(tmp_path):
     junk.write_bytes(b"GGUF" + os.urandom(4096))
     with pytest.raises(ValueError, match="damaged or truncated"):
         GGUFModel(junk)
+
+
+def test_the_token_limit_ends_a_real_run_with_its_tree(monkeypatch):
+    """Through the app's own path on the real engine: the run ends at its token cap, its tree
+    kept and sound, and the next run is normal."""
+    from app.service import RunRequest, stream_run
+    from strategies.config import SearchConfig
+    from strategies.invariants import tree_problems
+
+    config = SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=6, seed=1)
+    request = RunRequest(Q, config, model="smollm2-135m", prm="arithmetic", compare=False)
+    monkeypatch.setenv("THINKTREE_MAX_RUN_TOKENS", "60")
+    (tree,) = deque(stream_run(request), maxlen=1)
+    assert tree.stopped == "token limit (60 tokens)" and tree.answer is None
+    assert len(tree.nodes) > 1 and tree_problems(tree) == []
+    monkeypatch.delenv("THINKTREE_MAX_RUN_TOKENS")
+    (tree,) = deque(stream_run(request), maxlen=1)
+    assert tree.done and not tree.stopped
+
+
+def test_without_llama_cpp_a_gguf_model_says_how_to_build_it(monkeypatch):
+    """A machine where the build failed: picking an offline model is a message naming what is
+    missing, and nothing else breaks."""
+    from backend.loading.failures import ModelLoadError
+    from backend.runtime import ModelPool
+
+    def missing():
+        raise native.LlamaUnavailable(
+            f"llama.cpp is not available (ImportError): {native.BUILD_HINT}."
+        )
+
+    monkeypatch.setattr(native, "lib", missing)
+    with pytest.raises(ModelLoadError, match=r"smollm2-135m runs in llama\.cpp.*cmake and a C\+\+"):
+        ModelPool().runtime("smollm2-135m", "arithmetic")

@@ -16,7 +16,7 @@ from backend.engine.speculation import WrittenAhead
 from backend.engine.state import EngineStats, Row, RowState
 from backend.prompts import PromptTemplate
 from backend.stopping import END_TOKENS, StopChecks, as_whole_solution
-from strategies.protocols import GeneratedStep, Sampling
+from strategies.protocols import GeneratedStep, Sampling, collect
 
 # speculation (backend/engine/decode.py): at most this many continuations of one partial
 # solution are written ahead (the app's default beam width)
@@ -82,10 +82,7 @@ class StepEngine:
         n: int,
         sampling: Sampling,
     ) -> list[list[GeneratedStep]]:
-        results: list[GeneratedStep | None] = [None] * (len(partials) * n)
-        for index, step in self.stream_steps(question, partials, n, sampling):
-            results[index] = step
-        return [[results[i * n + j] for j in range(n)] for i in range(len(partials))]
+        return collect(self.stream_steps(question, partials, n, sampling), len(partials), n)
 
     def stream_steps(
         self,

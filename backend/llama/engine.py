@@ -40,7 +40,7 @@ from backend.llama.partials import Key, NoRoom, Partials, State
 from backend.llama.sequences import Seq
 from backend.prompts import PromptTemplate
 from backend.stopping import StopChecks
-from strategies.protocols import GeneratedStep, Sampling
+from strategies.protocols import GeneratedStep, Sampling, collect
 
 
 @dataclass(eq=False)
@@ -103,10 +103,7 @@ class LlamaStepEngine:
     def next_steps(
         self, question: str, partials: Sequence[Sequence[str]], n: int, sampling: Sampling
     ) -> list[list[GeneratedStep]]:
-        results: list[GeneratedStep | None] = [None] * (len(partials) * n)
-        for index, step in self.stream_steps(question, partials, n, sampling):
-            results[index] = step
-        return [[results[i * n + j] for j in range(n)] for i in range(len(partials))]
+        return collect(self.stream_steps(question, partials, n, sampling), len(partials), n)
 
     def stream_steps(
         self, question: str, partials: Sequence[Sequence[str]], n: int, sampling: Sampling

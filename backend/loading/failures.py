@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 
 from backend.catalog import models_cache_dir
+from backend.llama.native import LlamaUnavailable
 from backend.loading import gguf_parts
 from backend.loading.policy import loads_offline
 
@@ -44,6 +45,9 @@ def loading(name: str) -> Iterator[None]:
     except gguf_parts.ModelNotInstalled:  # says how to install it
         free()
         raise
+    except LlamaUnavailable as err:  # the build failed or never ran: says what is missing
+        free()
+        raise ModelLoadError(f"{name} runs in llama.cpp, which is not built here: {err}") from err
     except Exception as err:  # a damaged file, a hash that does not match, no memory
         free()
         if is_out_of_memory(err):
