@@ -50,7 +50,7 @@ GGUF_KEYS = ({"package", "file"}, {"parts", "count", "size", "sha256", "architec
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # packed 4-bit weight + double-quantized block constants
 _QUANTIZED_BYTES = {"int8": 1.0, "nf4": NF4_BYTES}
 _FULL_BYTES = {"fp32": 4.0, "bf16": 2.0}
-# A name is one short path component (the converted copy's folder is named after it), never a
+# A name is one short path component (an assembled GGUF file is named after it), never a
 # hub id or a path: "evil/model", "../x" and "/tmp/x" can be no model's name.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 RESERVED_NAMES = ("auto", NO_PRM)  # menu choices that are no model ("auto": the catalog's pick)
@@ -268,7 +268,7 @@ def catalog() -> Catalog:
 
 
 def models_cache_dir() -> Path:
-    """Where converted and assembled models live: `$THINKTREE_CACHE/models`, default
+    """Where assembled models live: `$THINKTREE_CACHE/models`, default
     `~/.cache/thinktree/models`."""
     root = os.environ.get("THINKTREE_CACHE")
     return (Path(root) if root else Path.home() / ".cache" / "thinktree") / "models"

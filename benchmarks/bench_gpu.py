@@ -152,20 +152,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--tokenizer",
-        help="a tokenizer folder for the step-engine search (default: the embedded SmolLM2's "
-        "converted copy, when the app has run once); 'none' skips the search",
+        help="a tokenizer folder for the step-engine search (default: the embedded SmolLM2's, "
+        "read from its GGUF file); 'none' skips the search",
     )
     ap.add_argument("--quick", action="store_true", help="small settings: a smoke run")
     ap.add_argument("--precisions", default="bf16,nf4")
     args = ap.parse_args(argv)
-    folder = args.tokenizer
-    if folder is None:
-        from backend.catalog import catalog
-        from backend.loading.policy import models_cache_dir
+    tokenizer = None
+    if args.tokenizer is None:
+        from backend.loading.policy import gguf_path
 
-        embedded = models_cache_dir() / catalog().default_policy
-        folder = str(embedded) if (embedded / "tokenizer.json").is_file() else "none"
-    tokenizer = AutoTokenizer.from_pretrained(folder) if folder != "none" else None
+        path = gguf_path("smollm2-135m")
+        if path is not None:
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    elif args.tokenizer != "none":
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     result = gpu_benchmark(args.precisions.split(","), tokenizer, quick=args.quick)
     print(json.dumps(result, indent=1))
     return result

@@ -35,7 +35,9 @@ build() {  # build <folder> <cmake args>: the wheel, unless the folder already h
   command -v cmake >/dev/null || missing+=(cmake)
   command -v c++ >/dev/null || command -v g++ >/dev/null || missing+=("a C++ compiler (g++)")
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "llama.cpp cannot be built here: ${missing[*]} missing (on Debian: apt-get install cmake g++)." >&2
+    local what
+    what=$(printf '%s and ' "${missing[@]}")
+    echo "llama.cpp cannot be built here: ${what% and } missing (on Debian: apt-get install cmake g++)." >&2
     echo "The app starts without the offline models until it is built (bash scripts/setup.sh)." >&2
     exit 3
   fi

