@@ -7,10 +7,8 @@ is allocated once.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,23 +33,10 @@ class GGUFModel:
         self.lock = threading.RLock()
 
     @property
-    def n_params(self) -> int:
-        return self.native.n_params
-
-    @property
     def quantization(self) -> str:
         """The file's quantization as llama.cpp names it ("Q4_K - Medium")."""
         desc = self.native.describe()  # "qwen2 1B Q4_K - Medium"
         return desc.split(" ", 2)[-1] if desc.count(" ") >= 2 else desc
-
-    @cached_property
-    def sha256(self) -> str:
-        """The file's sha256 (read once; a trained head names the file it was trained on)."""
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-        return digest.hexdigest()
 
     def last_logits(self, prompts: Sequence[list[int]], tokens: Sequence[int]) -> np.ndarray:
         """For each prompt (token ids), the logits of `tokens` at its last position: an array of

@@ -144,8 +144,6 @@ class Model(_Handle):
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.n_embd = ll.llama_model_n_embd(self.ptr)
         self.n_layer = ll.llama_model_n_layer(self.ptr)
-        self.n_params = ll.llama_model_n_params(self.ptr)
-        self.size = ll.llama_model_size(self.ptr)
         self._pieces: dict[int, bytes] = {}
 
     def meta(self, key: str) -> str | None:

@@ -170,8 +170,8 @@ class Partials:
 
     def _read(self, base: State | None, ids: list[int], key: Key | None) -> State:
         """A new state: `base` (if any) followed by `ids`, read in a fork of base's sequence (its
-        pending token, then all new ids but the last). Keeps the hidden state that predicted the
-        last id under `key`."""
+        pending token, then all new ids but the last). With `key`, keeps the hidden state after
+        the last token read that is not blank under it."""
         all_ids = (base.ids if base else []) + list(ids)
         todo = all_ids[len(base.ids) - 1 if base else 0 : -1]
         seq = self.kv.new(base.seq if base else None)
@@ -181,7 +181,8 @@ class Partials:
         t0 = time.perf_counter()
         start = len(all_ids) - 1 - len(todo)
         if key is None:
-            self.kv.prefill(seq, todo, start, hidden=False)
+            if todo:
+                self.kv.prefill(seq, todo, start, hidden=False)
         elif todo:
             # the hidden state after the last token that is not blank (the first may be base's
             # pending one), then the blank ones after it
