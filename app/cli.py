@@ -2,9 +2,11 @@
 
 python -m app.cli run --prompt "..." --strategy beam_search --n 8 --beam-width 4 --json run.json
 python -m app.cli eval --problems tier2_two_steps --budgets 1,2,4,8 --out runs/tier2
+python -m app.cli train-verifier --model qwen2.5-coder-0.5b --samples 8 --out runs/verifier
 
 Every setting the explorer and the API have is a flag of `run`, with the same default; `eval` is
-the scaling harness (app/evaluation.py).
+the scaling harness (app/evaluation.py); `train-verifier` trains a value head
+(app/lab/verifier_training.py).
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(sub.add_parser("eval", help="accuracy against budget: every strategy at every "
                                  "budget on a problem set"))  # fmt: skip
+    from app.lab.verifier_training import add_arguments as add_training
+
+    add_training(sub.add_parser("train-verifier", help="train a value head on the policy's own "
+                                "solutions (app/lab/verifier_training.py)"))  # fmt: skip
     return parser
 
 
@@ -76,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         from app.evaluation import main as evaluate
 
         return evaluate(args)
+    if args.command == "train-verifier":
+        from app.lab.verifier_training import main as train
+
+        return train(args)
     values = {k: v for k, v in vars(args).items() if k not in ("command", "json", "quiet")}
     values["expected"] = (values.get("expected") or "").strip() or None
     try:

@@ -325,13 +325,15 @@ def plan_from_args(args: Any) -> Plan:
     from app.problems import load_problems, resolve_problems
     from app.service import RunRequest, starting_model
     from backend.catalog import catalog
+    from backend.verifiers.value_head import trained_on
 
     base = {**DEFAULTS, **PRESETS.get(args.preset or "", {})}
     pick = {k: getattr(args, k) if getattr(args, k) is not None else base[k] for k in base}
     path = resolve_problems(pick["problems"])
-    problems = load_problems(path)[: pick["limit"]]
     model = args.model or starting_model()
     prm = args.prm or catalog().default_prm
+    seen = trained_on(prm, model)  # a learned verifier is never scored on what it saw
+    problems = [p for p in load_problems(path) if p.id not in seen][: pick["limit"]]
     bigger = None
     if args.bigger != "none":
         probe = RunRequest("?", model=model, prm=prm, bigger=args.bigger)

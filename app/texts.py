@@ -45,3 +45,28 @@ can run searches and read their trees.
 |---|---|---|
 {rows}
 """
+
+
+def verifiers_markdown() -> str:
+    """The verifiers in plain words, for the "How it works" tab; the value head's lines say what
+    the shipped heads learned from (assets/verifiers/)."""
+    from backend.verifiers.value_head import HEADS_DIR
+
+    learned = []
+    for path in sorted(HEADS_DIR.glob("*.json")):
+        seen = json.loads(path.read_text()).get("trained_on", {})
+        if seen:
+            learned.append(f"{path.stem}: {seen.get('solutions')} solutions to "
+                           f"{len(seen.get('problems', []))} practice problems")  # fmt: skip
+    heads = "; ".join(learned) or "none is trained yet"
+    return f"""### The verifiers (the step judges)
+- **Arithmetic checker:** re-computes every calculation in a step. It catches a wrong sum, not
+  a right sum of the wrong numbers.
+- **Value head (learned):** a small network that learned, from the policy's own solutions to
+  practice problems whose answers are known, which of the model's own hidden states come before a
+  right answer (every step of a solution labelled by whether the solution ended right). At search
+  time it reads the state the model already computed after each step, so judging costs nothing
+  extra; it knows the kinds of problems it was trained on ({heads}).
+- **Checker + value head:** a step with wrong arithmetic is vetoed; the head judges the rest.
+- **1.5B judge:** the bigger model is asked "is this step correct?", Yes or No.
+"""

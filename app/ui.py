@@ -35,7 +35,7 @@ from app.lessons import LEGEND_MD, lesson_figure
 from app.panels import STEP_COLUMNS
 from app.scaling_tab import scaling_tab
 from app.service import NO_BIGGER, REQUEST_HELP, bigger_choices
-from app.texts import INTRO, api_markdown
+from app.texts import INTRO, api_markdown, verifiers_markdown
 from backend.catalog import PRECISIONS, catalog, models_cache_dir
 from backend.loading import gguf_parts
 from strategies.config import AGGREGATIONS, field_help
@@ -328,6 +328,7 @@ def _lessons_tab() -> None:
         with gr.Row(equal_height=True):
             gr.Markdown(f"### {info.label}\n{info.lesson}", elem_classes="lesson-text")
             gr.Plot(lesson_figure(strategy), show_label=False, scale=2)
+    gr.Markdown(verifiers_markdown())
 
 
 def build_demo() -> gr.Blocks:

@@ -36,7 +36,9 @@ EXTRA_MODELS_ENV = "THINKTREE_EXTRA_MODELS"
 
 Kind = Literal["policy", "prm"]
 NO_PRM = "none"  # the PRM choice "no verifier": majority voting only
-Family = Literal["causal_lm", "offline", "judge", "qwen_prm", "skywork", "rlhflow", "math_shepherd"]
+Family = Literal[
+    "causal_lm", "offline", "judge", "value_head", "qwen_prm", "skywork", "rlhflow", "math_shepherd"
+]
 WeightPrecision = Literal["fp32", "bf16", "int8", "nf4"]
 WEIGHT_PRECISIONS: tuple[str, ...] = get_args(WeightPrecision)
 # what a user may ask for: "auto" (this machine's choice, see backend/loading/policy.py) or one
@@ -115,7 +117,9 @@ class CatalogEntry:
             raise ValueError(f"{where}: a judge PRM names its model in 'judge', nothing else does")
         if self.combine is not None and self.combine not in COMBINES:
             raise ValueError(f"{where}: combine is one of {COMBINES}, got {self.combine!r}")
-        if self.family not in ("offline", "judge") and not (self.hub_id and self.params):
+        if self.family not in ("offline", "judge", "value_head") and not (
+            self.hub_id and self.params
+        ):
             raise ValueError(f"{where}: a downloadable model needs hub_id and params")
         if self.kind == "policy" and not (PROMPTS_DIR / f"{self.prompt}.json").is_file():
             raise ValueError(f"{where}: no prompt template assets/prompts/{self.prompt}.json")

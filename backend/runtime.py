@@ -148,11 +148,13 @@ class ModelPool:
             elif judge_key is not None:
                 judge = self._load_second(judge_key, precision)
                 scorer = JudgePRM(judge.model, judge.tokenizer, name=prm)
-                combine = models.get(prm, "prm").combine
-                if combine:
-                    scorer = CheckedJudgePRM(scorer, ArithmeticPRM(), combine, name=prm)
+            elif models.get(prm, "prm").family == "value_head":
+                scorer = _value_head(prm, loaded, self._engine)
             elif prm_key is not None:
                 scorer = self._load_prm(prm_key)
+            combine = models.get(prm, "prm").combine if prm != NO_PRM else None
+            if combine:  # the arithmetic checker in front of a model's judgement
+                scorer = CheckedJudgePRM(scorer, ArithmeticPRM(), combine, name=prm)
             runtime = Runtime(loaded, self._engine, scorer, prm, prompt, reason)
             self._runtimes[key] = runtime
             return runtime
@@ -307,6 +309,19 @@ class ModelPool:
         from backend.loading.quantization import check_fits  # on a GPU: torch is there
 
         check_fits(wanted, "cuda", reclaimable=reclaim)
+
+
+def _value_head(prm: str, loaded: LoadedModel, engine: StepGenerator) -> StepScorer:
+    """The learned verifier: the head trained for this policy's file, over its engine's hidden
+    states (a HeadError, a message, for a policy in transformers or without a head)."""
+    from backend.loading.policy import gguf_sha256
+    from backend.verifiers.value_head import HeadError, ValueHeadPRM, load_head
+
+    if loaded.source != "gguf":
+        raise HeadError(f"{prm} reads the hidden states llama.cpp keeps while it writes; "
+                        f"{loaded.name} runs in transformers here: choose another verifier.")  # fmt: skip
+    head = load_head(loaded.name, gguf_sha256(loaded.name, loaded.model.path))
+    return ValueHeadPRM(engine, head, name=prm)
 
 
 def _gpu_bytes(held: Any) -> int:

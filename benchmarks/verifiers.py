@@ -13,7 +13,8 @@ solutions to them: every sampled (and the greedy) solution, split into steps on 
 Solutions come from `scripts/measure_prompts.py --json` (its texts, no generation here) or are
 sampled here with the app's step engine (--samples, temperature 0.8, seeded per problem).
 For each verifier (arithmetic checker, the model judge, the checker in front of the judge in
-both ways of combining them, the policy judging itself) it prints AUROC over all labelled
+both ways of combining them, the policy judging itself, the policy's value head alone and behind
+the checker's veto) it prints AUROC over all labelled
 steps and over each pair of groups, and the accuracy of weighted Best-of-N over each problem's
 samples (last-step scores, summed per answer), beside majority voting and pass@k.
 Prints a table and, with --json, writes every score.
@@ -38,7 +39,8 @@ from strategies.protocols import STEP_DELIMITER, Sampling
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS = ROOT / "assets" / "problems" / "multistep.json"
 GROUPS = ("right path", "wrong path", "wrong arithmetic")
-VERIFIERS = ("arithmetic", "judge", "veto", "fallback", "self_judge")
+VERIFIERS = ("arithmetic", "judge", "veto", "fallback", "self_judge", "value_head",
+             "checker_value_head")  # fmt: skip
 
 
 @dataclass
@@ -199,6 +201,9 @@ def build_scorers(names: list[str], policy_name: str, judge_name: str, precision
         elif name == "self_judge":
             policy = POOL.policy(policy_name, precision)
             scorers[name] = JudgePRM(policy.model, policy.tokenizer)
+        elif name in ("value_head", "checker_value_head"):  # the PRM choices value-head and
+            prm = "value-head" if name == "value_head" else "checker+value-head"  # checker+…
+            scorers[name] = POOL.runtime(policy_name, prm, precision).scorer
     return scorers
 
 

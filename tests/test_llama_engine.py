@@ -357,3 +357,19 @@ def test_without_llama_cpp_a_gguf_model_says_how_to_build_it(monkeypatch):
     monkeypatch.setattr(native, "lib", missing)
     with pytest.raises(ModelLoadError, match=r"smollm2-135m runs in llama\.cpp.*cmake and a C\+\+"):
         ModelPool().runtime("smollm2-135m", "arithmetic")
+
+
+def test_token_log_probabilities_of_a_written_step(policy, engine):
+    """The policy's own confidence in a text (a verifier without training): one log-probability
+    per token of each step, none above 0, the same when read again, and higher for what the
+    model wrote greedily than for the same words shuffled."""
+    eng = fresh(policy, engine)
+    (step,) = eng.next_steps(Q, [[]], 1, GREEDY)[0]
+    words = step.text.split()
+    shuffled = " ".join(words[::-1]) + "\n\n"
+    first = eng.token_logprobs(Q, [step.text, shuffled])
+    assert [len(x) for x in first] == [len(eng.tokenizer.encode(t)) for t in (step.text, shuffled)]
+    assert all((x <= 0).all() for x in first)
+    again = eng.token_logprobs(Q, [step.text, shuffled])
+    np.testing.assert_allclose(first[0], again[0])
+    assert first[0].mean() > eng.token_logprobs(Q, [shuffled])[0].mean()

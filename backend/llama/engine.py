@@ -270,6 +270,34 @@ class LlamaStepEngine:
         with self.lock:
             return self.partials.hidden_state(question, steps)
 
+    def token_logprobs(self, question: str, steps: Sequence[str]) -> list[np.ndarray]:
+        """Per step, the log-probability of each of its tokens after `question`'s prompt and the
+        steps before it, read once (teacher-forced, in a sequence dropped after): the policy's
+        own confidence in what it wrote, a verifier that needs no training."""
+        ids = [self.tokenizer.encode(step) for step in steps]
+        flat = [t for step in ids for t in step]
+        with self.lock:
+            prompt = self.partials.resolve(question, ())
+            if not self.partials.room(len(flat) + 1, {id(prompt)}, 1):
+                prompt = self.partials.resolve(question, ())  # the context was replaced
+            seq = self.kv.new(prompt.seq)
+            try:
+                fed = [prompt.ids[-1], *flat[:-1]]
+                start = len(prompt.ids) - 1
+                out = np.empty(len(flat))
+                for i in range(0, len(fed), self.kv.batch.capacity):
+                    chunk = fed[i : i + self.kv.batch.capacity]
+                    entries = [(t, start + i + j, seq, True) for j, t in enumerate(chunk)]
+                    for j, at in enumerate(self.kv.decode(entries, hidden=False)):
+                        logits = self.kv.ctx.logits(at).astype(np.float64)
+                        top = logits.max()
+                        norm = top + np.log(np.exp(logits - top).sum())
+                        out[i + j] = logits[flat[i + j]] - norm
+            finally:
+                self.kv.drop(seq)
+        bounds = np.cumsum([0, *(len(step) for step in ids)])
+        return [out[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
     def drop_partials(self) -> None:
         """Forget every partial solution, and shrink a context the run grew (partials.py)."""
         with self.lock:

@@ -19,11 +19,13 @@ when the argument is left out).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import sys
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,6 +84,20 @@ def gguf_path(name: str, cache_dir: Path | None = None) -> Path | None:
         return gguf_parts.assemble(parted, cache_dir or models_cache_dir())  # once, then cached
     except gguf_parts.ModelNotInstalled:
         return None
+
+
+@lru_cache(maxsize=8)
+def gguf_sha256(name: str, path: Path) -> str:
+    """The sha256 of policy `name`'s GGUF file at `path`: the catalog's for a file assembled
+    from parts (checked when it was assembled), else read once per process."""
+    known = (model_catalog.get(name).gguf or {}).get("sha256")
+    if known:
+        return known
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def runs_from_gguf(name: str, cache_dir: Path | None = None) -> bool:

@@ -146,7 +146,8 @@ class JudgePRM:
 
 @dataclass(eq=False)  # holds a model: compared by identity
 class CheckedJudgePRM:
-    """The arithmetic checker in front of a model judge.
+    """The arithmetic checker in front of a model judge (or of a value head, which judges keys
+    the same way: backend/verifiers/value_head.py).
 
     - "veto": a step whose calculation is wrong (or whose answer contradicts the solution's
       arithmetic) gets the checker's `wrong` score and is never shown to the judge; every other
