@@ -117,7 +117,9 @@ def test_a_step_scores_the_same_alone_and_in_a_batch(policy, engine, smollm2_hea
     steps = [s.text for s in engine.next_steps(q, [[]], 3, Sampling(seed=3, max_step_tokens=32))[0]]
     together = prm.score(q, [[s] for s in steps]).steps
     alone = [prm.score(q, [[s]]).steps[0] for s in steps]
-    assert together == alone and all(0.0 < x[0] < 1.0 for x in together)
+    # the same hidden states; only the rounding of a matrix product may differ with its shape
+    np.testing.assert_allclose(together, alone, rtol=1e-9)
+    assert all(0.0 < x[0] < 1.0 for x in together)
     assert prm.score(q, [[s] for s in steps]).tokens == 0  # it reads nothing
 
 
@@ -135,10 +137,11 @@ def test_a_search_under_the_value_head_on_the_real_model_scores_every_step(smoll
     for prm in ("value-head", "checker+value-head"):
         request = RunRequest("What is 12 times 7?", config, model="smollm2-135m", prm=prm,
                              compare=False)  # fmt: skip
-        frames = list(stream_run(request))
-        tree = frames[-1]
-        assert tree.done and tree_problems(tree) == [] and len(frames) > 3
-        assert any(f.writing for f in frames)  # steps arrived as they ended
+        writing = []  # one tree is yielded as it grows: note each frame's flag as it comes
+        for tree in stream_run(request):
+            writing.append(tree.writing)
+        assert tree.done and tree_problems(tree) == [] and len(writing) > 3
+        assert any(writing)  # steps arrived as they ended
         steps = [n for n in tree.nodes if n.parent is not None]
         assert steps and all(n.score is not None and 0.0 <= n.score <= 1.0 for n in steps)
         assert tree.meta["prm"] == prm and tree.compute.scored_tokens == 0

@@ -36,11 +36,11 @@ def _pick(answers: list, scores: list[float] | None, rule: str) -> Any:
     return answers[max(groups, key=lambda g: sum(scores[i] for i in g))[0]]  # weighted
 
 
-def evaluate(head, test: list[dict], out, engine, args, loaded) -> dict:
-    from app.lab.verifier_training import rows
+def evaluate(head, test: list[dict], features, engine, args, loaded) -> dict:
+    """`features`: the held-out steps' hidden states, labels, problem ids and "is a final step"."""
     from backend.verifiers.arithmetic import ArithmeticPRM
 
-    x, y, _, final = rows(test, out)
+    x, y, _, final = features
     scores = head.predict(x)
     report: dict[str, Any] = {
         "problems": len(test),

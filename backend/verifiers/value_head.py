@@ -79,8 +79,8 @@ class ValueHead:
         return p if np.ndim(hidden) > 1 else p[:1]
 
     def to_json(self) -> dict[str, Any]:
-        def vec(a: np.ndarray) -> list:
-            return np.round(a, 7).tolist()
+        def vec(a: np.ndarray) -> list:  # 6 significant digits: float32 holds about 7
+            return [float(f"{x:.6g}") for x in a.ravel()] if a.ndim == 1 else [vec(r) for r in a]
 
         return {
             "format": FORMAT, "model": self.model, "model_sha256": self.model_sha256,
