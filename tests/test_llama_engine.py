@@ -297,6 +297,24 @@ def test_hidden_states_are_kept_for_every_step_and_match_a_fresh_read(policy, en
     assert eng.stats.decode_forwards > 0 and other.stats.decode_forwards == 0  # read, not written
 
 
+def test_the_last_step_of_a_solution_ending_at_eos_keeps_the_state_a_fresh_read_gives(policy,
+                                                                                     engine):  # fmt: skip
+    """The writer reads a step's last token before EOS comes; a fresh read of the text must read
+    it too, or a value head would score a finished solution on another state than it learned."""
+    eng = fresh(policy, engine)
+    steps, ends = [], []
+    while not (ends and ends[-1].finished) and len(steps) < 10:
+        (step,) = eng.next_steps(Q, [steps], 1, GREEDY)[0]
+        steps.append(step.text)
+        ends.append(step)
+    assert ends[-1].finish_reason == "eos", [e.finish_reason for e in ends]
+    other = fresh(policy, engine)
+    for j in range(len(steps)):
+        kept, read = eng.hidden_state(Q, steps[: j + 1]), other.hidden_state(Q, steps[: j + 1])
+        cosine = float(read @ kept / np.linalg.norm(read) / np.linalg.norm(kept))
+        assert cosine > 0.99, (j, cosine)
+
+
 def test_stop_ends_a_call_and_frees_its_rows(policy, engine):
     eng = fresh(policy, engine)
     stream = eng.stream_steps(Q, [[]], 4, Sampling(seed=4, max_step_tokens=48))

@@ -65,6 +65,11 @@ class Partials:
         """Whether a token writes nothing but whitespace (or nothing: a special token)."""
         return not self.tokenizer.model.piece(token).strip()
 
+    def _ended_at_eos(self, token: int) -> bool:
+        """Whether a step whose last token is `token` ended at EOS: a step ends at the delimiter
+        on a token holding a newline, and a blank last token is never where its state is read."""
+        return not self.blank(token) and b"\n" not in self.tokenizer.model.piece(token)
+
     def resolve(self, question: str, steps: tuple[str, ...]) -> State:
         """`state`, making room when reading overflows the context."""
         for _ in range(4):
@@ -175,7 +180,7 @@ class Partials:
         all_ids = (base.ids if base else []) + list(ids)
         todo = all_ids[len(base.ids) - 1 if base else 0 : -1]
         seq = self.kv.new(base.seq if base else None)
-        if not self.kv.fits(len(todo)):
+        if not self.kv.fits(len(todo) + 1):  # one more for a step that ended at EOS
             self.kv.drop(seq)
             raise NoRoom(len(todo))
         t0 = time.perf_counter()
@@ -183,6 +188,18 @@ class Partials:
         if key is None:
             if todo:
                 self.kv.prefill(seq, todo, start, hidden=False)
+        elif self._ended_at_eos(all_ids[-1]):
+            # the writer read this step's last token (EOS came after it): read it too, in a fork
+            # dropped after, so the hidden state is the one the writer kept (a step cut by the
+            # token limit also ends this way: its state is then one token later than the writer's)
+            if todo:
+                self.kv.prefill(seq, todo, start, hidden=False)
+            fork = self.kv.new(seq)
+            try:
+                self.keep_hidden(key, self.kv.ctx.hidden(self.kv.prefill(fork, all_ids[-1:],
+                                                                         start + len(todo))))
+            finally:
+                self.kv.drop(fork)
         elif todo:
             # the hidden state after the last token that is not blank (the first may be base's
             # pending one), then the blank ones after it
