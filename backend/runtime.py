@@ -148,7 +148,7 @@ class ModelPool:
             elif judge_key is not None:
                 judge = self._load_second(judge_key, precision)
                 scorer = JudgePRM(judge.model, judge.tokenizer, name=prm)
-            elif models.get(prm, "prm").family == "value_head":
+            elif prm != NO_PRM and models.get(prm, "prm").family == "value_head":
                 scorer = _value_head(prm, loaded, self._engine)
             elif prm_key is not None:
                 scorer = self._load_prm(prm_key)

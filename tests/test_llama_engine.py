@@ -315,6 +315,17 @@ def test_the_last_step_of_a_solution_ending_at_eos_keeps_the_state_a_fresh_read_
         assert cosine > 0.99, (j, cosine)
 
 
+def test_reading_more_partials_than_the_context_has_sequences_makes_room(policy, engine):
+    """A scorer may ask for the states of many partials no search wrote (a benchmark reading
+    sampled solutions): the stored ones give way instead of running out of sequences."""
+    eng = fresh(policy, engine)
+    many = [[f"First, {i} apples.\n\n"] for i in range(eng.kv.ctx.n_seq + 8)]
+    states = [eng.hidden_state(Q, steps) for steps in many]
+    assert len(states) == len(many) and eng.kv.free_ids >= 0
+    again = fresh(policy, engine).hidden_state(Q, many[0])
+    assert float(again @ states[0] / np.linalg.norm(again) / np.linalg.norm(states[0])) > 0.99
+
+
 def test_stop_ends_a_call_and_frees_its_rows(policy, engine):
     eng = fresh(policy, engine)
     stream = eng.stream_steps(Q, [[]], 4, Sampling(seed=4, max_step_tokens=48))

@@ -149,6 +149,7 @@ def test_a_search_under_the_value_head_on_the_real_model_scores_every_step(smoll
     try:
         with pytest.raises(HeadError, match="No value head is trained for qwen2.5-coder-0.5b"):
             pool.runtime("qwen2.5-coder-0.5b", "value-head")  # none where the test looks
+        assert pool.runtime("smollm2-135m", "none").scorer is None  # voting alone needs no head
     finally:
         pool.release()
 

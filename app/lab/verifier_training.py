@@ -43,6 +43,7 @@ from strategies.registry import run
 L2_GRID = (1.0, 10.0, 100.0, 1000.0)
 FOLDS = 5
 SIMPLER = 0.005  # cross-validated AUROC a simpler head may lose and still be chosen
+MIN_AUROC = 0.6  # a head ranking held-out finished solutions worse than this is not written
 
 
 def held_out(problem_id: str, fraction: float) -> bool:
@@ -114,10 +115,15 @@ def main(args: argparse.Namespace) -> int:
         "held_out": {k: report[k] for k in ("problems", "auroc_final", "auroc_earlier", "ece")},
         "created": time.strftime("%Y-%m-%d"),
     }  # fmt: skip
-    path = args.head or head_path(args.model)
-    head.save(path)
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     print_report(report)
+    if (report["auroc_final"] or 0.0) < MIN_AUROC:
+        print(f"no head written: on the held-out problems it ranks finished solutions at AUROC "
+              f"{report['auroc_final']} (needs {MIN_AUROC}): it learned too little to guide a "
+              f"search; report: {args.out / 'report.json'}", file=sys.stderr)  # fmt: skip
+        return 1
+    path = args.head or head_path(args.model)
+    head.save(path)
     print(f"head: {path}; report: {args.out / 'report.json'}")
     return 0
 

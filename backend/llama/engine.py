@@ -156,7 +156,7 @@ class LlamaStepEngine:
             try:
                 states = [self.partials.state(question, key) for key in keys]
             except NoRoom as err:
-                self.partials.room(err.cells)
+                self.partials.room(err.cells, seqs=err.seqs)
                 continue
             need = sum(
                 1 + n * max(1, min(budget, sampling.max_solution_tokens - self._solution_len(s)))

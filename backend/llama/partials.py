@@ -76,7 +76,7 @@ class Partials:
             try:
                 return self.state(question, steps)
             except NoRoom as err:
-                self.room(err.cells)
+                self.room(err.cells, seqs=err.seqs)
         raise MemoryError("no room in llama.cpp's KV cache for this partial solution")
 
     def room(self, cells: int, keep: set[int] = frozenset(), seqs: int = 0) -> bool:
@@ -179,6 +179,8 @@ class Partials:
         the last token read that is not blank under it."""
         all_ids = (base.ids if base else []) + list(ids)
         todo = all_ids[len(base.ids) - 1 if base else 0 : -1]
+        if self.kv.free_ids < 2:  # its sequence, and a fork for a step that ended at EOS
+            raise NoRoom(len(todo) + 1, 2)
         seq = self.kv.new(base.seq if base else None)
         if not self.kv.fits(len(todo) + 1):  # one more for a step that ended at EOS
             self.kv.drop(seq)
@@ -263,8 +265,10 @@ class Partials:
 
 
 class NoRoom(MemoryError):
-    """Reading `cells` more tokens would overflow the context (the caller makes room)."""
+    """Reading `cells` more tokens into `seqs` new sequences would overflow the context (the
+    caller makes room)."""
 
-    def __init__(self, cells: int) -> None:
-        super().__init__(f"no room for {cells} more cells")
+    def __init__(self, cells: int, seqs: int = 0) -> None:
+        super().__init__(f"no room for {cells} more cells in {seqs} more sequences")
         self.cells = cells
+        self.seqs = seqs
