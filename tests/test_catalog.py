@@ -25,8 +25,14 @@ POLICIES = {
     "llama-3.2-1b": "meta-llama/Llama-3.2-1B-Instruct",
     "llama-3.2-3b": "meta-llama/Llama-3.2-3B-Instruct",
 }
-OFFLINE_PRMS = ("arithmetic", "value-head", "checker+value-head", "checker+judge-1.5b", "judge-1.5b",
-                "self_judge")
+OFFLINE_PRMS = (
+    "arithmetic",
+    "value-head",
+    "checker+value-head",
+    "checker+judge-1.5b",
+    "judge-1.5b",
+    "self_judge",
+)
 HUB_PRMS = {
     "skywork-prm-1.5b": ("Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B", "skywork"),
     "skywork-prm-7b": ("Skywork/Skywork-o1-Open-PRM-Qwen-2.5-7B", "skywork"),

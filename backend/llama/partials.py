@@ -184,7 +184,7 @@ class Partials:
         seq = self.kv.new(base.seq if base else None)
         if not self.kv.fits(len(todo) + 1):  # one more for a step that ended at EOS
             self.kv.drop(seq)
-            raise NoRoom(len(todo))
+            raise NoRoom(len(todo) + 1)
         t0 = time.perf_counter()
         start = len(all_ids) - 1 - len(todo)
         if key is None:
@@ -198,8 +198,9 @@ class Partials:
                 self.kv.prefill(seq, todo, start, hidden=False)
             fork = self.kv.new(seq)
             try:
-                self.keep_hidden(key, self.kv.ctx.hidden(self.kv.prefill(fork, all_ids[-1:],
-                                                                         start + len(todo))))
+                self.keep_hidden(
+                    key, self.kv.ctx.hidden(self.kv.prefill(fork, all_ids[-1:], start + len(todo)))
+                )
             finally:
                 self.kv.drop(fork)
         elif todo:
