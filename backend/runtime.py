@@ -127,7 +127,8 @@ class ModelPool:
             prm_key = None
             if prm in models.hub_prm_names():
                 prm_key = (prm, choose_precision(precision, device, prm)[0], device)
-            judge_name = models.get(prm, "prm").judge if prm != NO_PRM else None
+            entry = models.get(prm, "prm") if prm != NO_PRM else None
+            judge_name = entry.judge if entry else None
             judge_key = self._key(judge_name, precision, device) if judge_name else None
             self._check_fits(policy_key, prm_key, judge_key)  # before anything is freed or loaded
             for name in {policy, judge_name} - {None}:
@@ -148,13 +149,12 @@ class ModelPool:
             elif judge_key is not None:
                 judge = self._load_second(judge_key, precision)
                 scorer = JudgePRM(judge.model, judge.tokenizer, name=prm)
-            elif prm != NO_PRM and models.get(prm, "prm").family == "value_head":
+            elif entry and entry.family == "value_head":
                 scorer = _value_head(prm, loaded, self._engine)
             elif prm_key is not None:
                 scorer = self._load_prm(prm_key)
-            combine = models.get(prm, "prm").combine if prm != NO_PRM else None
-            if combine:  # the arithmetic checker in front of a model's judgement
-                scorer = CheckedJudgePRM(scorer, ArithmeticPRM(), combine, name=prm)
+            if entry and entry.combine:  # the arithmetic checker in front of a model's judgement
+                scorer = CheckedJudgePRM(scorer, ArithmeticPRM(), entry.combine, name=prm)
             runtime = Runtime(loaded, self._engine, scorer, prm, prompt, reason)
             self._runtimes[key] = runtime
             return runtime

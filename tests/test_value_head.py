@@ -11,7 +11,7 @@ import pytest
 
 from app.lab import fitting
 from app.lab.verifier_training import held_out
-from backend.verifiers.value_head import HeadError, ValueHead, load_head
+from backend.verifiers.value_head import HeadError, ValueHead, forward, load_head
 
 
 def test_fitting_recovers_a_known_separator_on_held_out_problems():
@@ -29,9 +29,9 @@ def test_fitting_recovers_a_known_separator_on_held_out_problems():
     mean, std = fitting.standardise(x[~test])
     z = (x - mean) / std
     w, b = fitting.fit_linear(z[~test], y[~test], l2=1.0)
-    linear = fitting.predict([(w[None, :], np.array([b]))], z[test])
+    linear = forward([(w[None, :], np.array([b]))], z[test])
     assert fitting.auroc(linear, y[test]) > 0.95
-    mlp = fitting.predict(fitting.fit_mlp(z[~test], y[~test], l2=1e-2), z[test])
+    mlp = forward(fitting.fit_mlp(z[~test], y[~test], l2=1e-2), z[test])
     assert fitting.auroc(mlp, y[test]) > 0.9
     cosine = w @ (direction * std) / np.linalg.norm(w) / np.linalg.norm(direction * std)
     assert cosine > 0.9  # it found the direction itself

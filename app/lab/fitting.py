@@ -74,16 +74,6 @@ def fit_mlp(z: np.ndarray, y: np.ndarray, hidden: int = 64, l2: float = 1e-3, ep
     return [(params[0], params[1]), (params[2], params[3])]
 
 
-def predict(layers: Sequence[tuple[np.ndarray, np.ndarray]], z: np.ndarray) -> np.ndarray:
-    """P(right) of standardised rows under `layers` (ReLU between them, a logistic at the end)."""
-    x = z
-    for i, (w, b) in enumerate(layers):
-        x = x @ w.T + b
-        if i < len(layers) - 1:
-            x = np.maximum(x, 0.0)
-    return 1.0 / (1.0 + np.exp(-x[:, 0]))
-
-
 def auroc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
     """The probability that a random right item scores above a random wrong one (ties half);
     None without both kinds."""

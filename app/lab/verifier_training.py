@@ -35,7 +35,7 @@ import numpy as np
 from app.lab import fitting
 from app.lab.verifier_report import evaluate, print_report
 from app.problems import Problem, load_problems, resolve_problems
-from backend.verifiers.value_head import ValueHead, head_path
+from backend.verifiers.value_head import ValueHead, forward, head_path
 from strategies.answers import answers_equal
 from strategies.config import SearchConfig
 from strategies.registry import run
@@ -248,7 +248,7 @@ def fit(train: list[dict], out: Path, settings: dict) -> tuple[ValueHead, list[d
         for held in masks:
             mean, std = fitting.standardise(x[~held])
             layers = _fit(kind, (x[~held] - mean) / std, y[~held], l2)
-            cv[held] = fitting.predict(layers, (x[held] - mean) / std)
+            cv[held] = forward(layers, (x[held] - mean) / std)
         auc = fitting.auroc(cv, y > 0.5)
         scored.append({"kind": kind, "l2": l2, "cv_auroc": None if auc is None else round(auc, 4)})
         print(f"  {kind} l2={l2}: cross-validated AUROC {auc}", file=sys.stderr)

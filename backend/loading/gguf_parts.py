@@ -90,7 +90,7 @@ def assembled(model: PartedGGUF, cache_dir: Path) -> Path | None:
     stat = path.stat()
     if _read_stamp(path) == _stamp_data(model, stat.st_size, stat.st_mtime_ns):
         return path
-    if stat.st_size != model.size or _sha256(path) != model.sha256:
+    if stat.st_size != model.size or file_sha256(path) != model.sha256:
         return None
     try:
         check_header(path, model)
@@ -180,7 +180,8 @@ def _write_stamp(path: Path, model: PartedGGUF) -> None:
     os.replace(tmp, _stamp(path))  # whole or not at all
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):

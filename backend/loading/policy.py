@@ -19,7 +19,6 @@ when the argument is left out).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import sys
@@ -91,13 +90,7 @@ def gguf_sha256(name: str, path: Path) -> str:
     """The sha256 of policy `name`'s GGUF file at `path`: the catalog's for a file assembled
     from parts (checked when it was assembled), else read once per process."""
     known = (model_catalog.get(name).gguf or {}).get("sha256")
-    if known:
-        return known
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return known or gguf_parts.file_sha256(path)
 
 
 def runs_from_gguf(name: str, cache_dir: Path | None = None) -> bool:

@@ -70,12 +70,8 @@ class ValueHead:
 
     def predict(self, hidden: np.ndarray) -> np.ndarray:
         """P(right) for hidden states of shape (n, d) (or one of shape (d,))."""
-        x = (np.atleast_2d(hidden).astype(np.float64) - self.mean) / self.std
-        for i, (w, b) in enumerate(self.layers):
-            x = x @ w.T + b
-            if i < len(self.layers) - 1:
-                x = np.maximum(x, 0.0)
-        p = 1.0 / (1.0 + np.exp(-x[:, 0]))
+        z = (np.atleast_2d(hidden).astype(np.float64) - self.mean) / self.std
+        p = forward(self.layers, z)
         return p if np.ndim(hidden) > 1 else p[:1]
 
     def to_json(self) -> dict[str, Any]:
@@ -114,6 +110,16 @@ class ValueHead:
             raise HeadError(
                 f"{where} is not a value head ThinkTree can read ({type(err).__name__}: {err})"
             ) from None
+
+
+def forward(layers: Sequence[tuple[np.ndarray, np.ndarray]], z: np.ndarray) -> np.ndarray:
+    """P(right) of standardised rows under `layers` (ReLU between them, a logistic at the end)."""
+    x = z
+    for i, (w, b) in enumerate(layers):
+        x = x @ w.T + b
+        if i < len(layers) - 1:
+            x = np.maximum(x, 0.0)
+    return 1.0 / (1.0 + np.exp(-x[:, 0]))
 
 
 def head_path(policy: str) -> Path:
