@@ -39,6 +39,7 @@ def _pick(answers: list, scores: list[float] | None, rule: str) -> Any:
 def evaluate(head, test: list[dict], features, engine, args, loaded) -> dict:
     """`features`: the held-out steps' hidden states, labels, problem ids and "is a final step"."""
     from backend.verifiers.arithmetic import ArithmeticPRM
+    from backend.verifiers.judge import CheckedJudgePRM
 
     x, y, _, final = features
     scores = head.predict(x)
@@ -60,10 +61,11 @@ def evaluate(head, test: list[dict], features, engine, args, loaded) -> dict:
         for s in r["solutions"]:
             per_step.append(scores[k : k + len(s["steps"])])
             k += len(s["steps"])
-        checked = checker.score(r["question"], [s["steps"] for s in r["solutions"]]).steps
-        verdicts = [checker.verdicts(s["steps"]) for s in r["solutions"]]
-        vetoed = [[checker.wrong if v == "wrong" else h for v, h in zip(vs, hs)]
-                  for vs, hs in zip(verdicts, per_step)]  # fmt: skip
+        sols = [s["steps"] for s in r["solutions"]]
+        checked = checker.score(r["question"], sols).steps
+        known = {(r["question"], tuple(steps[: j + 1])): float(h[j])
+                 for steps, h in zip(sols, per_step) for j in range(len(steps))}  # fmt: skip
+        vetoed = CheckedJudgePRM(_Scored(known), checker).score(r["question"], sols).steps
         finals = {
             "head": [float(h[-1]) for h in per_step], "head_min": [float(h.min()) for h in per_step],
             "checker": [c[-1] for c in checked], "veto": [float(v[-1]) for v in vetoed],
@@ -105,6 +107,17 @@ def evaluate(head, test: list[dict], features, engine, args, loaded) -> dict:
     if args.bigger:
         report["bigger"] = _bigger_accuracy(few, args.model)
     return report
+
+
+class _Scored:
+    """A judge whose scores are known already (the head's, over the stored hidden states), so
+    the checker's veto in front of it is the product's own (CheckedJudgePRM)."""
+
+    def __init__(self, known: dict) -> None:
+        self.known = known
+
+    def judge_keys(self, keys: list) -> tuple[dict, int]:
+        return {k: self.known[k] for k in keys}, 0
 
 
 def _confidences(engine, record: dict, window: int = 16) -> dict[str, list[float]]:
