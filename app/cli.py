@@ -46,21 +46,34 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "prompt":
             r.add_argument(flag, required=True, help=helps[name])
         elif isinstance(default, bool):
-            r.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                           help=helps[name])  # fmt: skip
+            r.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=helps[name]
+            )
         else:
-            r.add_argument(flag, type=type(default), default=default, choices=choices.get(name),
-                           help=f"{helps[name]} (default: %(default)s)")  # fmt: skip
+            r.add_argument(
+                flag,
+                type=type(default),
+                default=default,
+                choices=choices.get(name),
+                help=f"{helps[name]} (default: %(default)s)",
+            )
     r.add_argument("--json", type=Path, default=None, help="write the run JSON here")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     from app.evaluation import add_arguments
 
-    add_arguments(sub.add_parser("eval", help="accuracy against budget: every strategy at every "
-                                 "budget on a problem set"))  # fmt: skip
+    add_arguments(
+        sub.add_parser(
+            "eval", help="accuracy against budget: every strategy at every budget on a problem set"
+        )
+    )
     from app.lab.verifier_training import add_arguments as add_training
 
-    add_training(sub.add_parser("train-verifier", help="train a value head on the policy's own "
-                                "solutions (app/lab/verifier_training.py)"))  # fmt: skip
+    add_training(
+        sub.add_parser(
+            "train-verifier",
+            help="train a value head on the policy's own solutions (app/lab/verifier_training.py)",
+        )
+    )
     return parser
 
 

@@ -65,8 +65,9 @@ def run_limits(model: str, c: SearchConfig) -> Limits:
     return limits
 
 
-def controlled(frames: Iterator[SearchTree], control: RunControl, meta: dict[str, Any],
-               n: int) -> Iterator[SearchTree]:  # fmt: skip
+def controlled(
+    frames: Iterator[SearchTree], control: RunControl, meta: dict[str, Any], n: int
+) -> Iterator[SearchTree]:
     """A search's frames, ended early when `control` says so or a model fails on a step: then
     the last frame is the tree so far, `stopped` saying why, and the run's memory is freed."""
     from backend.loading.failures import is_out_of_memory
@@ -93,8 +94,7 @@ def controlled(frames: Iterator[SearchTree], control: RunControl, meta: dict[str
         POOL.free_run_memory()
         why = str(err)
         if is_out_of_memory(err.error):
-            why = (f"out of memory at step {err.step}: try a smaller N (this run: {n}) or beam "
-                   "width")  # fmt: skip
+            why = f"out of memory at step {err.step}: try a smaller N (this run: {n}) or beam width"
         log.warning("run ended: %s", why)
         err.tree.meta.update(meta)
         yield err.tree.stop(why)

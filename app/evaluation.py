@@ -42,8 +42,19 @@ SAMPLING = {"majority": "majority", "best_of_n": "vanilla", "weighted_best_of_n"
 SEARCHES = ("beam_search", "dvts", "lookahead", "compute_optimal")
 STRATEGIES = (*SAMPLING, *SEARCHES)
 # what a run's results depend on besides the problems: a resumed run must match them
-SETTINGS = ("model", "prm", "precision", "beam_width", "max_iterations", "max_step_tokens",
-            "max_solution_tokens", "temperature", "top_p", "lookahead", "bigger")  # fmt: skip
+SETTINGS = (
+    "model",
+    "prm",
+    "precision",
+    "beam_width",
+    "max_iterations",
+    "max_step_tokens",
+    "max_solution_tokens",
+    "temperature",
+    "top_p",
+    "lookahead",
+    "bigger",
+)
 
 
 @dataclass(frozen=True)
@@ -71,8 +82,13 @@ class Plan:
     units: tuple[Unit, ...]
 
 
-def plan(problems: Iterable[Problem], strategies: Iterable[str], budgets: Iterable[int],
-         seeds: int, settings: dict[str, Any]) -> Plan:  # fmt: skip
+def plan(
+    problems: Iterable[Problem],
+    strategies: Iterable[str],
+    budgets: Iterable[int],
+    seeds: int,
+    settings: dict[str, Any],
+) -> Plan:
     """The units for these problems, strategies, budgets and seeds (ValueError for a bad name
     or budget)."""
     strategies = tuple(dict.fromkeys(s.strip() for s in strategies if s.strip()))
@@ -105,18 +121,34 @@ Runner = Callable[[Any], SearchTree]  # a RunRequest in, the finished tree out
 
 def config_for(unit: Unit, settings: dict[str, Any], strategies: tuple[str, ...]) -> SearchConfig:
     """The search settings of `unit`'s run."""
-    base = {k: settings[k] for k in ("max_iterations", "max_step_tokens", "max_solution_tokens",
-                                     "temperature", "top_p", "lookahead") if k in settings}  # fmt: skip
+    base = {
+        k: settings[k]
+        for k in (
+            "max_iterations",
+            "max_step_tokens",
+            "max_solution_tokens",
+            "temperature",
+            "top_p",
+            "lookahead",
+        )
+        if k in settings
+    }
     if unit.kind in ("greedy", "bigger"):
-        return SearchConfig(strategy="majority_vote", n=1, temperature=0.0, seed=unit.seed,
-                            **{k: v for k, v in base.items() if k != "temperature"})  # fmt: skip
+        return SearchConfig(
+            strategy="majority_vote",
+            n=1,
+            temperature=0.0,
+            seed=unit.seed,
+            **{k: v for k, v in base.items() if k != "temperature"},
+        )
     if unit.kind == "sampling":
         scored = any(SAMPLING[s] != "majority" for s in strategies if s in SAMPLING)
         strategy = "weighted_best_of_n" if scored else "majority_vote"
         return SearchConfig(strategy=strategy, n=unit.budget, seed=unit.seed, **base)
     beam_width = min(int(settings.get("beam_width", 4)), unit.budget)
-    return SearchConfig(strategy=unit.kind, n=unit.budget, beam_width=beam_width, seed=unit.seed,
-                        **base)  # fmt: skip
+    return SearchConfig(
+        strategy=unit.kind, n=unit.budget, beam_width=beam_width, seed=unit.seed, **base
+    )
 
 
 def run_unit(unit: Unit, plan_: Plan, runner: Runner) -> list[dict[str, Any]]:
@@ -128,8 +160,14 @@ def run_unit(unit: Unit, plan_: Plan, runner: Runner) -> list[dict[str, Any]]:
     config = config_for(unit, s, plan_.strategies)
     # majority voting (greedy answers, a majority-only sampling run) reads no verifier
     prm = "none" if config.strategy == "majority_vote" else s["prm"]
-    request = RunRequest(unit.problem.problem, config, model=model, prm=prm,
-                         precision=s.get("precision", "auto"), compare=False)  # fmt: skip
+    request = RunRequest(
+        unit.problem.problem,
+        config,
+        model=model,
+        prm=prm,
+        precision=s.get("precision", "auto"),
+        compare=False,
+    )
     t0 = time.perf_counter()
     tree = runner(request)
     seconds = time.perf_counter() - t0
@@ -145,8 +183,11 @@ def run_unit(unit: Unit, plan_: Plan, runner: Runner) -> list[dict[str, Any]]:
             continue
         # the verifier strategies also under the other aggregations of the same step scores
         # (compute-optimal's fit chooses among them); the curves show the run's own only
-        ways = [config.aggregation] if strategy == "majority" else [
-            config.aggregation, *(a for a in AGGREGATIONS if a != config.aggregation)]  # fmt: skip
+        ways = (
+            [config.aggregation]
+            if strategy == "majority"
+            else [config.aggregation, *(a for a in AGGREGATIONS if a != config.aggregation)]
+        )
         for how in ways:
             for b in plan_.budgets:
                 answer, share = first_samples_answer(tree, b, SAMPLING[strategy], how)
@@ -172,8 +213,9 @@ def first_leaves(tree: SearchTree, b: int) -> tuple[list[Node], int]:
     return leaves, tokens
 
 
-def first_samples_answer(tree: SearchTree, b: int, pick: str,
-                         aggregation: str | None = None) -> tuple[str | None, float]:  # fmt: skip
+def first_samples_answer(
+    tree: SearchTree, b: int, pick: str, aggregation: str | None = None
+) -> tuple[str | None, float]:
     """The answer `pick` chooses among the tree's first `b` samples (their scores aggregated
     from the steps' scores by `aggregation`; None: as the run aggregated them), and the share
     of the run's generated tokens those samples wrote."""
@@ -195,8 +237,15 @@ def probe_of(tree: SearchTree) -> dict[str, float] | None:
     return {**probe, "tokens": tokens}
 
 
-def _record(unit: Unit, strategy: str, budget: int, answer: str | None, tree: SearchTree,
-            seconds: float, share: float) -> dict[str, Any]:  # fmt: skip
+def _record(
+    unit: Unit,
+    strategy: str,
+    budget: int,
+    answer: str | None,
+    tree: SearchTree,
+    seconds: float,
+    share: float,
+) -> dict[str, Any]:
     c, m = tree.compute, tree.meta
     tokens = round(c.generated_tokens * share)
     # the verifier's reading of b samples: its share of the run's (it reads each sample once)
@@ -204,12 +253,20 @@ def _record(unit: Unit, strategy: str, budget: int, answer: str | None, tree: Se
     flops = 2.0 * (m.get("params", 0) * tokens + m.get("prm_params", 0) * verifier)
     gold = unit.problem.answer
     record = {
-        "problem": unit.problem.id, "tier": unit.problem.tier, "seed": unit.seed,
-        "strategy": strategy, "budget": budget, "answer": answer, "gold": gold,
-        "correct": answer is not None and answers_equal(answer, gold), "tokens": tokens,
-        "verifier_tokens": verifier, "flops": flops, "seconds": round(seconds, 3),
+        "problem": unit.problem.id,
+        "tier": unit.problem.tier,
+        "seed": unit.seed,
+        "strategy": strategy,
+        "budget": budget,
+        "answer": answer,
+        "gold": gold,
+        "correct": answer is not None and answers_equal(answer, gold),
+        "tokens": tokens,
+        "verifier_tokens": verifier,
+        "flops": flops,
+        "seconds": round(seconds, 3),
         "model": m.get("model"),
-    }  # fmt: skip
+    }
     if tree.stopped:
         record["stopped"] = tree.stopped
     if "compute_optimal" in m:
@@ -246,8 +303,12 @@ def load_done(out: Path, settings: dict[str, Any]) -> dict[str, list[dict[str, A
     return done
 
 
-def evaluate(plan_: Plan, out: Path, runner: Runner | None = None,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    plan_: Plan,
+    out: Path,
+    runner: Runner | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run every unit of `plan_` not yet in `out`, append each as it finishes, and write
     results.json and scaling.html. Returns the results."""
     from app.scaling import summarize
@@ -258,9 +319,17 @@ def evaluate(plan_: Plan, out: Path, runner: Runner | None = None,
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     out.mkdir(parents=True, exist_ok=True)
     done = load_done(out, plan_.settings)
-    (out / "config.json").write_text(json.dumps({
-        "settings": plan_.settings, "settings_hash": settings_hash(plan_.settings),
-        "strategies": plan_.strategies, "budgets": plan_.budgets}, indent=1))  # fmt: skip
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                "settings": plan_.settings,
+                "settings_hash": settings_hash(plan_.settings),
+                "strategies": plan_.strategies,
+                "budgets": plan_.budgets,
+            },
+            indent=1,
+        )
+    )
     todo = [u for u in plan_.units if u.key not in done]
     say(f"{len(plan_.units)} runs, {len(plan_.units) - len(todo)} already done in {out}")
     t0 = time.perf_counter()
@@ -273,12 +342,18 @@ def evaluate(plan_: Plan, out: Path, runner: Runner | None = None,
             elapsed = time.perf_counter() - t0
             left = elapsed / i * (len(todo) - i)
             right = sum(r["correct"] for r in records)
-            say(f"[{i}/{len(todo)}] {unit.problem.id} {unit.kind}@{unit.budget} seed {unit.seed}: "
-                f"{right}/{len(records)} right · {elapsed:.0f} s · about {_clock(left)} left")  # fmt: skip
+            say(
+                f"[{i}/{len(todo)}] {unit.problem.id} {unit.kind}@{unit.budget} seed {unit.seed}: "
+                f"{right}/{len(records)} right · {elapsed:.0f} s · about {_clock(left)} left"
+            )
     records = [r for u in plan_.units for r in done.get(u.key, [])]
-    results = {"settings": plan_.settings, "strategies": list(plan_.strategies),
-               "budgets": list(plan_.budgets), "summary": summarize(records),
-               "records": records}  # fmt: skip
+    results = {
+        "settings": plan_.settings,
+        "strategies": list(plan_.strategies),
+        "budgets": list(plan_.budgets),
+        "summary": summarize(records),
+        "records": records,
+    }
     (out / "results.json").write_text(json.dumps(results, indent=1))
     scaling_figure(results).write_html(out / "scaling.html", include_plotlyjs=True)
     return results
@@ -293,31 +368,52 @@ def _clock(seconds: float) -> str:
 # `--preset quick`: what finishes on 2 CPU cores within 10 minutes with the default model and
 # verifier (README, "The scaling lab"); a flag given beside it wins
 PRESETS = {
-    "quick": dict(problems="tier2_two_steps", strategies="majority,weighted_best_of_n,beam_search",
-                  budgets="1,2,4", limit=10, seeds=1),
-}  # fmt: skip
-DEFAULTS = dict(problems="tier3_multi_step", strategies="majority,best_of_n,weighted_best_of_n,"
-                "beam_search,dvts", budgets="1,2,4,8,16", limit=None, seeds=1)  # fmt: skip
+    "quick": dict(
+        problems="tier2_two_steps",
+        strategies="majority,weighted_best_of_n,beam_search",
+        budgets="1,2,4",
+        limit=10,
+        seeds=1,
+    ),
+}
+DEFAULTS = dict(
+    problems="tier3_multi_step",
+    strategies="majority,best_of_n,weighted_best_of_n,beam_search,dvts",
+    budgets="1,2,4,8,16",
+    limit=None,
+    seeds=1,
+)
 
 
 def add_arguments(p: Any) -> None:
     """The `eval` subcommand's flags (app/cli.py)."""
-    p.add_argument("--problems", help="a JSONL problem file, or a tier name (app/problems.py "
-                   f"TIERS; default {DEFAULTS['problems']})")  # fmt: skip
+    p.add_argument(
+        "--problems",
+        help="a JSONL problem file, or a tier name (app/problems.py "
+        f"TIERS; default {DEFAULTS['problems']})",
+    )
     p.add_argument("--strategies", help=f"comma-separated, from {', '.join(STRATEGIES)}")
     p.add_argument("--budgets", help="comma-separated budgets N (default 1,2,4,8,16)")
     p.add_argument("--model", help="the policy (default: the app's starting model)")
     p.add_argument("--prm", help="the verifier (default: the catalog's)")
     p.add_argument("--precision", default="auto")
-    p.add_argument("--bigger", default="auto", help="the model whose greedy accuracy is the "
-                   "dashed line ('auto': the catalog's for the policy; 'none')")  # fmt: skip
+    p.add_argument(
+        "--bigger",
+        default="auto",
+        help="the model whose greedy accuracy is the "
+        "dashed line ('auto': the catalog's for the policy; 'none')",
+    )
     p.add_argument("--beam-width", type=int, default=4, help="M for beam search and DVTS")
     p.add_argument("--seeds", type=int, help="seeds per problem (default 1)")
     p.add_argument("--limit", type=int, help="the first K problems only")
     p.add_argument("--preset", choices=sorted(PRESETS))
     p.add_argument("--out", type=Path, required=True, help="folder for records, results, figure")
-    p.add_argument("--publish", action="store_true", help="also store the curves (no "
-                   "per-problem records) in assets/scaling/ for the app's Scaling tab")  # fmt: skip
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="also store the curves (no "
+        "per-problem records) in assets/scaling/ for the app's Scaling tab",
+    )
 
 
 def plan_from_args(args: Any) -> Plan:
@@ -340,23 +436,35 @@ def plan_from_args(args: Any) -> Plan:
         bigger = probe.bigger_model
     settings = harness_settings(model, prm, path, args.precision, args.beam_width, bigger)
     budgets = [int(b) for b in str(pick["budgets"]).split(",") if b.strip()]
-    return plan(problems, str(pick["strategies"]).split(","), budgets, int(pick["seeds"]),
-                settings)  # fmt: skip
+    return plan(problems, str(pick["strategies"]).split(","), budgets, int(pick["seeds"]), settings)
 
 
-def harness_settings(model: str, prm: str, problems: Path, precision: str = "auto",
-                     beam_width: int = 4, bigger: str | None = None) -> dict[str, Any]:  # fmt: skip
+def harness_settings(
+    model: str,
+    prm: str,
+    problems: Path,
+    precision: str = "auto",
+    beam_width: int = 4,
+    bigger: str | None = None,
+) -> dict[str, Any]:
     """An evaluation's settings: these, and the app's preset token and sampling limits (so a
     curve measures what the explorer runs)."""
     from app.service import PRESET
 
     return {
-        "model": model, "prm": prm, "precision": precision, "beam_width": beam_width,
-        "max_iterations": PRESET.max_iterations, "max_step_tokens": PRESET.max_step_tokens,
-        "max_solution_tokens": PRESET.max_solution_tokens, "temperature": PRESET.temperature,
-        "top_p": PRESET.top_p, "lookahead": PRESET.lookahead, "bigger": bigger,
+        "model": model,
+        "prm": prm,
+        "precision": precision,
+        "beam_width": beam_width,
+        "max_iterations": PRESET.max_iterations,
+        "max_step_tokens": PRESET.max_step_tokens,
+        "max_solution_tokens": PRESET.max_solution_tokens,
+        "temperature": PRESET.temperature,
+        "top_p": PRESET.top_p,
+        "lookahead": PRESET.lookahead,
+        "bigger": bigger,
         "problems": _shown_path(problems),
-    }  # fmt: skip
+    }
 
 
 def _shown_path(path: Path) -> str:

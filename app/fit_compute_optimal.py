@@ -75,8 +75,12 @@ def merged(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 seen.add(key)
                 records.append({**r, "candidate": candidate})
     budgets = sorted({b for run in runs for b in run["budgets"]})
-    return {"settings": first, "budgets": budgets, "records": records,
-            "strategies": [s for run in runs for s in run["strategies"]]}  # fmt: skip
+    return {
+        "settings": first,
+        "budgets": budgets,
+        "records": records,
+        "strategies": [s for run in runs for s in run["strategies"]],
+    }
 
 
 def _table(records: list[dict[str, Any]]) -> dict[tuple[str, Candidate, int], list[bool]]:
@@ -98,22 +102,31 @@ def fit(results: dict[str, Any] | list[dict[str, Any]]) -> tuple[Policy, dict[st
     records = results["records"]
     probes = {r["problem"]: r["probe"] for r in records if r.get("probe") and r["seed"] == 0}
     if len(probes) < 2 * BINS:
-        raise ValueError(f"{len(probes)} problems have a probe; fitting {BINS} bins needs at "
-                         f"least {2 * BINS} (run the sampling strategies at budget >= 4)")  # fmt: skip
+        raise ValueError(
+            f"{len(probes)} problems have a probe; fitting {BINS} bins needs at "
+            f"least {2 * BINS} (run the sampling strategies at budget >= 4)"
+        )
     fit_ids, check_ids = halves(list(probes))
     edges = quantile_edges([probes[p]["signal"] for p in fit_ids])
     cells = _table(records)
-    tokens = {(r["problem"], r["candidate"], r["budget"]): r["tokens"] for r in records
-              if r["seed"] == 0}  # fmt: skip
+    tokens = {
+        (r["problem"], r["candidate"], r["budget"]): r["tokens"] for r in records if r["seed"] == 0
+    }
     settings = results["settings"]
     # CANDIDATES order, then the run's own aggregation and M before their variants: ties go to
     # the simpler choice
     order = {s: i for i, s in enumerate(CANDIDATES)}
-    everyone = sorted({r["candidate"] for r in records if r["candidate"][0] in order},
-                      key=lambda c: (order[c[0]], c[1] != "last", c[1], -(c[2] or 0)))  # fmt: skip
+    everyone = sorted(
+        {r["candidate"] for r in records if r["candidate"][0] in order},
+        key=lambda c: (order[c[0]], c[1] != "last", c[1], -(c[2] or 0)),
+    )
     choices: dict[int, tuple[Choice, ...]] = {}
-    report: dict[str, Any] = {"fitting": len(fit_ids), "checking": len(check_ids),
-                              "candidates": [shown(c) for c in everyone], "budgets": {}}  # fmt: skip
+    report: dict[str, Any] = {
+        "fitting": len(fit_ids),
+        "checking": len(check_ids),
+        "candidates": [shown(c) for c in everyone],
+        "budgets": {},
+    }
     for budget in results["budgets"]:
         here = [c for c in everyone if _accuracy(cells, fit_ids, c, budget) is not None]
         if not here:
@@ -126,22 +139,35 @@ def fit(results: dict[str, Any] | list[dict[str, Any]]) -> tuple[Policy, dict[st
             scores = {c: _accuracy(cells, members, c, budget) for c in here}
             # a tie in the bin goes to the candidate best on the whole fitting half: a bin of a
             # few problems should not move the choice off it without evidence
-            order_k = sorted((c for c in ranked if scores[c] is not None),
-                             key=lambda c: -scores[c]) or ranked  # fmt: skip
+            order_k = (
+                sorted((c for c in ranked if scores[c] is not None), key=lambda c: -scores[c])
+                or ranked
+            )
             best = order_k[0]
             second = next((c for c in order_k[1:] if c[0] != best[0]), order_k[-1])
             m = best[2] or int(settings.get("beam_width", 4))
-            per_bin.append(Choice(best[0], m, best[1], scores.get(best) or 0.0, second[0],
-                                  scores.get(second) or 0.0))  # fmt: skip
+            per_bin.append(
+                Choice(
+                    best[0],
+                    m,
+                    best[1],
+                    scores.get(best) or 0.0,
+                    second[0],
+                    scores.get(second) or 0.0,
+                )
+            )
             bin_best.append(best)
-            bin_report.append({"problems": len(members), "choice": shown(best),
-                               "accuracy": scores.get(best)})  # fmt: skip
+            bin_report.append(
+                {"problems": len(members), "choice": shown(best), "accuracy": scores.get(best)}
+            )
         choices[budget] = tuple(per_bin)
         picks = {p: bin_best[bin_of(probes[p]["signal"], edges)] for p in check_ids}
         hits = [c for p in check_ids for c in cells.get((p, picks[p], budget), [])]
         single = ranked[0]
-        co_tokens = [_co_tokens(tokens.get((p, picks[p], budget), 0), picks[p],
-                                probes[p].get("tokens", 0)) for p in check_ids]  # fmt: skip
+        co_tokens = [
+            _co_tokens(tokens.get((p, picks[p], budget), 0), picks[p], probes[p].get("tokens", 0))
+            for p in check_ids
+        ]
         single_tokens = [tokens.get((p, single, budget), 0) for p in check_ids]
         report["budgets"][str(budget)] = {
             "compute_optimal": sum(hits) / len(hits) if hits else None,
@@ -165,8 +191,9 @@ def _co_tokens(tokens: int, pick: Candidate, probe: int) -> int:
     return max(tokens, probe) if pick[2] is None else tokens + probe
 
 
-def store(policy: Policy, report: dict[str, Any], model: str, prm: str,
-          path: Path = POLICY_PATH) -> None:  # fmt: skip
+def store(
+    policy: Policy, report: dict[str, Any], model: str, prm: str, path: Path = POLICY_PATH
+) -> None:
     """Keep `policy` for (model, prm) in `path`, beside those of other models."""
     data = json.loads(path.read_text()) if path.is_file() else {"policies": {}}
     data["policies"][f"{model}|{prm}"] = {**policy.to_dict(), "check": report}
@@ -185,16 +212,21 @@ def check_table(entry: dict[str, Any]) -> str:
     """A stored policy's check as markdown: per budget, compute-optimal on the checking half
     (its probe's tokens included) against the best single candidate, and the choice per bin."""
     report = entry.get("check", {})
-    lines = [f"Fitted on `{entry.get('fitted_on', '?')}`: {report.get('fitting', '?')} problems "
-             f"to fit, the other {report.get('checking', '?')} to check.", "",
-             "| N | compute-optimal | best single candidate | chosen per bin (hardest → easiest) |",
-             "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"Fitted on `{entry.get('fitted_on', '?')}`: {report.get('fitting', '?')} problems "
+        f"to fit, the other {report.get('checking', '?')} to check.",
+        "",
+        "| N | compute-optimal | best single candidate | chosen per bin (hardest → easiest) |",
+        "|---|---|---|---|",
+    ]
     for budget, r in sorted(report.get("budgets", {}).items(), key=lambda kv: int(kv[0])):
         co, single = r.get("compute_optimal"), r.get("best_single_accuracy")
         lines.append(
             f"| {budget} | {_pct(co)} · {r['compute_optimal_tokens']:,.0f} tokens | "
             f"{r['best_single']}: {_pct(single)} · {r['best_single_tokens']:,.0f} tokens | "
-            + " · ".join(b["choice"] for b in r.get("bins", [])) + " |")  # fmt: skip
+            + " · ".join(b["choice"] for b in r.get("bins", []))
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -228,11 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     store(policy, report, s["model"], s["prm"], args.out)
     for budget, r in report["budgets"].items():
         co = r["compute_optimal"]
-        print(f"N={budget}: compute-optimal {co:.0%} ({r['compute_optimal_tokens']:.0f} tokens, "
-              f"its probe included) vs the best single strategy ({r['best_single']}) "
-              f"{r['best_single_accuracy']:.0%} ({r['best_single_tokens']:.0f} tokens) on the "
-              f"{report['checking']} checking problems; per bin: "
-              + ", ".join(b["choice"] for b in r["bins"]))  # fmt: skip
+        print(
+            f"N={budget}: compute-optimal {co:.0%} ({r['compute_optimal_tokens']:.0f} tokens, "
+            f"its probe included) vs the best single strategy ({r['best_single']}) "
+            f"{r['best_single_accuracy']:.0%} ({r['best_single_tokens']:.0f} tokens) on the "
+            f"{report['checking']} checking problems; per bin: "
+            + ", ".join(b["choice"] for b in r["bins"])
+        )
     print(f"stored in {args.out}")
     return 0
 

@@ -170,8 +170,10 @@ def explore(values: dict[str, Any], token: str | None = None) -> Iterator[dict[s
             if control.stopped:
                 yield {"status": "**Stopped** before it started."}
                 return
-            yield {"status": f"Waiting for the models: {ahead} run{'s' * (ahead != 1)} ahead "
-                             f"of yours, about {eta:.0f} s…"}  # fmt: skip
+            yield {
+                "status": f"Waiting for the models: {ahead} run{'s' * (ahead != 1)} ahead "
+                f"of yours, about {eta:.0f} s…"
+            }
         if control.stopped:
             yield {"status": "**Stopped** before it started."}
             return
@@ -279,8 +281,9 @@ def _versus(
             what = f"majority@{side.voters}" if side.majority else "alone"
             update = {"status": f"{done} · {big} {what}: iteration {running.iteration}…"}
             if side.majority is not None:
-                update["versus"] = versus_markdown(tree, side.greedy, None, small, big,
-                                                   request.expected)  # fmt: skip
+                update["versus"] = versus_markdown(
+                    tree, side.greedy, None, small, big, request.expected
+                )
             yield update
     except Exception as err:
         if not isinstance(err, ValueError):
@@ -289,8 +292,10 @@ def _versus(
         return
     assert side is not None and side.done
     if side.stopped:
-        yield {"status": done,
-               "versus": f"*{big}'s run ended early: {escape_markdown(side.stopped)}*"}  # fmt: skip
+        yield {
+            "status": done,
+            "versus": f"*{big}'s run ended early: {escape_markdown(side.stopped)}*",
+        }
         return
     yield {
         "status": done,

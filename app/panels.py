@@ -40,8 +40,10 @@ def status_line(tree: SearchTree) -> str:
         answers = sum(1 for n in tree.nodes if n.answer is not None)
         state = f"done after {tree.iteration} iterations · {steps} steps, {answers} answers"
         if tree.stopped:  # the reason may quote a model's error: escaped
-            state = (f"ended early in iteration {tree.iteration} "
-                     f"({escape_markdown(tree.stopped)}) · {steps} steps, {answers} answers")  # fmt: skip
+            state = (
+                f"ended early in iteration {tree.iteration} "
+                f"({escape_markdown(tree.stopped)}) · {steps} steps, {answers} answers"
+            )
     else:
         active = sum(1 for n in tree.nodes if n.parent is not None and n.status == "active")
         state = f"iteration {tree.iteration} · {steps} steps ({active} active)"
@@ -76,9 +78,11 @@ def compute_markdown(tree: SearchTree) -> str:
         lines.append(f"| CPU | {m['cpu']} |")
     chosen = m.get("compute_optimal")
     if chosen:  # which bin, which strategy and why, as the run's meta says it
-        why = chosen.get("why") or (f"{chosen.get('difficulty_bin')} (pilot score "
-                                    f"{chosen.get('difficulty')}) → "
-                                    f"{label(chosen.get('chosen_strategy', '?'))}")  # fmt: skip
+        why = chosen.get("why") or (
+            f"{chosen.get('difficulty_bin')} (pilot score "
+            f"{chosen.get('difficulty')}) → "
+            f"{label(chosen.get('chosen_strategy', '?'))}"
+        )
         kept = chosen.get("reused_probe_samples")
         if kept:
             why += f"; the probe's samples are {kept} of the N"

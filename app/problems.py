@@ -42,8 +42,15 @@ TIERS: dict[str, Path] = {
     )
 }
 _TEXT_KEYS = ("problem", "question")  # "question": the older files' name
-_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number",
-               bool: "true or false", type(None): "null", dict: "an object"}  # fmt: skip
+_JSON_TYPES = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+    dict: "an object",
+}
 
 
 class ProblemFileError(ValueError):

@@ -43,13 +43,17 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
         right, n = sum(bool(r["correct"]) for r in rs), len(rs)
         low, high = wilson(right, n)
         out.setdefault(strategy, {})[str(budget)] = {
-            "accuracy": right / n, "low": low, "high": high, "right": right, "n": n,
+            "accuracy": right / n,
+            "low": low,
+            "high": high,
+            "right": right,
+            "n": n,
             "tokens": sum(r["tokens"] for r in rs) / n,
             "verifier_tokens": sum(r["verifier_tokens"] for r in rs) / n,
             "flops": sum(r["flops"] for r in rs) / n,
             "seconds": sum(r["seconds"] for r in rs) / n,
             "model": rs[0].get("model"),
-        }  # fmt: skip
+        }
     return out
 
 

@@ -47,13 +47,17 @@ def headline(results: dict[str, Any]) -> str:
     summary, budgets = results["summary"], results["budgets"]
     settings = results["settings"]
     top = str(max(budgets))
-    searches = {s: c[top] for s, c in summary.items() if s not in ("greedy", "bigger", "majority")
-                and top in c}  # fmt: skip
+    searches = {
+        s: c[top]
+        for s, c in summary.items()
+        if s not in ("greedy", "bigger", "majority") and top in c
+    }
     if not searches:
         return ""
     best = max(searches, key=lambda s: searches[s]["accuracy"])
-    parts = [f"**{settings['model']} + {label(best)} at N={top}: "
-             f"{searches[best]['accuracy']:.0%}**"]  # fmt: skip
+    parts = [
+        f"**{settings['model']} + {label(best)} at N={top}: {searches[best]['accuracy']:.0%}**"
+    ]
     if top in summary.get("majority", {}):
         parts.append(f"majority@{top}: {summary['majority'][top]['accuracy']:.0%}")
     if "1" in summary.get("bigger", {}):
@@ -67,12 +71,16 @@ def show_stored(name: str | None) -> tuple[Any, str, str]:
     results = stored_results().get(name or "")
     if results is None:
         return None, "", "*No stored results yet: `python -m app.cli eval ... --publish`.*"
-    return (scaling_figure(results), table(results["summary"], results["budgets"]),
-            headline(results))  # fmt: skip
+    return (
+        scaling_figure(results),
+        table(results["summary"], results["budgets"]),
+        headline(results),
+    )
 
 
-def live_eval(tier: str, strategies: list[str], budgets: list[Any], limit: float, model: str,
-              prm: str) -> Iterator[tuple[Any, ...]]:  # fmt: skip
+def live_eval(
+    tier: str, strategies: list[str], budgets: list[Any], limit: float, model: str, prm: str
+) -> Iterator[tuple[Any, ...]]:
     """Evaluate the first `limit` problems of `tier`; (status, figure, table) after every run."""
     from app.service import run_to_end
 
@@ -91,28 +99,42 @@ def live_eval(tier: str, strategies: list[str], budgets: list[Any], limit: float
         try:
             with contextlib.closing(GATE.wait(ticket)) as line:
                 for ahead, eta in line:
-                    yield f"Run {i}/{total}: waiting for the models ({ahead} ahead, about " \
-                          f"{eta:.0f} s)…", gr.skip(), gr.skip()  # fmt: skip
+                    yield (
+                        f"Run {i}/{total}: waiting for the models ({ahead} ahead, about "
+                        f"{eta:.0f} s)…",
+                        gr.skip(),
+                        gr.skip(),
+                    )
             try:
                 records += run_unit(unit, the_plan, run_to_end)
             except Exception as err:
                 raise as_user_error(err) from None
         finally:
             GATE.leave(ticket)
-        results = {"settings": settings, "budgets": list(the_plan.budgets),
-                   "summary": summarize(records)}  # fmt: skip
-        yield (f"Run {i}/{total} done ({unit.problem.id}, {unit.kind} at N={unit.budget})",
-               scaling_figure(results), table(results["summary"], results["budgets"]))  # fmt: skip
+        results = {
+            "settings": settings,
+            "budgets": list(the_plan.budgets),
+            "summary": summarize(records),
+        }
+        yield (
+            f"Run {i}/{total} done ({unit.problem.id}, {unit.kind} at N={unit.budget})",
+            scaling_figure(results),
+            table(results["summary"], results["budgets"]),
+        )
     yield f"**Done**: {len(problems)} problems of {tier}.", gr.skip(), gr.skip()
 
 
 def policy_text(policies: dict[str, dict[str, Any]]) -> str:
     """The stored compute-optimal policies' checks, one block per model and verifier."""
     if not policies:
-        return ("*No fitted policy yet: compute-optimal runs on the reference heuristic. "
-                "`python -m app.fit_compute_optimal runs/tier3/results.json` fits one.*")  # fmt: skip
-    return "\n\n".join(f"**{key.replace('|', ' under ')}**\n\n{check_table(entry)}"
-                       for key, entry in policies.items())  # fmt: skip
+        return (
+            "*No fitted policy yet: compute-optimal runs on the reference heuristic. "
+            "`python -m app.fit_compute_optimal runs/tier3/results.json` fits one.*"
+        )
+    return "\n\n".join(
+        f"**{key.replace('|', ' under ')}**\n\n{check_table(entry)}"
+        for key, entry in policies.items()
+    )
 
 
 def scaling_tab() -> None:
@@ -133,13 +155,16 @@ def scaling_tab() -> None:
         with gr.Row():
             tier = gr.Dropdown(list(TIERS), value="tier2_two_steps", label="Problem tier")
             limit = gr.Slider(1, LIVE_MAX_PROBLEMS, value=4, step=1, label="Problems")
-            model = gr.Dropdown(list(catalog().names("policy")), value=starting_model(),
-                                label="Policy")  # fmt: skip
-            prm = gr.Dropdown(list(catalog().prm_choices()), value=catalog().default_prm,
-                              label="Verifier")  # fmt: skip
+            model = gr.Dropdown(
+                list(catalog().names("policy")), value=starting_model(), label="Policy"
+            )
+            prm = gr.Dropdown(
+                list(catalog().prm_choices()), value=catalog().default_prm, label="Verifier"
+            )
         with gr.Row():
-            strategies = gr.CheckboxGroup(list(LIVE_STRATEGIES), value=["majority", "beam_search"],
-                                          label="Strategies")  # fmt: skip
+            strategies = gr.CheckboxGroup(
+                list(LIVE_STRATEGIES), value=["majority", "beam_search"], label="Strategies"
+            )
             budgets = gr.CheckboxGroup(list(LIVE_BUDGETS), value=[1, 2, 4], label="Budgets N")
         with gr.Row():
             go = gr.Button("Evaluate", variant="primary", elem_id="scaling-run")
@@ -147,7 +172,11 @@ def scaling_tab() -> None:
         status = gr.Markdown(elem_id="scaling-status")
         live_plot = gr.Plot(label="Live: accuracy against budget", elem_id="scaling-live")
         live_table = gr.Markdown()
-        event = go.click(live_eval, [tier, strategies, budgets, limit, model, prm],
-                         [status, live_plot, live_table], api_visibility="private",
-                         **MODEL_QUEUE)  # fmt: skip
+        event = go.click(
+            live_eval,
+            [tier, strategies, budgets, limit, model, prm],
+            [status, live_plot, live_table],
+            api_visibility="private",
+            **MODEL_QUEUE,
+        )
         stop.click(None, None, None, cancels=[event], api_visibility="private")

@@ -82,8 +82,10 @@ class RunRequest:
                 f"Unknown PRM {self.prm!r}; choose one of {', '.join(models.prm_choices())}."
             )
         if self.precision not in PRECISIONS:
-            raise ValueError(f"Unknown precision {str(self.precision)[:40]!r}; choose one of "
-                             f"{', '.join(PRECISIONS)}.")  # fmt: skip
+            raise ValueError(
+                f"Unknown precision {str(self.precision)[:40]!r}; choose one of "
+                f"{', '.join(PRECISIONS)}."
+            )
         if not isinstance(self.compare, bool):
             raise ValueError(f"compare must be true or false, got {str(self.compare)[:40]!r}.")
         if isinstance(self.expected, (int, float)) and not isinstance(self.expected, bool):
@@ -93,8 +95,9 @@ class RunRequest:
         check_scorer(self.config.strategy, self.prm != NO_PRM)
         choices = bigger_choices()
         if self.bigger not in choices:
-            raise ValueError(f"Unknown bigger model {self.bigger!r}; choose one of "
-                             f"{', '.join(choices)}.")  # fmt: skip
+            raise ValueError(
+                f"Unknown bigger model {self.bigger!r}; choose one of {', '.join(choices)}."
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunRequest:
@@ -207,8 +210,9 @@ def stream_run(request: RunRequest, control: RunControl | None = None) -> Iterat
         from app.fit_compute_optimal import stored_policy
 
         policy = stored_policy(request.model, request.prm)
-    frames = search(request.prompt, request.config, runtime.generator, runtime.scorer,
-                    policy=policy)  # fmt: skip
+    frames = search(
+        request.prompt, request.config, runtime.generator, runtime.scorer, policy=policy
+    )
     yield from controlled(frames, control, meta, request.config.n)
 
 
@@ -237,8 +241,14 @@ def stream_bigger(
     loaded, engine = POOL.bigger(name, request.precision)
     if not voters:
         config = dataclasses.replace(config, temperature=0.0)
-    meta = {"model": name, "params": catalog().get(name, "policy").params, "prm": NO_PRM,
-            "prm_params": 0, "device": loaded.device, "precision": loaded.precision}  # fmt: skip
+    meta = {
+        "model": name,
+        "params": catalog().get(name, "policy").params,
+        "prm": NO_PRM,
+        "prm_params": 0,
+        "device": loaded.device,
+        "precision": loaded.precision,
+    }
     control = control or RunControl()
     control.start(limits.time_limit_s, limits.max_run_tokens)
     yield from controlled(search(request.prompt, config, engine, None), control, meta, config.n)
@@ -347,8 +357,11 @@ def write_exports(tree: SearchTree, html: str) -> dict[str, str]:
     Returns the paths by format."""
     EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    folders = sorted((p for p in EXPORT_ROOT.iterdir() if p.is_dir()),
-                     key=lambda p: p.stat().st_mtime_ns, reverse=True)  # fmt: skip
+    folders = sorted(
+        (p for p in EXPORT_ROOT.iterdir() if p.is_dir()),
+        key=lambda p: p.stat().st_mtime_ns,
+        reverse=True,
+    )
     for rank, old in enumerate(folders):
         if rank >= EXPORT_MAX_RUNS - 1 or now - old.stat().st_mtime > EXPORT_TTL_S:
             shutil.rmtree(old, ignore_errors=True)

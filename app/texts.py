@@ -56,8 +56,10 @@ def verifiers_markdown() -> str:
     for path in sorted(HEADS_DIR.glob("*.json")):
         seen = json.loads(path.read_text()).get("trained_on", {})
         if seen:
-            learned.append(f"{path.stem}: {seen.get('solutions')} solutions to "
-                           f"{len(seen.get('problems', []))} practice problems")  # fmt: skip
+            learned.append(
+                f"{path.stem}: {seen.get('solutions')} solutions to "
+                f"{len(seen.get('problems', []))} practice problems"
+            )
     heads = "; ".join(learned) or "none is trained yet"
     return f"""### The verifiers (the step judges)
 - **Arithmetic checker:** re-computes every calculation in a step. It catches a wrong sum, not

@@ -156,9 +156,13 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
         w["n"] = gr.Dropdown(BUDGETS, value=d["n"], label="Budget N")
         w["beam_width"] = gr.Dropdown(BEAM_WIDTHS, value=d["beam_width"], label="Beam width M")
     w["max_iterations"] = gr.Slider(
-        1, 40, value=d["max_iterations"], step=1, label="Max iterations",
+        1,
+        40,
+        value=d["max_iterations"],
+        step=1,
+        label="Max iterations",
         info="one step per iteration; the last one writes each solution to its end",
-    )  # fmt: skip
+    )
     models = catalog()
     w["prm"] = gr.Dropdown(
         [(models.prm_label(p), p) for p in models.prm_choices()],
@@ -193,25 +197,32 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
                 16, 1024, value=d["max_step_tokens"], step=16, label="Max tokens per step"
             )
             w["max_solution_tokens"] = gr.Slider(
-                64, 4096, value=d["max_solution_tokens"], step=64,
+                64,
+                4096,
+                value=d["max_solution_tokens"],
+                step=64,
                 label="Max tokens per solution",
                 info="the last iteration writes each solution to its end, at most this long",
-            )  # fmt: skip
+            )
         with gr.Row():
             w["model"] = gr.Dropdown(_policy_choices(), value=d["model"], label="Policy model")
             w["precision"] = gr.Dropdown(
-                list(PRECISIONS), value=d["precision"], label="Precision",
+                list(PRECISIONS),
+                value=d["precision"],
+                label="Precision",
                 info="auto: what runs fastest on this machine",
-            )  # fmt: skip
+            )
             w["seed"] = gr.Number(value=d["seed"], precision=0, minimum=0, label="Seed")
         with gr.Row():
             w["compare"] = gr.Checkbox(
                 value=d["compare"], label="Compare with majority voting at the same N"
             )
             w["bigger"] = gr.Dropdown(
-                _bigger_choices(), value=d["bigger"], label="…and with a bigger model alone",
+                _bigger_choices(),
+                value=d["bigger"],
+                label="…and with a bigger model alone",
                 info="greedy, then majority voting at the search's compute",
-            )  # fmt: skip
+            )
     with gr.Accordion("Harder examples (for hub models)", open=False):
         _examples(examples["hub"], "MATH-style", [w["prompt"], w["expected"]])
     w["strategy"].change(
@@ -349,7 +360,11 @@ def build_demo() -> gr.Blocks:
         gr.api(gpu(duration=120)(run_search), api_name="run", **MODEL_QUEUE)
         # what "auto" means here needs torch: it is filled in once the page is up
         demo.load(
-            precision_hint, None, widgets["precision"], queue=False, show_progress="hidden",
+            precision_hint,
+            None,
+            widgets["precision"],
+            queue=False,
+            show_progress="hidden",
             api_visibility="private",
-        )  # fmt: skip
+        )
     return demo

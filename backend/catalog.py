@@ -96,13 +96,17 @@ class CatalogEntry:
     def __post_init__(self) -> None:
         where = f"model {self.name!r}"
         if not NAME.fullmatch(self.name) or self.name in RESERVED_NAMES:
-            raise ValueError(f"{where}: a name is letters, digits and . _ + - (at most 64), "
-                             "not a hub id, a path, 'auto' or 'none'")  # fmt: skip
+            raise ValueError(
+                f"{where}: a name is letters, digits and . _ + - (at most 64), "
+                "not a hub id, a path, 'auto' or 'none'"
+            )
         if self.hub_id is not None and not (
             HUB_ID.fullmatch(self.hub_id) or Path(self.hub_id).is_absolute()
         ):
-            raise ValueError(f"{where}: hub_id is a hub repo (org/name) or an absolute folder, "
-                             f"got {self.hub_id!r}")  # fmt: skip
+            raise ValueError(
+                f"{where}: hub_id is a hub repo (org/name) or an absolute folder, "
+                f"got {self.hub_id!r}"
+            )
         if self.kind not in get_args(Kind):
             raise ValueError(f"{where}: kind must be policy or prm, got {self.kind!r}")
         if self.family not in get_args(Family):
@@ -217,15 +221,19 @@ def _read_extra(path: Path, catalogued: dict[str, CatalogEntry]) -> dict[str, Ca
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{EXTRA_MODELS_ENV}={source}: cannot read it ({err})") from None
     if not isinstance(data, dict) or set(data) - EXTRA_KEYS:
-        raise ValueError(f"{source}: an extra models file has only {sorted(EXTRA_KEYS)}; the "
-                         "catalog's defaults stay assets/models.json's")  # fmt: skip
+        raise ValueError(
+            f"{source}: an extra models file has only {sorted(EXTRA_KEYS)}; the "
+            "catalog's defaults stay assets/models.json's"
+        )
     added = _read_entries(data, source)
     for name, entry in added.items():
         if name in catalogued:
             raise ValueError(f"{source}: {name!r} is a catalogued name; pick another")
         if entry.gguf is not None or entry.family == "offline":
-            raise ValueError(f"{source}: model {name!r} must download (hub_id and params); "
-                             "GGUF packages and offline verifiers come with the catalog only")  # fmt: skip
+            raise ValueError(
+                f"{source}: model {name!r} must download (hub_id and params); "
+                "GGUF packages and offline verifiers come with the catalog only"
+            )
     return added
 
 
@@ -241,14 +249,17 @@ def load_catalog(path: Path = CATALOG_PATH, extra: Path | str | None = None) -> 
         for what, other in named.items():
             if other is not None and getattr(entries.get(other), "kind", None) != "policy":
                 source = str(extra) if name in added else Path(path).name
-                raise ValueError(f"{source}: {name!r} names {other!r} as its {what}, "
-                                 "which is not a policy")  # fmt: skip
+                raise ValueError(
+                    f"{source}: {name!r} names {other!r} as its {what}, which is not a policy"
+                )
         if entry.judge is not None:  # the judge's size is its model's: written once
             judge = entries[entry.judge]
             entries[name] = dataclasses.replace(
-                entry, params=judge.params, params_16bit=judge.params_16bit,
+                entry,
+                params=judge.params,
+                params_16bit=judge.params_16bit,
                 default_precision=judge.default_precision,
-            )  # fmt: skip
+            )
     policies = [n for n, e in entries.items() if e.kind == "policy"]
     found = Catalog(
         entries,

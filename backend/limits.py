@@ -18,13 +18,28 @@ from backend.catalog import catalog
 # of the run's tokens in proportion to its size (never less than 1/8)
 REFERENCE_PARAMS = {"cpu": 0.5e9, "cuda": 8e9}
 BASE = {
-    "cpu": dict(max_n=64, max_iterations=40, max_step_tokens=256, max_solution_tokens=2048,
-                max_run_tokens=40_000, time_limit_s=300.0),
-    "cuda": dict(max_n=256, max_iterations=100, max_step_tokens=512, max_solution_tokens=4096,
-                 max_run_tokens=400_000, time_limit_s=300.0),
-}  # fmt: skip
-ENV = {"time_limit_s": "THINKTREE_TIME_LIMIT_S", "max_n": "THINKTREE_MAX_N",
-       "max_run_tokens": "THINKTREE_MAX_RUN_TOKENS"}  # fmt: skip
+    "cpu": dict(
+        max_n=64,
+        max_iterations=40,
+        max_step_tokens=256,
+        max_solution_tokens=2048,
+        max_run_tokens=40_000,
+        time_limit_s=300.0,
+    ),
+    "cuda": dict(
+        max_n=256,
+        max_iterations=100,
+        max_step_tokens=512,
+        max_solution_tokens=4096,
+        max_run_tokens=400_000,
+        time_limit_s=300.0,
+    ),
+}
+ENV = {
+    "time_limit_s": "THINKTREE_TIME_LIMIT_S",
+    "max_n": "THINKTREE_MAX_N",
+    "max_run_tokens": "THINKTREE_MAX_RUN_TOKENS",
+}
 
 
 @dataclass(frozen=True)
@@ -40,8 +55,9 @@ class Limits:
     device: str = "cpu"
     model: str = ""
 
-    def check(self, n: int, max_iterations: int, max_step_tokens: int,
-              max_solution_tokens: int) -> None:  # fmt: skip
+    def check(
+        self, n: int, max_iterations: int, max_step_tokens: int, max_solution_tokens: int
+    ) -> None:
         """ValueError naming the first setting over its cap, and the cap."""
         where = f"for {self.model} on {'a GPU' if self.device == 'cuda' else 'a CPU'}"
         asked = {

@@ -318,8 +318,10 @@ def _value_head(prm: str, loaded: LoadedModel, engine: StepGenerator) -> StepSco
     from backend.verifiers.value_head import HeadError, ValueHeadPRM, load_head
 
     if loaded.source != "gguf":
-        raise HeadError(f"{prm} reads the hidden states llama.cpp keeps while it writes; "
-                        f"{loaded.name} runs in transformers here: choose another verifier.")  # fmt: skip
+        raise HeadError(
+            f"{prm} reads the hidden states llama.cpp keeps while it writes; "
+            f"{loaded.name} runs in transformers here: choose another verifier."
+        )
     head = load_head(loaded.name, gguf_sha256(loaded.name, loaded.model.path))
     return ValueHeadPRM(engine, head, name=prm)
 

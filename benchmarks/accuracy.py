@@ -49,14 +49,18 @@ def run_problem(problem: dict, strategy: str, args) -> dict[str, dict]:
         prm = "none"
     else:
         config = dataclasses.replace(config, strategy=strategy)
-    request = RunRequest(problem["question"], config, args.model, prm, args.precision,
-                         compare=False)  # fmt: skip
+    request = RunRequest(
+        problem["question"], config, args.model, prm, args.precision, compare=False
+    )
     start = time.perf_counter()
     tree = run_to_end(request)
     seconds = time.perf_counter() - start
     gold = str(problem["answer"])
-    common = {"seconds": seconds, "tokens": tree.compute.generated_tokens,
-              "verifier_tokens": tree.compute.scored_tokens}  # fmt: skip
+    common = {
+        "seconds": seconds,
+        "tokens": tree.compute.generated_tokens,
+        "verifier_tokens": tree.compute.scored_tokens,
+    }
     answers = {strategy: tree.answer}
     if strategy == "weighted_best_of_n":  # the same samples, two other rules
         answers["majority"] = _votes_pick(tree.votes, "count")
@@ -81,8 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s"
+    )
     strategies = [s for s in args.strategies.split(",") if s]
     unknown = set(strategies) - set(STRATEGIES) - set(STRATEGY_NAMES)
     if unknown:
@@ -94,10 +99,20 @@ def main(argv: list[str] | None = None) -> dict:
         for i, problem in enumerate(problems):
             for col, result in run_problem(problem, strategy, args).items():
                 rows.setdefault(col, []).append(result)
-                logging.info("%s %d/%d %s gold=%s %.1f s", col, i + 1, len(problems),
-                             result["answer"], problem["answer"], result["seconds"])  # fmt: skip
-        out = {"config": {k: str(v) for k, v in vars(args).items()}, "summary": summarize(rows),
-               "rows": rows}  # fmt: skip
+                logging.info(
+                    "%s %d/%d %s gold=%s %.1f s",
+                    col,
+                    i + 1,
+                    len(problems),
+                    result["answer"],
+                    problem["answer"],
+                    result["seconds"],
+                )
+        out = {
+            "config": {k: str(v) for k, v in vars(args).items()},
+            "summary": summarize(rows),
+            "rows": rows,
+        }
         print(format_table(out), file=sys.stderr, flush=True)  # so far, in case of a later failure
         if args.json:
             args.json.write_text(json.dumps(out, indent=1))

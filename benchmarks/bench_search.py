@@ -47,9 +47,13 @@ AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 def run_side(cwd: Path, args: list[str], env: dict[str, str] | None = None) -> dict:
     """The runner in `cwd` (this checkout or an older one) with `args`; its JSON."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.search_runner", *args], cwd=cwd,
-        env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "benchmarks.search_runner", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -59,16 +63,25 @@ def avx2_lib() -> str | None:
     """The folder of llama.cpp's AVX2-only build (built once per CPU), on x86 only."""
     if platform.machine() != "x86_64":
         return None
-    done = subprocess.run(["bash", "scripts/build_llama.sh", "--avx2"], cwd=ROOT,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["bash", "scripts/build_llama.sh", "--avx2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return done.stdout.strip().splitlines()[-1] if done.returncode == 0 else None
 
 
 def old_checkout(rev: str) -> Path:
     """A worktree of `rev` in a temporary folder, with this checkout's runner copied in."""
     where = Path(tempfile.mkdtemp(prefix="thinktree-old-")) / "tree"
-    subprocess.run(["git", "worktree", "add", "--detach", str(where), rev], cwd=ROOT,
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(where), rev],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     shutil.copy(ROOT / "benchmarks" / "search_runner.py", where / "benchmarks")
     return where
 
@@ -85,8 +98,18 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.quick:
         args.model, args.limit, args.n, args.beam_width = "smollm2-135m", 2, 4, 2
-    common = ["--model", args.model, "--problems", str(ROOT / args.problems), "--limit",
-              str(args.limit), "--n", str(args.n), "--beam-width", str(args.beam_width)]  # fmt: skip
+    common = [
+        "--model",
+        args.model,
+        "--problems",
+        str(ROOT / args.problems),
+        "--limit",
+        str(args.limit),
+        "--n",
+        str(args.n),
+        "--beam-width",
+        str(args.beam_width),
+    ]
     sides: dict[str, dict] = {}
     explorer = [] if args.quick else ["--explorer"]
     sides["llama"] = run_side(ROOT, [*common, "--raw", *explorer])
@@ -104,8 +127,12 @@ def main(argv: list[str] | None = None) -> None:
             sides["old"] = run_side(old, common, env)
             sides["old_avx2"] = run_side(old, common, {**env, **AVX2})
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
-                           check=False, capture_output=True)  # fmt: skip
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(old)],
+                cwd=ROOT,
+                check=False,
+                capture_output=True,
+            )
             shutil.rmtree(old.parent, ignore_errors=True)
     ratios = {}
     for new, old in (("llama", "old"), ("llama_avx2", "old_avx2")):

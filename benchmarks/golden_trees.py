@@ -61,12 +61,17 @@ def main(argv: list[str] | None = None) -> None:
                     tree = run(prompt, config, engine, ArithmeticPRM()).to_dict()
                     tree["compute"].pop("wall_s")
                     tree.pop("meta")
-                    out["runs"].append({
-                        "engine": which, "seed": seed, "prompt": prompt, "config": c,
-                        "tree": tree,
-                        "stats": {k: getattr(engine.stats, k) for k in COUNTERS},
-                        "store": sorted(str(k) for k in engine.store),
-                    })  # fmt: skip
+                    out["runs"].append(
+                        {
+                            "engine": which,
+                            "seed": seed,
+                            "prompt": prompt,
+                            "config": c,
+                            "tree": tree,
+                            "stats": {k: getattr(engine.stats, k) for k in COUNTERS},
+                            "store": sorted(str(k) for k in engine.store),
+                        }
+                    )
             print(f"seed {seed}, {prompt[:24]}…: {time.perf_counter() - t0:.0f} s", flush=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1, sort_keys=True)

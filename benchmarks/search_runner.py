@@ -60,9 +60,15 @@ def main(argv: list[str] | None = None) -> None:
     runtime = get_runtime(args.model, "arithmetic")
     load_s = time.perf_counter() - t0
     engine = runtime.generator
-    config = SearchConfig(strategy="beam_search", n=args.n, beam_width=args.beam_width,
-                          max_iterations=10, max_step_tokens=96, max_solution_tokens=512,
-                          seed=0)  # fmt: skip
+    config = SearchConfig(
+        strategy="beam_search",
+        n=args.n,
+        beam_width=args.beam_width,
+        max_iterations=10,
+        max_step_tokens=96,
+        max_solution_tokens=512,
+        seed=0,
+    )
     warm = "A farmer has 3 pens of 12 hens. He sells 7 hens. How many hens are left?"
     deque(search(warm, config, engine, runtime.scorer), maxlen=0)  # kernels, prompt head
 
@@ -86,23 +92,32 @@ def main(argv: list[str] | None = None) -> None:
         for tree in search(question, config, engine, runtime.scorer):
             if first is None and len(tree.nodes) > 1:
                 first = time.perf_counter() - t0
-        runs.append({
-            "seconds": round(time.perf_counter() - t0, 2),
-            "first_frame_s": round(first or 0.0, 2),
-            "tokens": tree.compute.generated_tokens,
-            "right": tree.answer is not None and answers_equal(tree.answer, answer),
-        })  # fmt: skip
+        runs.append(
+            {
+                "seconds": round(time.perf_counter() - t0, 2),
+                "first_frame_s": round(first or 0.0, 2),
+                "tokens": tree.compute.generated_tokens,
+                "right": tree.answer is not None and answers_equal(tree.answer, answer),
+            }
+        )
     tokens = engine.stats.decode_tokens - before[0]
     decode_s = engine.stats.decode_s - before[1]
     out = {
-        "model": args.model, "n": args.n, "beam_width": args.beam_width,
-        "meta": {k: v for k, v in runtime.meta().items() if k in
-                 ("engine", "precision", "precision_reason", "cpu", "threads")},
-        "load_s": round(load_s, 2), "runs": runs,
+        "model": args.model,
+        "n": args.n,
+        "beam_width": args.beam_width,
+        "meta": {
+            k: v
+            for k, v in runtime.meta().items()
+            if k in ("engine", "precision", "precision_reason", "cpu", "threads")
+        },
+        "load_s": round(load_s, 2),
+        "runs": runs,
         "seconds_per_problem": round(sum(r["seconds"] for r in runs) / len(runs), 2),
-        "decode_tokens": tokens, "decode_tok_s": round(tokens / decode_s, 1),
+        "decode_tokens": tokens,
+        "decode_tok_s": round(tokens / decode_s, 1),
         "memory_mb": _status(),
-    }  # fmt: skip
+    }
     if args.raw and kv is not None:
         kv.decode = real
         out["raw"] = _replay(engine, schedule, problems[0][0])
@@ -139,8 +154,11 @@ def _replay(engine, schedule: list[int], question: str) -> dict:
             seqs = [kv.new(root) for _ in range(width)]
             pos = [len(prompt)] * width
     spent = time.perf_counter() - t0
-    return {"decodes": len(schedule), "tokens": sum(schedule),
-            "tok_s": round(sum(schedule) / spent, 1)}  # fmt: skip
+    return {
+        "decodes": len(schedule),
+        "tokens": sum(schedule),
+        "tok_s": round(sum(schedule) / spent, 1),
+    }
 
 
 def _explorer(problems: list[tuple[str, str]]) -> dict:

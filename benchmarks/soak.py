@@ -169,13 +169,33 @@ def tiny_model(tokenizer: Any, precision: str = "fp32") -> Any:
     torch.manual_seed(0)
     vocab = len(tokenizer) + 64  # padded, as a model's embedding often is
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        tie_word_embeddings=False, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = LlamaForCausalLM(config)
-    words = [*"0123456789", " + ", " - ", " x ", " = ", " ", ".", "\n", "\n\n", " so",
-             " the answer is", " \\boxed{", "}", "$"]  # fmt: skip
+    words = [
+        *"0123456789",
+        " + ",
+        " - ",
+        " x ",
+        " = ",
+        " ",
+        ".",
+        "\n",
+        "\n\n",
+        " so",
+        " the answer is",
+        " \\boxed{",
+        "}",
+        "$",
+    ]
     ids = sorted({i for w in words for i in tokenizer.encode(w, add_special_tokens=False)})
     head = torch.nn.Linear(config.hidden_size, vocab, bias=True)
     with torch.no_grad():
@@ -335,17 +355,38 @@ def _machine() -> str:
 def run_avx2(runs: list[SoakRun], seed_base: int, model: str, cpu: str) -> list[dict[str, Any]]:
     """The runs in child processes held to AVX2; one that dies (a hang, a crash in native code)
     marks its run a crash, and the next child goes on from the run after it."""
-    lib = subprocess.run(["bash", "scripts/build_llama.sh", "--avx2"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]  # fmt: skip
+    lib = (
+        subprocess.run(
+            ["bash", "scripts/build_llama.sh", "--avx2"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     env = {**os.environ, **AVX2_ENV, "LLAMA_CPP_LIB_PATH": lib}
     outcomes: dict[int, dict[str, Any]] = {}
     todo = [r.index for r in runs]
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "outcomes.jsonl"
         while todo:
-            command = [sys.executable, "-m", "benchmarks.soak", "--worker", str(results),
-                       "--seed-base", str(seed_base), "--model", model, "--cpu", cpu,
-                       "--indices", ",".join(map(str, todo))]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.soak",
+                "--worker",
+                str(results),
+                "--seed-base",
+                str(seed_base),
+                "--model",
+                model,
+                "--cpu",
+                cpu,
+                "--indices",
+                ",".join(map(str, todo)),
+            ]
             rc = subprocess.run(command, env=env, cwd=ROOT).returncode
             if results.is_file():
                 for line in results.read_text().splitlines():
@@ -356,8 +397,12 @@ def run_avx2(runs: list[SoakRun], seed_base: int, model: str, cpu: str) -> list[
                 raise RuntimeError(f"the avx2 process ended without runs {todo}")
             if todo:
                 why = f"the avx2 process died (exit status {rc}) during this run; see its output"
-                outcomes[todo[0]] = {"index": todo[0], "cpu": "avx2", "status": "crash",
-                                     "traceback": why}  # fmt: skip
+                outcomes[todo[0]] = {
+                    "index": todo[0],
+                    "cpu": "avx2",
+                    "status": "crash",
+                    "traceback": why,
+                }
                 todo = todo[1:]
     return [outcomes[r.index] for r in runs]
 
@@ -476,8 +521,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-base", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the summary and failures here (JSON)")
     parser.add_argument("--only", type=int, help="replay only this run (on a fresh engine)")
-    parser.add_argument("--run-timeout", type=float, default=RUN_TIMEOUT_S,
-                        help="seconds after which a run counts as hung (0: no limit)")  # fmt: skip
+    parser.add_argument(
+        "--run-timeout",
+        type=float,
+        default=RUN_TIMEOUT_S,
+        help="seconds after which a run counts as hung (0: no limit)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # the avx2 child: its outcomes file
     parser.add_argument("--indices", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -39,8 +39,15 @@ from strategies.protocols import STEP_DELIMITER, Sampling
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS = ROOT / "assets" / "problems" / "multistep.json"
 GROUPS = ("right path", "wrong path", "wrong arithmetic")
-VERIFIERS = ("arithmetic", "judge", "veto", "fallback", "self_judge", "value_head",
-             "checker_value_head")  # fmt: skip
+VERIFIERS = (
+    "arithmetic",
+    "judge",
+    "veto",
+    "fallback",
+    "self_judge",
+    "value_head",
+    "checker_value_head",
+)
 
 
 @dataclass
@@ -101,8 +108,17 @@ def solutions_from_json(path: Path, template: str, problems: list[dict]) -> list
         for sampled, sol in [(False, row["greedy"])] + [(True, s) for s in row["samples"]]:
             answer = extract_answer(sol["text"])
             correct = answer is not None and answers_equal(answer, row["gold"])
-            out.append(Solution(i, row["question"], row["gold"], split_steps(sol["text"]),
-                                answer, correct, sampled))  # fmt: skip
+            out.append(
+                Solution(
+                    i,
+                    row["question"],
+                    row["gold"],
+                    split_steps(sol["text"]),
+                    answer,
+                    correct,
+                    sampled,
+                )
+            )
     return out
 
 
@@ -222,8 +238,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s"
+    )
     names = [v for v in args.verifiers.split(",") if v]
     unknown = set(names) - set(VERIFIERS)
     if unknown:
@@ -234,9 +251,10 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.template:
             ap.error("--solutions needs --template")
         solutions = [
-            s for s in solutions_from_json(args.solutions, args.template, problems)
+            s
+            for s in solutions_from_json(args.solutions, args.template, problems)
             if s.problem < len(problems)
-        ]  # fmt: skip
+        ]
     else:
         from backend.catalog import catalog
         from backend.runtime import POOL, make_engine
@@ -256,17 +274,21 @@ def main(argv: list[str] | None = None) -> dict:
         final = {k: v for (k, _), v in zip(finals, whole)}
         by_group = {g: [x for x, it in zip(step_scores, items) if it["group"] == g] for g in GROUPS}
         results[name] = {
-            "auroc_all": auroc(by_group["right path"],
-                               by_group["wrong path"] + by_group["wrong arithmetic"]),
+            "auroc_all": auroc(
+                by_group["right path"], by_group["wrong path"] + by_group["wrong arithmetic"]
+            ),
             "auroc_right_vs_wrong_path": auroc(by_group["right path"], by_group["wrong path"]),
-            "auroc_right_vs_wrong_arithmetic": auroc(by_group["right path"],
-                                                     by_group["wrong arithmetic"]),
-            "auroc_final_step": auroc([final[k] for k, s in finals if s.correct and s.steps],
-                                      [final[k] for k, s in finals if not s.correct and s.steps]),
+            "auroc_right_vs_wrong_arithmetic": auroc(
+                by_group["right path"], by_group["wrong arithmetic"]
+            ),
+            "auroc_final_step": auroc(
+                [final[k] for k, s in finals if s.correct and s.steps],
+                [final[k] for k, s in finals if not s.correct and s.steps],
+            ),
             "weighted_bon": best_of_n(solutions, final),
             "seconds": round(time.perf_counter() - t0, 1),
             "scores": step_scores,
-        }  # fmt: skip
+        }
         logging.info("%s: %s", name, {k: v for k, v in results[name].items() if k != "scores"})
     counts = {g: sum(it["group"] == g for it in items) for g in GROUPS}
     out = {
@@ -284,8 +306,14 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def format_table(out: dict) -> str:
-    cols = ("auroc_all", "auroc_right_vs_wrong_path", "auroc_right_vs_wrong_arithmetic",
-            "auroc_final_step", "weighted_bon", "seconds")  # fmt: skip
+    cols = (
+        "auroc_all",
+        "auroc_right_vs_wrong_path",
+        "auroc_right_vs_wrong_arithmetic",
+        "auroc_final_step",
+        "weighted_bon",
+        "seconds",
+    )
     heads = ("AUROC all", "right/wrong path", "right/wrong arith", "final step", "w-BoN", "s")
     lines = [
         f"steps: {out['groups']} · {out['config']['solutions']} solutions of "
@@ -294,10 +322,13 @@ def format_table(out: dict) -> str:
     ]
     for name, r in out["verifiers"].items():
         cells = [r[c] for c in cols]
-        lines.append(f"{name:<12}" + "".join(
-            f"{'—':>19}" if v is None else f"{v:>19.3f}" if isinstance(v, float) else f"{v:>19}"
-            for v in cells
-        ))  # fmt: skip
+        lines.append(
+            f"{name:<12}"
+            + "".join(
+                f"{'—':>19}" if v is None else f"{v:>19.3f}" if isinstance(v, float) else f"{v:>19}"
+                for v in cells
+            )
+        )
     return "\n".join(lines)
 
 

@@ -26,8 +26,10 @@ TARGETS = {"strategies": ROOT / "README.md", "settings": ROOT / "docs" / "using-
 
 
 def strategies_table() -> str:
-    rows = ["| strategy (`name`) | needs a PRM | uses the beam width M | in plain words |",
-            "|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| strategy (`name`) | needs a PRM | uses the beam width M | in plain words |",
+        "|---|---|---|---|",
+    ]
     for name, info in STRATEGY_INFO.items():
         first = info.lesson.split(". ")[0].rstrip(".") + "."
         rows.append(

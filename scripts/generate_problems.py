@@ -50,13 +50,32 @@ _SHE, _HE = ("she", "her", "her"), ("he", "him", "his")
 PEOPLE = tuple(
     Person(name, *pronouns)
     for name, pronouns in (
-        ("Sara", _SHE), ("Ben", _HE), ("Mia", _SHE), ("Leo", _HE), ("Aisha", _SHE),
-        ("Omar", _HE), ("Priya", _SHE), ("Carlos", _HE), ("Yuki", _SHE), ("Noah", _HE),
-        ("Emma", _SHE), ("Ravi", _HE), ("Lucia", _SHE), ("Tom", _HE), ("Zara", _SHE),
-        ("Kofi", _HE), ("Hana", _SHE), ("Diego", _HE), ("Nina", _SHE), ("Sam", _HE),
-        ("Grace", _SHE), ("Ivan", _HE), ("Amara", _SHE), ("Mateo", _HE),
+        ("Sara", _SHE),
+        ("Ben", _HE),
+        ("Mia", _SHE),
+        ("Leo", _HE),
+        ("Aisha", _SHE),
+        ("Omar", _HE),
+        ("Priya", _SHE),
+        ("Carlos", _HE),
+        ("Yuki", _SHE),
+        ("Noah", _HE),
+        ("Emma", _SHE),
+        ("Ravi", _HE),
+        ("Lucia", _SHE),
+        ("Tom", _HE),
+        ("Zara", _SHE),
+        ("Kofi", _HE),
+        ("Hana", _SHE),
+        ("Diego", _HE),
+        ("Nina", _SHE),
+        ("Sam", _HE),
+        ("Grace", _SHE),
+        ("Ivan", _HE),
+        ("Amara", _SHE),
+        ("Mateo", _HE),
     )
-)  # fmt: skip
+)
 
 Template = Callable[["Draw"], tuple[str, str, int]]
 TEMPLATES: dict[str, list[Template]] = {tier: [] for tier in GENERATED}
@@ -108,8 +127,13 @@ def with_article(noun: str) -> str:
 
 
 # Fractions written in words, as (words, numerator, denominator)
-FRACTIONS = (("two thirds", 2, 3), ("three quarters", 3, 4), ("two fifths", 2, 5),
-             ("three fifths", 3, 5), ("four fifths", 4, 5))  # fmt: skip
+FRACTIONS = (
+    ("two thirds", 2, 3),
+    ("three quarters", 3, 4),
+    ("two fifths", 2, 5),
+    ("three fifths", 3, 5),
+    ("four fifths", 4, 5),
+)
 UNIT_FRACTIONS = (("half", 1, 2), ("one third", 1, 3), ("one quarter", 1, 4), ("one fifth", 1, 5))
 TIMES = {2: "twice", 3: "three times", 4: "four times"}
 
@@ -123,19 +147,29 @@ def gift(d: Draw):
     a, b = d.people(2)
     have, more = d.int(5, 60), d.int(2, 40)
     things = d.pick(("stickers", "marbles", "pencils", "stamps", "shells", "cards", "beads"))
-    text = (f"{a.name} has {have} {things}. {b.name} gives {a.him} {more} more. "
-            f"How many {things} does {a.name} have now?")  # fmt: skip
+    text = (
+        f"{a.name} has {have} {things}. {b.name} gives {a.him} {more} more. "
+        f"How many {things} does {a.name} have now?"
+    )
     return text, f"{have}+{more}", have + more
 
 
 @template(T1)
 def delivery(d: Draw):
-    place, things, verb = d.pick((("library", "books", "received"), ("pet shop", "fish", "got"),
-                                  ("school", "chairs", "bought"), ("toy shop", "kites", "ordered")))  # fmt: skip
+    place, things, verb = d.pick(
+        (
+            ("library", "books", "received"),
+            ("pet shop", "fish", "got"),
+            ("school", "chairs", "bought"),
+            ("toy shop", "kites", "ordered"),
+        )
+    )
     before, new = d.int(20, 400), d.int(5, 90)
     day = d.pick(("Monday", "Tuesday", "Friday"))
-    text = (f"A {place} had {before} {things}. On {day} it {verb} {new} more {things}. "
-            f"How many {things} does the {place} have now?")  # fmt: skip
+    text = (
+        f"A {place} had {before} {things}. On {day} it {verb} {new} more {things}. "
+        f"How many {things} does the {place} have now?"
+    )
     return text, f"{before}+{new}", before + new
 
 
@@ -144,20 +178,30 @@ def walk(d: Draw):
     p = d.person()
     morning, evening = d.int(2, 15), d.int(2, 15)
     verb = d.pick(("walked", "cycled", "ran"))
-    text = (f"{p.name} {verb} {morning} km in the morning and {evening} km in the evening. "
-            f"How many kilometres did {p.he} go in all?")  # fmt: skip
+    text = (
+        f"{p.name} {verb} {morning} km in the morning and {evening} km in the evening. "
+        f"How many kilometres did {p.he} go in all?"
+    )
     return text, f"{morning}+{evening}", morning + evening
 
 
 @template(T1)
 def colours(d: Draw):
-    things, where = d.pick((("cars", "in a car park"), ("balloons", "at a party"),
-                            ("tulips", "in a garden"), ("boats", "in a harbour")))  # fmt: skip
+    things, where = d.pick(
+        (
+            ("cars", "in a car park"),
+            ("balloons", "at a party"),
+            ("tulips", "in a garden"),
+            ("boats", "in a harbour"),
+        )
+    )
     first = d.pick(("red", "blue", "yellow"))
     second = d.pick(("white", "green", "black"))
     x, y = d.int(5, 80), d.int(5, 80)
-    text = (f"There are {x} {first} {things} and {y} {second} {things} {where}. "
-            f"How many {things} are there altogether?")  # fmt: skip
+    text = (
+        f"There are {x} {first} {things} and {y} {second} {things} {where}. "
+        f"How many {things} are there altogether?"
+    )
     return text, f"{x}+{y}", x + y
 
 
@@ -167,8 +211,10 @@ def spend(d: Draw):
     had = d.int(20, 100)
     cost = d.int(3, had - 2)
     thing = d.pick(("a book", "a toy", "lunch", "a T-shirt", "a board game", "flowers"))
-    text = (f"{p.name} had ${had}. {cap(p.he)} spent ${cost} on {thing}. "
-            f"How many dollars does {p.name} have left?")  # fmt: skip
+    text = (
+        f"{p.name} had ${had}. {cap(p.he)} spent ${cost} on {thing}. "
+        f"How many dollars does {p.name} have left?"
+    )
     return text, f"{had}-{cost}", had - cost
 
 
@@ -177,8 +223,10 @@ def bus(d: Draw):
     riders = d.int(15, 60)
     off = d.int(2, riders - 3)
     vehicle = d.pick(("bus", "train", "tram"))
-    text = (f"A {vehicle} had {riders} passengers. At the next stop, {off} people got off and "
-            f"nobody got on. How many passengers are on the {vehicle} now?")  # fmt: skip
+    text = (
+        f"A {vehicle} had {riders} passengers. At the next stop, {off} people got off and "
+        f"nobody got on. How many passengers are on the {vehicle} now?"
+    )
     return text, f"{riders}-{off}", riders - off
 
 
@@ -232,19 +280,28 @@ def hourly(d: Draw):
 
 @template(T1)
 def rows(d: Draw):
-    room, things = d.pick((("hall", "chairs"), ("classroom", "desks"), ("cinema", "seats"),
-                           ("orchard", "trees")))  # fmt: skip
+    room, things = d.pick(
+        (("hall", "chairs"), ("classroom", "desks"), ("cinema", "seats"), ("orchard", "trees"))
+    )
     r, per = d.int(3, 20), d.int(4, 15)
-    text = (f"{cap(with_article(room))} has {r} rows of {things} with {per} {things} in each row. "
-            f"How many {things} are there in the {room}?")  # fmt: skip
+    text = (
+        f"{cap(with_article(room))} has {r} rows of {things} with {per} {things} in each row. "
+        f"How many {things} are there in the {room}?"
+    )
     return text, f"{r}*{per}", r * per
 
 
 @template(T1)
 def tickets(d: Draw):
-    thing, things = d.pick((("cinema ticket", "cinema tickets"), ("bus ticket", "bus tickets"),
-                            ("notebook", "notebooks"), ("sandwich", "sandwiches"),
-                            ("pot of paint", "pots of paint")))  # fmt: skip
+    thing, things = d.pick(
+        (
+            ("cinema ticket", "cinema tickets"),
+            ("bus ticket", "bus tickets"),
+            ("notebook", "notebooks"),
+            ("sandwich", "sandwiches"),
+            ("pot of paint", "pots of paint"),
+        )
+    )
     price, count = d.int(2, 15), d.int(3, 12)
     text = f"One {thing} costs ${price}. How many dollars do {count} {things} cost?"
     return text, f"{price}*{count}", price * count
@@ -256,8 +313,10 @@ def share(d: Draw):
     each, friends = d.int(2, 12), d.int(2, 9)
     things = d.pick(("sweets", "grapes", "stickers", "biscuits", "coins"))
     total = each * friends
-    text = (f"{p.name} shares {total} {things} equally among {friends} friends. "
-            f"How many {things} does each friend get?")  # fmt: skip
+    text = (
+        f"{p.name} shares {total} {things} equally among {friends} friends. "
+        f"How many {things} does each friend get?"
+    )
     return text, f"{total}/{friends}", each
 
 
@@ -266,8 +325,10 @@ def rope(d: Draw):
     piece, parts = d.int(2, 12), d.int(2, 10)
     thing = d.pick(("rope", "ribbon", "wooden board", "pipe"))
     length = piece * parts
-    text = (f"A {thing} {length} metres long is cut into {parts} equal pieces. "
-            f"How many metres long is each piece?")  # fmt: skip
+    text = (
+        f"A {thing} {length} metres long is cut into {parts} equal pieces. "
+        f"How many metres long is each piece?"
+    )
     return text, f"{length}/{parts}", piece
 
 
@@ -285,8 +346,10 @@ def teams(d: Draw):
 def printer(d: Draw):
     rate, minutes = d.int(5, 30), d.int(2, 12)
     total = rate * minutes
-    text = (f"A printer prints {rate} pages per minute. "
-            f"How many minutes does it take to print {total} pages?")  # fmt: skip
+    text = (
+        f"A printer prints {rate} pages per minute. "
+        f"How many minutes does it take to print {total} pages?"
+    )
     return text, f"{total}/{rate}", minutes
 
 
@@ -295,8 +358,10 @@ def reading(d: Draw):
     p = d.person()
     per_day, days = d.int(5, 40), d.int(3, 14)
     pages = per_day * days
-    text = (f"{p.name} read a {pages}-page book in {days} days, reading the same number of "
-            f"pages each day. How many pages did {p.he} read each day?")  # fmt: skip
+    text = (
+        f"{p.name} read a {pages}-page book in {days} days, reading the same number of "
+        f"pages each day. How many pages did {p.he} read each day?"
+    )
     return text, f"{pages}/{days}", per_day
 
 
@@ -310,8 +375,10 @@ def change(d: Draw):
     things = d.pick(("notebooks", "pens", "apples", "comics", "candles", "mugs"))
     count, price = d.int(2, 8), d.int(2, 9)
     bill = d.pick([b for b in (20, 50, 100) if b > count * price])
-    text = (f"{p.name} buys {count} {things} at ${price} each and pays with a ${bill} bill. "
-            f"How much change does {p.he} get, in dollars?")  # fmt: skip
+    text = (
+        f"{p.name} buys {count} {things} at ${price} each and pays with a ${bill} bill. "
+        f"How much change does {p.he} get, in dollars?"
+    )
     return text, f"{bill}-{count}*{price}", bill - count * price
 
 
@@ -320,8 +387,10 @@ def packs(d: Draw):
     p = d.person()
     things = d.pick(("stickers", "cards", "balloons", "beads"))
     have, count, per = d.int(3, 50), d.int(2, 9), d.int(4, 12)
-    text = (f"{p.name} has {have} {things}. {cap(p.he)} buys {count} packs with {per} {things} "
-            f"in each pack. How many {things} does {p.he} have now?")  # fmt: skip
+    text = (
+        f"{p.name} has {have} {things}. {cap(p.he)} buys {count} packs with {per} {things} "
+        f"in each pack. How many {things} does {p.he} have now?"
+    )
     return text, f"{have}+{count}*{per}", have + count * per
 
 
@@ -332,9 +401,11 @@ def bags(d: Draw):
     total = bag * filled
     morning = d.int(2, total - 2)
     treats = d.pick(("cookies", "muffins", "rolls", "pretzels"))
-    text = (f"{p.name} baked {morning} {treats} in the morning and {total - morning} {treats} "
-            f"in the afternoon. {cap(p.he)} puts all of them into bags of {bag}. "
-            f"How many bags does {p.he} fill?")  # fmt: skip
+    text = (
+        f"{p.name} baked {morning} {treats} in the morning and {total - morning} {treats} "
+        f"in the afternoon. {cap(p.he)} puts all of them into bags of {bag}. "
+        f"How many bags does {p.he} fill?"
+    )
     return text, f"({morning}+{total - morning})/{bag}", filled
 
 
@@ -344,8 +415,10 @@ def weeks(d: Draw):
     daily, count = d.int(2, 12), d.int(2, 8)
     verb, unit = d.pick((("runs", "kilometres"), ("reads", "pages"), ("swims", "lengths")))
     amount = f"{daily} km" if unit == "kilometres" else f"{daily} {unit}"
-    text = (f"{p.name} {verb} {amount} every day. How many {unit} does {p.he} {verb[:-1]} in "
-            f"{count} weeks?")  # fmt: skip
+    text = (
+        f"{p.name} {verb} {amount} every day. How many {unit} does {p.he} {verb[:-1]} in "
+        f"{count} weeks?"
+    )
     return text, f"{daily}*7*{count}", daily * 7 * count
 
 
@@ -355,8 +428,10 @@ def given_out(d: Draw):
     count, per = d.int(3, 12), d.int(6, 24)
     gone = d.int(5, count * per - 5)
     things = d.pick(("pencils", "erasers", "markers", "rulers"))
-    text = (f"A {place} orders {count} boxes of {things} with {per} {things} in each box. "
-            f"It gives out {gone} {things}. How many {things} are left?")  # fmt: skip
+    text = (
+        f"A {place} orders {count} boxes of {things} with {per} {things} in each box. "
+        f"It gives out {gone} {things}. How many {things} are left?"
+    )
     return text, f"{count}*{per}-{gone}", count * per - gone
 
 
@@ -366,9 +441,11 @@ def saving(d: Draw):
     weekly, weeks_needed, has = d.int(5, 25), d.int(2, 12), d.int(10, 80)
     price = has + weekly * weeks_needed
     thing = d.pick(("bike", "guitar", "tablet", "skateboard", "telescope"))
-    text = (f"{p.name} wants a {thing} that costs ${price}. {cap(p.he)} already has ${has} and "
-            f"saves ${weekly} each week. How many weeks will it take {p.him} to have enough "
-            f"money?")  # fmt: skip
+    text = (
+        f"{p.name} wants a {thing} that costs ${price}. {cap(p.he)} already has ${has} and "
+        f"saves ${weekly} each week. How many weeks will it take {p.him} to have enough "
+        f"money?"
+    )
     return text, f"({price}-{has})/{weekly}", weeks_needed
 
 
@@ -376,8 +453,10 @@ def saving(d: Draw):
 def family(d: Draw):
     place = d.pick(("museum", "zoo", "cinema", "water park"))
     adult, child, adults = d.int(8, 30), d.int(3, 12), d.int(2, 4)
-    text = (f"A {place} ticket costs ${adult} for an adult and ${child} for a child. How many "
-            f"dollars does a family of {adults} adults and one child pay?")  # fmt: skip
+    text = (
+        f"A {place} ticket costs ${adult} for an adult and ${child} for a child. How many "
+        f"dollars does a family of {adults} adults and one child pay?"
+    )
     return text, f"{adults}*{adult}+{child}", adults * adult + child
 
 
@@ -385,8 +464,10 @@ def family(d: Draw):
 def train(d: Draw):
     speed, hours, more = d.int(40, 120, 5), d.int(2, 6), d.int(10, 90)
     vehicle = d.pick(("train", "bus", "truck"))
-    text = (f"A {vehicle} travels at {speed} km per hour for {hours} hours. Then it travels "
-            f"{more} more km. How many kilometres does it travel in total?")  # fmt: skip
+    text = (
+        f"A {vehicle} travels at {speed} km per hour for {hours} hours. Then it travels "
+        f"{more} more km. How many kilometres does it travel in total?"
+    )
     return text, f"{speed}*{hours}+{more}", speed * hours + more
 
 
@@ -397,8 +478,10 @@ def gave_away(d: Draw):
     first = d.int(2, had // 3)
     second = d.int(2, had // 3)
     things = d.pick(("marbles", "stickers", "cherries", "stamps"))
-    text = (f"{a.name} had {had} {things}. {cap(a.he)} gave {first} to {b.name} and {second} to "
-            f"{c.name}. How many {things} does {a.name} have left?")  # fmt: skip
+    text = (
+        f"{a.name} had {had} {things}. {cap(a.he)} gave {first} to {b.name} and {second} to "
+        f"{c.name}. How many {things} does {a.name} have left?"
+    )
     return text, f"{had}-{first}-{second}", had - first - second
 
 
@@ -406,10 +489,13 @@ def gave_away(d: Draw):
 def garden(d: Draw):
     r, per = d.int(3, 12), d.int(5, 15)
     lost = d.int(2, r * per - 2)
-    plant, pest = d.pick((("lettuce", "Rabbits ate"), ("tomato", "A storm broke"),
-                          ("cabbage", "Slugs ate")))  # fmt: skip
-    text = (f"A garden has {r} rows of {plant} plants with {per} plants in each row. {pest} "
-            f"{lost} of the plants. How many plants are left?")  # fmt: skip
+    plant, pest = d.pick(
+        (("lettuce", "Rabbits ate"), ("tomato", "A storm broke"), ("cabbage", "Slugs ate"))
+    )
+    text = (
+        f"A garden has {r} rows of {plant} plants with {per} plants in each row. {pest} "
+        f"{lost} of the plants. How many plants are left?"
+    )
     return text, f"{r}*{per}-{lost}", r * per - lost
 
 
@@ -421,9 +507,11 @@ def pizza(d: Draw):
         if people * each % slices == 0:
             break
     pizzas = people * each // slices
-    text = (f"Each pizza is cut into {slices} slices. {p.name} orders {pizzas} pizzas for "
-            f"{people} people, and they share the slices equally. How many slices does each "
-            f"person get?")  # fmt: skip
+    text = (
+        f"Each pizza is cut into {slices} slices. {p.name} orders {pizzas} pizzas for "
+        f"{people} people, and they share the slices equally. How many slices does each "
+        f"person get?"
+    )
     return text, f"{pizzas}*{slices}/{people}", each
 
 
@@ -432,8 +520,10 @@ def mother(d: Draw):
     p = d.person()
     age, times, later = d.int(6, 12), d.pick((3, 4)), d.int(2, 15)
     relative = d.pick(("mother", "father", "aunt", "uncle"))
-    text = (f"{p.name} is {age} years old. {cap(p.his)} {relative} is {times} times as old as "
-            f"{p.him}. How old will {p.his} {relative} be in {later} years?")  # fmt: skip
+    text = (
+        f"{p.name} is {age} years old. {cap(p.his)} {relative} is {times} times as old as "
+        f"{p.him}. How old will {p.his} {relative} be in {later} years?"
+    )
     return text, f"{age}*{times}+{later}", age * times + later
 
 
@@ -441,9 +531,11 @@ def mother(d: Draw):
 def tank(d: Draw):
     rate, minutes, now = d.int(3, 20), d.int(4, 30), d.int(10, 200)
     full = now + rate * minutes
-    text = (f"A tank holds {full} litres of water when it is full. It now has {now} litres in "
-            f"it. A hose adds {rate} litres every minute. How many minutes will it take to fill "
-            f"the tank?")  # fmt: skip
+    text = (
+        f"A tank holds {full} litres of water when it is full. It now has {now} litres in "
+        f"it. A hose adds {rate} litres every minute. How many minutes will it take to fill "
+        f"the tank?"
+    )
     return text, f"({full}-{now})/{rate}", minutes
 
 
@@ -453,8 +545,10 @@ def instalments(d: Draw):
     monthly, months, now = d.int(10, 80, 5), d.pick((3, 4, 5, 6, 10, 12)), d.int(20, 200, 10)
     price = now + monthly * months
     thing = d.pick(("phone", "laptop", "sofa", "bicycle"))
-    text = (f"A {thing} costs ${price}. {p.name} pays ${now} now and the rest in {months} "
-            f"equal monthly payments. How many dollars is each monthly payment?")  # fmt: skip
+    text = (
+        f"A {thing} costs ${price}. {p.name} pays ${now} now and the rest in {months} "
+        f"equal monthly payments. How many dollars is each monthly payment?"
+    )
     return text, f"({price}-{now})/{months}", monthly
 
 
@@ -463,9 +557,11 @@ def two_games(d: Draw):
     a, b = d.people(2)
     first, second = d.int(10, 60), d.int(10, 60)
     other = d.int(10, first + second - 2)
-    text = (f"{a.name} scored {first} points in the first game and {second} points in the "
-            f"second game. {b.name} scored {other} points in the two games together. How many "
-            f"more points did {a.name} score than {b.name}?")  # fmt: skip
+    text = (
+        f"{a.name} scored {first} points in the first game and {second} points in the "
+        f"second game. {b.name} scored {other} points in the two games together. How many "
+        f"more points did {a.name} score than {b.name}?"
+    )
     return text, f"{first}+{second}-{other}", first + second - other
 
 
@@ -473,9 +569,11 @@ def two_games(d: Draw):
 def half_walk(d: Draw):
     students = d.int(20, 40, 2)
     bus_riders = d.int(2, students // 2 - 1)
-    text = (f"There are {students} students in a class. Half of them walk to school. Of the "
-            f"others, {bus_riders} come by bus and the rest come by bike. How many students come "
-            f"by bike?")  # fmt: skip
+    text = (
+        f"There are {students} students in a class. Half of them walk to school. Of the "
+        f"others, {bus_riders} come by bus and the rest come by bike. How many students come "
+        f"by bike?"
+    )
     return text, f"{students}/2-{bus_riders}", students // 2 - bus_riders
 
 
@@ -483,8 +581,10 @@ def half_walk(d: Draw):
 def weekend_sales(d: Draw):
     price, sat, sun = d.int(2, 6), d.int(20, 90), d.int(20, 90)
     treat = d.pick(("muffins", "bagels", "croissants", "pies"))
-    text = (f"A bakery sells {treat} for ${price} each. It sold {sat} {treat} on Saturday and "
-            f"{sun} {treat} on Sunday. How many dollars did it make from {treat}?")  # fmt: skip
+    text = (
+        f"A bakery sells {treat} for ${price} each. It sold {sat} {treat} on Saturday and "
+        f"{sun} {treat} on Sunday. How many dollars did it make from {treat}?"
+    )
     return text, f"({sat}+{sun})*{price}", (sat + sun) * price
 
 
@@ -492,8 +592,10 @@ def weekend_sales(d: Draw):
 def dozen_eggs(d: Draw):
     p = d.person()
     dozens, broken = d.int(2, 8), d.int(2, 10)
-    text = (f"{p.name} buys {dozens} dozen eggs. At home {p.he} finds that {broken} of the eggs "
-            f"are broken. How many eggs are not broken?")  # fmt: skip
+    text = (
+        f"{p.name} buys {dozens} dozen eggs. At home {p.he} finds that {broken} of the eggs "
+        f"are broken. How many eggs are not broken?"
+    )
     return text, f"{dozens}*12-{broken}", dozens * 12 - broken
 
 
@@ -501,8 +603,10 @@ def dozen_eggs(d: Draw):
 def shifts(d: Draw):
     p = d.person()
     hours, days, wage = d.int(3, 8), d.int(2, 6), d.int(8, 20)
-    text = (f"{p.name} works {hours} hours a day for {days} days. {cap(p.he)} is paid ${wage} per "
-            f"hour. How many dollars does {p.he} earn?")  # fmt: skip
+    text = (
+        f"{p.name} works {hours} hours a day for {days} days. {cap(p.he)} is paid ${wage} per "
+        f"hour. How many dollars does {p.he} earn?"
+    )
     return text, f"{hours}*{days}*{wage}", hours * days * wage
 
 
@@ -512,8 +616,10 @@ def picked(d: Draw):
     friends, each, ate = d.int(2, 6), d.int(3, 10), d.int(2, 6)
     picked_count = friends * each + ate
     fruit = d.pick(("apples", "plums", "strawberries", "figs"))
-    text = (f"{p.name} picked {picked_count} {fruit} and ate {ate} of them. {cap(p.he)} shared "
-            f"the rest equally among {friends} friends. How many {fruit} did each friend get?")  # fmt: skip
+    text = (
+        f"{p.name} picked {picked_count} {fruit} and ate {ate} of them. {cap(p.he)} shared "
+        f"the rest equally among {friends} friends. How many {fruit} did each friend get?"
+    )
     return text, f"({picked_count}-{ate})/{friends}", each
 
 
@@ -531,8 +637,10 @@ def sale_change(d: Draw):
     paid = price - price * off // 100
     bill = d.pick([b for b in (50, 100, 200) if b > paid])
     thing = d.pick(("jacket", "pair of shoes", "backpack", "lamp", "board game"))
-    text = (f"A {thing} costs ${price}. It is on sale for {off}% off. {p.name} buys it and pays "
-            f"with a ${bill} bill. How much change does {p.he} get, in dollars?")  # fmt: skip
+    text = (
+        f"A {thing} costs ${price}. It is on sale for {off}% off. {p.name} buys it and pays "
+        f"with a ${bill} bill. How much change does {p.he} get, in dollars?"
+    )
     return text, f"{bill}-({price}-{price}*{off}/100)", bill - paid
 
 
@@ -545,8 +653,10 @@ def sales_tax(d: Draw):
             break
     things = d.pick(("books", "shirts", "plants", "puzzles"))
     total = count * price
-    text = (f"{p.name} buys {count} {things} at ${price} each. Sales tax adds {tax}% to the "
-            f"cost. How many dollars does {p.he} pay in all?")  # fmt: skip
+    text = (
+        f"{p.name} buys {count} {things} at ${price} each. Sales tax adds {tax}% to the "
+        f"cost. How many dollars does {p.he} pay in all?"
+    )
     return text, f"{count}*{price}+{count}*{price}*{tax}/100", total + total * tax // 100
 
 
@@ -558,9 +668,11 @@ def percent_more(d: Draw):
         if last * more % 100 == 0 and this_year % bag == 0:
             break
     crop = d.pick(("apples", "potatoes", "carrots", "onions"))
-    text = (f"Last year a farm grew {last} kg of {crop}. This year it grew {more}% more. The "
-            f"{crop} are packed in bags of {bag} kg. How many bags does the farm fill this "
-            f"year?")  # fmt: skip
+    text = (
+        f"Last year a farm grew {last} kg of {crop}. This year it grew {more}% more. The "
+        f"{crop} are packed in bags of {bag} kg. How many bags does the farm fill this "
+        f"year?"
+    )
     return text, f"({last}+{last}*{more}/100)/{bag}", this_year // bag
 
 
@@ -570,12 +682,19 @@ def fraction_club(d: Draw):
     members = den * d.int(4, 15)
     players = members * num // den
     both = d.int(2, players - 1)
-    club, first, second = d.pick((("club", "chess", "cards"), ("class", "football", "tennis"),
-                                  ("choir", "the piano", "the guitar")))  # fmt: skip
+    club, first, second = d.pick(
+        (
+            ("club", "chess", "cards"),
+            ("class", "football", "tennis"),
+            ("choir", "the piano", "the guitar"),
+        )
+    )
     players_of = f"{first.removeprefix('the ')} players"
-    text = (f"A {club} has {members} members. {cap(words)} of them play {first}. Of the "
-            f"{players_of}, {both} also play {second}. How many {players_of} do not play "
-            f"{second}?")  # fmt: skip
+    text = (
+        f"A {club} has {members} members. {cap(words)} of them play {first}. Of the "
+        f"{players_of}, {both} also play {second}. How many {players_of} do not play "
+        f"{second}?"
+    )
     return text, f"{members}*{num}/{den}-{both}", players - both
 
 
@@ -587,10 +706,11 @@ def two_speeds(d: Draw):
         if fast * minutes % 60 == 0:
             break
     slow, hours = d.int(20, 60, 5), d.int(2, 4)
-    text = (f"{p.name} drives at {fast} km per hour for {minutes} minutes, then at {slow} km per "
-            f"hour for {hours} hours. How many kilometres does {p.he} drive in total?")  # fmt: skip
-    return (text, f"{fast}*{minutes}/60+{slow}*{hours}",
-            fast * minutes // 60 + slow * hours)  # fmt: skip
+    text = (
+        f"{p.name} drives at {fast} km per hour for {minutes} minutes, then at {slow} km per "
+        f"hour for {hours} hours. How many kilometres does {p.he} drive in total?"
+    )
+    return (text, f"{fast}*{minutes}/60+{slow}*{hours}", fast * minutes // 60 + slow * hours)
 
 
 @template(T3)
@@ -600,9 +720,11 @@ def trucks(d: Draw):
         rate, hours, days, load = d.int(10, 40), d.int(4, 8), d.int(2, 6), d.pick((20, 40, 50, 60))
         if rate * hours * days % load == 0:
             break
-    text = (f"{p.name} packs {rate} boxes an hour. {cap(p.he)} works {hours} hours a day for "
-            f"{days} days. A truck takes {load} boxes. How many trucks can be filled with the "
-            f"boxes?")  # fmt: skip
+    text = (
+        f"{p.name} packs {rate} boxes an hour. {cap(p.he)} works {hours} hours a day for "
+        f"{days} days. A truck takes {load} boxes. How many trucks can be filled with the "
+        f"boxes?"
+    )
     return text, f"{rate}*{hours}*{days}/{load}", rate * hours * days // load
 
 
@@ -614,9 +736,11 @@ def cheaper_shop(d: Draw):
     pack_a, pack_b = d.pick(((3, 5), (4, 6), (5, 10), (2, 6), (6, 4), (10, 4)))
     need = d.int(10, 40)
     things = d.pick(("pens", "candles", "soaps", "notebooks"))
-    text = (f"At one shop, {pack_a} {things} cost ${dear * pack_a}. At another shop, {pack_b} "
-            f"{things} cost ${cheap * pack_b}. {p.name} needs {need} {things}. How many dollars "
-            f"does {p.he} save by buying them at the cheaper shop?")  # fmt: skip
+    text = (
+        f"At one shop, {pack_a} {things} cost ${dear * pack_a}. At another shop, {pack_b} "
+        f"{things} cost ${cheap * pack_b}. {p.name} needs {need} {things}. How many dollars "
+        f"does {p.he} save by buying them at the cheaper shop?"
+    )
     check = f"{need}*{dear * pack_a}/{pack_a}-{need}*{cheap * pack_b}/{pack_b}"
     return text, check, need * (dear - cheap)
 
@@ -627,9 +751,11 @@ def stamps(d: Draw):
     first, times = d.int(5, 40), d.pick(tuple(TIMES))
     fewer = d.int(2, first * times - 1)
     things = d.pick(("stamps", "comics", "shells", "coins"))
-    text = (f"{a.name} has {first} {things}. {b.name} has {TIMES[times]} as many {things} as "
-            f"{a.name}. {c.name} has {fewer} fewer {things} than {b.name}. How many {things} do "
-            f"the three of them have altogether?")  # fmt: skip
+    text = (
+        f"{a.name} has {first} {things}. {b.name} has {TIMES[times]} as many {things} as "
+        f"{a.name}. {c.name} has {fewer} fewer {things} than {b.name}. How many {things} do "
+        f"the three of them have altogether?"
+    )
     check = f"{first}+{first}*{times}+({first}*{times}-{fewer})"
     return text, check, first + first * times + first * times - fewer
 
@@ -642,8 +768,10 @@ def practice(d: Draw):
         if minutes * 7 * count % 60 == 0:
             break
     activity = d.pick(("practises the piano", "plays chess", "studies Spanish", "goes jogging"))
-    text = (f"{p.name} {activity} for {minutes} minutes every day. How many hours does {p.he} "
-            f"spend on it in {count} weeks?")  # fmt: skip
+    text = (
+        f"{p.name} {activity} for {minutes} minutes every day. How many hours does {p.he} "
+        f"spend on it in {count} weeks?"
+    )
     return text, f"{minutes}*7*{count}/60", minutes * 7 * count // 60
 
 
@@ -653,8 +781,10 @@ def ribbon(d: Draw):
     metres, piece, gifts = d.int(3, 10), d.pick((15, 20, 25, 30, 40)), d.int(3, 12)
     if piece * gifts >= metres * 100:
         gifts = metres * 100 // piece // 2
-    text = (f"A roll of ribbon is {metres} metres long. {p.name} cuts {gifts} pieces of {piece} "
-            f"cm each from it. How many centimetres of ribbon are left on the roll?")  # fmt: skip
+    text = (
+        f"A roll of ribbon is {metres} metres long. {p.name} cuts {gifts} pieces of {piece} "
+        f"cm each from it. How many centimetres of ribbon are left on the roll?"
+    )
     return text, f"{metres}*100-{piece}*{gifts}", metres * 100 - piece * gifts
 
 
@@ -663,9 +793,11 @@ def rolls(d: Draw):
     p = d.person()
     dozens = d.int(3, 10)
     sold_morning = d.int(4, dozens * 12 - 4, 2)  # even: the rest halves evenly
-    text = (f"{p.name} bakes {dozens} dozen bread rolls. {cap(p.he)} sells {sold_morning} rolls in "
-            f"the morning and half of the remaining rolls in the afternoon. How many rolls are "
-            f"left at the end of the day?")  # fmt: skip
+    text = (
+        f"{p.name} bakes {dozens} dozen bread rolls. {cap(p.he)} sells {sold_morning} rolls in "
+        f"the morning and half of the remaining rolls in the afternoon. How many rolls are "
+        f"left at the end of the day?"
+    )
     return text, f"({dozens}*12-{sold_morning})/2", (dozens * 12 - sold_morning) // 2
 
 
@@ -673,15 +805,21 @@ def rolls(d: Draw):
 def groceries(d: Draw):
     p = d.person()
     (one, one_price), (two, two_price) = d.pick(
-        ((("apples", 1), ("loaves of bread", 3)), (("bananas", 1), ("cartons of milk", 2)),
-         (("pears", 2), ("jars of honey", 6)), (("lemons", 1), ("bags of rice", 4)))
-    )  # fmt: skip
+        (
+            (("apples", 1), ("loaves of bread", 3)),
+            (("bananas", 1), ("cartons of milk", 2)),
+            (("pears", 2), ("jars of honey", 6)),
+            (("lemons", 1), ("bags of rice", 4)),
+        )
+    )
     x, y = d.int(2, 8), d.int(2, 5)
     cost = x * one_price + y * two_price
     bill = d.pick([b for b in (20, 50) if b > cost])
-    text = (f"{p.name} buys {x} {one} at ${one_price} each and {y} {two} at ${two_price} each. "
-            f"{cap(p.he)} pays with a ${bill} bill. How much change does {p.he} get, in "
-            f"dollars?")  # fmt: skip
+    text = (
+        f"{p.name} buys {x} {one} at ${one_price} each and {y} {two} at ${two_price} each. "
+        f"{cap(p.he)} pays with a ${bill} bill. How much change does {p.he} get, in "
+        f"dollars?"
+    )
     return text, f"{bill}-({x}*{one_price}+{y}*{two_price})", bill - cost
 
 
@@ -689,10 +827,12 @@ def groceries(d: Draw):
 def pipes(d: Draw):
     first, second, minutes, already = d.int(2, 9), d.int(2, 9), d.int(5, 30), d.int(10, 150)
     holds = already + (first + second) * minutes
-    text = (f"One pipe pours {first} litres of water per minute into a tank and a second pipe "
-            f"pours {second} litres per minute. The tank holds {holds} litres and already has "
-            f"{already} litres in it. How many minutes does it take both pipes together to fill "
-            f"the tank?")  # fmt: skip
+    text = (
+        f"One pipe pours {first} litres of water per minute into a tank and a second pipe "
+        f"pours {second} litres per minute. The tank holds {holds} litres and already has "
+        f"{already} litres in it. How many minutes does it take both pipes together to fill "
+        f"the tank?"
+    )
     return text, f"({holds}-{already})/({first}+{second})", minutes
 
 
@@ -707,8 +847,10 @@ def trip_buses(d: Draw):
         going = students * share // 100
         if students * share % 100 == 0 and going % seats == 0:
             break
-    text = (f"A school has {students} students, and {share}% of them go on a trip. Each bus carries "
-            f"{seats} students, and every bus is full. How many buses are used?")  # fmt: skip
+    text = (
+        f"A school has {students} students, and {share}% of them go on a trip. Each bus carries "
+        f"{seats} students, and every bus is full. How many buses are used?"
+    )
     return text, f"{students}*{share}/100/{seats}", going // seats
 
 
@@ -717,9 +859,11 @@ def overtime(d: Draw):
     p = d.person()
     wage, base = d.int(10, 20), d.pick((35, 38, 40))
     extra_wage, worked = wage + d.int(3, 10), base + d.int(2, 9)
-    text = (f"{p.name} earns ${wage} an hour for the first {base} hours {p.he} works each week and "
-            f"${extra_wage} an hour for every hour after that. Last week {p.he} worked {worked} "
-            f"hours. How many dollars did {p.he} earn last week?")  # fmt: skip
+    text = (
+        f"{p.name} earns ${wage} an hour for the first {base} hours {p.he} works each week and "
+        f"${extra_wage} an hour for every hour after that. Last week {p.he} worked {worked} "
+        f"hours. How many dollars did {p.he} earn last week?"
+    )
     check = f"{wage}*{base}+{extra_wage}*({worked}-{base})"
     return text, check, wage * base + extra_wage * (worked - base)
 
@@ -732,9 +876,11 @@ def recipe(d: Draw):
     flour = serves * per_person
     used = flour * guests // serves
     bag = d.pick([b for b in (1000, 1500, 2000, 2500) if b > used])
-    text = (f"A recipe for {serves} people uses {flour} grams of flour. {p.name} makes the recipe "
-            f"for {guests} people from a bag that holds {bag} grams of flour. How many grams of "
-            f"flour are left in the bag?")  # fmt: skip
+    text = (
+        f"A recipe for {serves} people uses {flour} grams of flour. {p.name} makes the recipe "
+        f"for {guests} people from a bag that holds {bag} grams of flour. How many grams of "
+        f"flour are left in the bag?"
+    )
     return text, f"{bag}-{flour}*{guests}/{serves}", bag - used
 
 
@@ -743,9 +889,11 @@ def save_for_game(d: Draw):
     p = d.person()
     allowance, spent, weeks_needed, has = d.int(8, 20), d.int(2, 6), d.int(3, 10), d.int(5, 30)
     goal = has + (allowance - spent) * weeks_needed
-    text = (f"{p.name} gets ${allowance} of pocket money every week. {cap(p.he)} spends ${spent} "
-            f"of it each week and saves the rest. {cap(p.he)} already has ${has}. How many weeks "
-            f"will it take {p.him} to have ${goal} for a video game?")  # fmt: skip
+    text = (
+        f"{p.name} gets ${allowance} of pocket money every week. {cap(p.he)} spends ${spent} "
+        f"of it each week and saves the rest. {cap(p.he)} already has ${has}. How many weeks "
+        f"will it take {p.him} to have ${goal} for a video game?"
+    )
     return text, f"({goal}-{has})/({allowance}-{spent})", weeks_needed
 
 
@@ -756,8 +904,9 @@ def average(d: Draw):
         a, b, c = d.int(50, 100), d.int(50, 100), d.int(50, 100)
         if (a + b + c) % 3 == 0:
             break
-    text = (f"{p.name} scored {a}, {b} and {c} points on three tests. What was {p.his} average "
-            f"score?")  # fmt: skip
+    text = (
+        f"{p.name} scored {a}, {b} and {c} points on three tests. What was {p.his} average score?"
+    )
     return text, f"({a}+{b}+{c})/3", (a + b + c) // 3
 
 
@@ -769,9 +918,11 @@ def cycling(d: Draw):
         if speed * minutes % 60 == 0:
             break
     days = d.int(3, 20)
-    text = (f"{p.name} cycles to school at {speed} km per hour, and the trip takes {minutes} "
-            f"minutes. {cap(p.he)} makes the trip twice every school day, there and back. How "
-            f"many kilometres does {p.he} cycle in {days} school days?")  # fmt: skip
+    text = (
+        f"{p.name} cycles to school at {speed} km per hour, and the trip takes {minutes} "
+        f"minutes. {cap(p.he)} makes the trip twice every school day, there and back. How "
+        f"many kilometres does {p.he} cycle in {days} school days?"
+    )
     return text, f"{speed}*{minutes}/60*2*{days}", speed * minutes // 60 * 2 * days
 
 
@@ -783,8 +934,10 @@ def spent_part(d: Draw):
     part = had * num // den
     lunch = d.int(2, had - part - 1)
     thing = d.pick(("a book", "a jacket", "a present", "a concert ticket"))
-    text = (f"{p.name} had ${had}. {cap(p.he)} spent {words} of it on {thing} and ${lunch} on "
-            f"lunch. How many dollars does {p.he} have left?")  # fmt: skip
+    text = (
+        f"{p.name} had ${had}. {cap(p.he)} spent {words} of it on {thing} and ${lunch} on "
+        f"lunch. How many dollars does {p.he} have left?"
+    )
     part_check = f"{had}/{den}" if num == 1 else f"{had}*{num}/{den}"
     return text, f"{had}-{part_check}-{lunch}", had - part - lunch
 
@@ -793,17 +946,21 @@ def spent_part(d: Draw):
 def apples_kg(d: Draw):
     kilos, grams, boxes_count = d.int(2, 10), d.pick((100, 125, 200, 250)), d.int(2, 9)
     fruit = d.pick(("apples", "oranges", "pears"))
-    text = (f"A box of {fruit} weighs {kilos} kg, and each of the {fruit} weighs {grams} grams. "
-            f"How many {fruit} are there in {boxes_count} boxes?")  # fmt: skip
+    text = (
+        f"A box of {fruit} weighs {kilos} kg, and each of the {fruit} weighs {grams} grams. "
+        f"How many {fruit} are there in {boxes_count} boxes?"
+    )
     return text, f"{kilos}*1000/{grams}*{boxes_count}", kilos * 1000 // grams * boxes_count
 
 
 @template(T3)
 def legs(d: Draw):
     cows, hens, sold_hens = d.int(3, 30), d.int(6, 40), d.int(2, 5)
-    text = (f"A farmer has {cows} cows and {hens} chickens. Each cow has 4 legs and each chicken "
-            f"has 2 legs. The farmer sells {sold_hens} of the chickens. How many legs do the "
-            f"animals left on the farm have altogether?")  # fmt: skip
+    text = (
+        f"A farmer has {cows} cows and {hens} chickens. Each cow has 4 legs and each chicken "
+        f"has 2 legs. The farmer sells {sold_hens} of the chickens. How many legs do the "
+        f"animals left on the farm have altogether?"
+    )
     return text, f"{cows}*4+({hens}-{sold_hens})*2", cows * 4 + (hens - sold_hens) * 2
 
 
@@ -817,9 +974,11 @@ def festival(d: Draw):
         )
         if films * (length + pause) % 60 == 0:
             break
-    text = (f"A film festival shows {films} films that are each {length} minutes long. There is "
-            f"a {pause}-minute break after every film. How many hours does the festival last, "
-            f"breaks included?")  # fmt: skip
+    text = (
+        f"A film festival shows {films} films that are each {length} minutes long. There is "
+        f"a {pause}-minute break after every film. How many hours does the festival last, "
+        f"breaks included?"
+    )
     return text, f"({films}*{length}+{films}*{pause})/60", films * (length + pause) // 60
 
 
@@ -832,8 +991,10 @@ def factory(d: Draw):
     daily, days = d.int(1200, 9800, 25), d.int(12, 60)
     shipped = d.int(1000, daily * days - 1000, 10)
     thing = d.pick(("bottles", "bricks", "toy cars", "cans"))
-    text = (f"A factory makes {daily} {thing} every day. After {days} days, it has shipped "
-            f"{shipped} {thing}. How many {thing} has it not shipped yet?")  # fmt: skip
+    text = (
+        f"A factory makes {daily} {thing} every day. After {days} days, it has shipped "
+        f"{shipped} {thing}. How many {thing} has it not shipped yet?"
+    )
     return text, f"{daily}*{days}-{shipped}", daily * days - shipped
 
 
@@ -841,16 +1002,20 @@ def factory(d: Draw):
 def stadium(d: Draw):
     sections, seats = d.int(104, 260), d.int(110, 390)
     sold_tickets = d.int(10000, sections * seats - 100)
-    text = (f"A stadium has {sections} sections with {seats} seats in each section. For a "
-            f"match, {sold_tickets} tickets were sold. How many seats were empty?")  # fmt: skip
+    text = (
+        f"A stadium has {sections} sections with {seats} seats in each section. For a "
+        f"match, {sold_tickets} tickets were sold. How many seats were empty?"
+    )
     return text, f"{sections}*{seats}-{sold_tickets}", sections * seats - sold_tickets
 
 
 @template(T4)
 def payroll(d: Draw):
     workers, monthly = d.int(120, 950), d.int(1800, 6400, 50)
-    text = (f"A company has {workers} workers, and each of them earns ${monthly} a month. How "
-            f"many dollars does the company pay its workers in a year?")  # fmt: skip
+    text = (
+        f"A company has {workers} workers, and each of them earns ${monthly} a month. How "
+        f"many dollars does the company pay its workers in a year?"
+    )
     return text, f"{workers}*{monthly}*12", workers * monthly * 12
 
 
@@ -858,9 +1023,11 @@ def payroll(d: Draw):
 def city(d: Draw):
     people, moved_in, moved_out = d.int(120000, 980000), d.int(1500, 40000), d.int(1500, 40000)
     place = d.pick(("city", "town", "region"))
-    text = (f"A {place} had {people} people at the start of the year. During the year {moved_in} "
-            f"people moved in and {moved_out} people moved away. How many people lived in the "
-            f"{place} at the end of the year?")  # fmt: skip
+    text = (
+        f"A {place} had {people} people at the start of the year. During the year {moved_in} "
+        f"people moved in and {moved_out} people moved away. How many people lived in the "
+        f"{place} at the end of the year?"
+    )
     return text, f"{people}+{moved_in}-{moved_out}", people + moved_in - moved_out
 
 
@@ -869,16 +1036,20 @@ def shop_profit(d: Draw):
     count, price = d.int(120, 900), d.int(105, 850)
     costs = d.int(5000, count * price - 1000, 100)
     thing = d.pick(("phones", "bicycles", "watches", "printers"))
-    text = (f"A shop sold {count} {thing} at ${price} each. It spent ${costs} on rent and wages. "
-            f"How many dollars were left after paying these costs?")  # fmt: skip
+    text = (
+        f"A shop sold {count} {thing} at ${price} each. It spent ${costs} on rent and wages. "
+        f"How many dollars were left after paying these costs?"
+    )
     return text, f"{count}*{price}-{costs}", count * price - costs
 
 
 @template(T4)
 def library_boxes(d: Draw):
     books, count, per = d.int(12000, 95000), d.int(15, 240), d.int(24, 180)
-    text = (f"A library has {books} books. It buys {count} boxes of new books with {per} books in "
-            f"each box. How many books does the library have now?")  # fmt: skip
+    text = (
+        f"A library has {books} books. It buys {count} boxes of new books with {per} books in "
+        f"each box. How many books does the library have now?"
+    )
     return text, f"{books}+{count}*{per}", books + count * per
 
 
@@ -886,16 +1057,20 @@ def library_boxes(d: Draw):
 def sand_trips(d: Draw):
     load, trips, fee = d.int(1200, 9500, 50), d.int(12, 95), d.int(85, 480)
     needed = load * trips
-    text = (f"A truck carries {load} kg of sand on each trip. A builder needs {needed} kg of sand, "
-            f"and each trip costs ${fee}. How many dollars do the trips cost?")  # fmt: skip
+    text = (
+        f"A truck carries {load} kg of sand on each trip. A builder needs {needed} kg of sand, "
+        f"and each trip costs ${fee}. How many dollars do the trips cost?"
+    )
     return text, f"{needed}/{load}*{fee}", trips * fee
 
 
 @template(T4)
 def flights(d: Draw):
     daily, days, last = d.int(1200, 9800), d.int(14, 95), d.int(1100, 8800)
-    text = (f"A plane flies {daily} km every day for {days} days. On the next day it makes one "
-            f"more flight of {last} km. How many kilometres does it fly in all?")  # fmt: skip
+    text = (
+        f"A plane flies {daily} km every day for {days} days. On the next day it makes one "
+        f"more flight of {last} km. How many kilometres does it fly in all?"
+    )
     return text, f"{daily}*{days}+{last}", daily * days + last
 
 
@@ -904,9 +1079,11 @@ def savings_split(d: Draw):
     p = d.person()
     accounts, each, car = d.int(3, 9), d.int(2500, 19000, 50), d.int(8000, 45000, 100)
     total = car + accounts * each
-    text = (f"{p.name} has ${total} in savings. {cap(p.he)} spends ${car} on a car and splits the "
-            f"rest equally among {accounts} bank accounts. How many dollars go into each "
-            f"account?")  # fmt: skip
+    text = (
+        f"{p.name} has ${total} in savings. {cap(p.he)} spends ${car} on a car and splits the "
+        f"rest equally among {accounts} bank accounts. How many dollars go into each "
+        f"account?"
+    )
     return text, f"({total}-{car})/{accounts}", each
 
 
@@ -914,8 +1091,10 @@ def savings_split(d: Draw):
 def rice(d: Draw):
     bag = d.pick((25, 40, 50))
     per_field, fields = bag * d.int(48, 200), d.int(6, 48)
-    text = (f"A farm harvests {per_field} kg of rice from each of its {fields} fields. The rice is "
-            f"sold in {bag} kg bags. How many bags does the farm fill?")  # fmt: skip
+    text = (
+        f"A farm harvests {per_field} kg of rice from each of its {fields} fields. The rice is "
+        f"sold in {bag} kg bags. How many bags does the farm fill?"
+    )
     return text, f"{per_field}*{fields}/{bag}", per_field * fields // bag
 
 
@@ -923,19 +1102,26 @@ def rice(d: Draw):
 def concert(d: Draw):
     cheap, dear = d.int(1200, 9800), d.int(1100, 6500)
     cheap_price, dear_price = d.int(25, 90), d.int(95, 240)
-    text = (f"A concert sold {cheap} tickets at ${cheap_price} each and {dear} tickets at "
-            f"${dear_price} each. How many dollars did the tickets bring in?")  # fmt: skip
-    return (text, f"{cheap}*{cheap_price}+{dear}*{dear_price}",
-            cheap * cheap_price + dear * dear_price)  # fmt: skip
+    text = (
+        f"A concert sold {cheap} tickets at ${cheap_price} each and {dear} tickets at "
+        f"${dear_price} each. How many dollars did the tickets bring in?"
+    )
+    return (
+        text,
+        f"{cheap}*{cheap_price}+{dear}*{dear_price}",
+        cheap * cheap_price + dear * dear_price,
+    )
 
 
 @template(T4)
 def district(d: Draw):
     schools, per = d.int(12, 85), d.int(320, 1450)
     left = d.int(1000, schools * per // 3)
-    text = (f"A school district has {schools} schools with {per} students in each school. This "
-            f"year {left} students finished school and left. How many students are still in the "
-            f"district's schools?")  # fmt: skip
+    text = (
+        f"A school district has {schools} schools with {per} students in each school. This "
+        f"year {left} students finished school and left. How many students are still in the "
+        f"district's schools?"
+    )
     return text, f"{schools}*{per}-{left}", schools * per - left
 
 
@@ -944,9 +1130,11 @@ def visitors(d: Draw):
     saturday = d.int(12000, 95000)
     fewer = d.int(1000, saturday // 2)
     place = d.pick(("museum", "theme park", "zoo", "science fair"))
-    text = (f"A {place} had {saturday} visitors on Saturday. On Sunday it had {fewer} fewer "
-            f"visitors than on Saturday. How many visitors did it have on the two days "
-            f"together?")  # fmt: skip
+    text = (
+        f"A {place} had {saturday} visitors on Saturday. On Sunday it had {fewer} fewer "
+        f"visitors than on Saturday. How many visitors did it have on the two days "
+        f"together?"
+    )
     return text, f"{saturday}+({saturday}-{fewer})", saturday + saturday - fewer
 
 
@@ -954,8 +1142,10 @@ def visitors(d: Draw):
 def tree_farm(d: Draw):
     rows_count, per = d.int(105, 480), d.int(112, 390)
     cut = d.int(1000, rows_count * per // 2)
-    text = (f"A tree farm has {rows_count} rows with {per} young trees in each row. This winter "
-            f"{cut} trees were sold. How many trees are left on the farm?")  # fmt: skip
+    text = (
+        f"A tree farm has {rows_count} rows with {per} young trees in each row. This winter "
+        f"{cut} trees were sold. How many trees are left on the farm?"
+    )
     return text, f"{rows_count}*{per}-{cut}", rows_count * per - cut
 
 
@@ -963,8 +1153,10 @@ def tree_farm(d: Draw):
 def months(d: Draw):
     p = d.person()
     a, b, c = d.int(1800, 9900), d.int(1800, 9900), d.int(1800, 9900)
-    text = (f"{p.name} drives a truck. {cap(p.he)} drove {a} km in March, {b} km in April and "
-            f"{c} km in May. How many kilometres did {p.he} drive in the three months?")  # fmt: skip
+    text = (
+        f"{p.name} drives a truck. {cap(p.he)} drove {a} km in March, {b} km in April and "
+        f"{c} km in May. How many kilometres did {p.he} drive in the three months?"
+    )
     return text, f"{a}+{b}+{c}", a + b + c
 
 
@@ -972,16 +1164,20 @@ def months(d: Draw):
 def reservoir(d: Draw):
     daily, days = d.int(1200, 9000, 10), d.int(12, 90)
     full = daily * days + d.int(1000, 90000)
-    text = (f"A reservoir holds {full} litres of water. A town uses {daily} litres from it each "
-            f"day. How many litres are left after {days} days?")  # fmt: skip
+    text = (
+        f"A reservoir holds {full} litres of water. A town uses {daily} litres from it each "
+        f"day. How many litres are left after {days} days?"
+    )
     return text, f"{full}-{daily}*{days}", full - daily * days
 
 
 @template(T4)
 def paper_mill(d: Draw):
     boxes_a_day, sheets, days = d.int(120, 850), d.int(250, 500, 250), d.int(6, 30)
-    text = (f"A paper mill makes {boxes_a_day} boxes of paper each day, with {sheets} sheets in "
-            f"each box. How many sheets of paper does it make in {days} days?")  # fmt: skip
+    text = (
+        f"A paper mill makes {boxes_a_day} boxes of paper each day, with {sheets} sheets in "
+        f"each box. How many sheets of paper does it make in {days} days?"
+    )
     return text, f"{boxes_a_day}*{sheets}*{days}", boxes_a_day * sheets * days
 
 
@@ -1012,8 +1208,16 @@ def generate(tier: str) -> list[dict]:
         if not (isinstance(answer, int) and answer > 0):
             raise RuntimeError(f"{tier}: {fn.__name__} gave {answer!r} for {text!r}")
         seen.add(text)
-        records.append({"id": f"{prefix}-{index + 1:03d}", "tier": tier, "problem": text,
-                        "answer": str(answer), "check": check, "template": fn.__name__})  # fmt: skip
+        records.append(
+            {
+                "id": f"{prefix}-{index + 1:03d}",
+                "tier": tier,
+                "problem": text,
+                "answer": str(answer),
+                "check": check,
+                "template": fn.__name__,
+            }
+        )
     return records
 
 
@@ -1028,8 +1232,11 @@ def shown(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="regenerate in memory; exit 1 if a committed file differs")  # fmt: skip
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="regenerate in memory; exit 1 if a committed file differs",
+    )
     args = parser.parse_args(argv)
     stale = []
     for tier in GENERATED:

@@ -113,9 +113,13 @@ def measure_template(engine, problems, args) -> dict:
         rows.append(row)
         logging.info(
             "%s %d/%d greedy=%r gold=%s samples=%s",
-            engine.template.name, i + 1, len(problems), row["greedy"]["answer"], gold,
+            engine.template.name,
+            i + 1,
+            len(problems),
+            row["greedy"]["answer"],
+            gold,
             [s["answer"] for s in samples],
-        )  # fmt: skip
+        )
     seconds = time.perf_counter() - start
     flat = [s for r in rows for s in r["samples"]]
     summary = {

@@ -32,12 +32,55 @@ MAX_GROUP_POWER = 2
 # The LaTeX commands math-verify may see; any other (\Gamma, \sum, \int, \lim, ...) can start
 # symbolic work without bound (`\Gamma(\Gamma(99))`, `\binom{999}{e}` never end), so such answers
 # are compared as strings.
-_CHEAP_COMMANDS = frozenset({
-    "frac", "dfrac", "tfrac", "cfrac", "sqrt", "pi", "cdot", "times", "div", "pm", "mp", "infty",
-    "circ", "degree", "le", "leq", "ge", "geq", "lt", "gt", "ne", "neq", "approx", "in", "cup",
-    "cap", "emptyset", "varnothing", "text", "textbf", "textit", "textrm", "mathrm", "mbox",
-    "boxed", "displaystyle", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp",
-})  # fmt: skip
+_CHEAP_COMMANDS = frozenset(
+    {
+        "frac",
+        "dfrac",
+        "tfrac",
+        "cfrac",
+        "sqrt",
+        "pi",
+        "cdot",
+        "times",
+        "div",
+        "pm",
+        "mp",
+        "infty",
+        "circ",
+        "degree",
+        "le",
+        "leq",
+        "ge",
+        "geq",
+        "lt",
+        "gt",
+        "ne",
+        "neq",
+        "approx",
+        "in",
+        "cup",
+        "cap",
+        "emptyset",
+        "varnothing",
+        "text",
+        "textbf",
+        "textit",
+        "textrm",
+        "mathrm",
+        "mbox",
+        "boxed",
+        "displaystyle",
+        "sin",
+        "cos",
+        "tan",
+        "cot",
+        "sec",
+        "csc",
+        "log",
+        "ln",
+        "exp",
+    }
+)
 # Operators whose result can be far larger than their operand, besides `^`: at most one per answer,
 # and never together with a power (`(99!)!`, `9!!!!`, `10^{99}!`, `(999!)^{99}`, `\exp(\exp(...))`).
 _GROWTH_RE = re.compile(r"!|\\exp(?![A-Za-z])")

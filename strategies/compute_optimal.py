@@ -33,8 +33,13 @@ from strategies.tree import SearchTree
 EASY, HARD = 0.66, 0.33  # bins on the mean pilot score: >= EASY easy, < HARD hard
 SMALL_BUDGET = 16
 # the strategies it chooses among
-CHOICES = {"majority_vote": majority_vote, "best_of_n": best_of_n,
-           "weighted_best_of_n": weighted_best_of_n, "beam_search": beam_search, "dvts": dvts}  # fmt: skip
+CHOICES = {
+    "majority_vote": majority_vote,
+    "best_of_n": best_of_n,
+    "weighted_best_of_n": weighted_best_of_n,
+    "beam_search": beam_search,
+    "dvts": dvts,
+}
 HARNESS_NAMES = {"majority": "majority_vote"}  # the scaling harness's name for majority voting
 PICKS = {"majority_vote": "majority", "best_of_n": "vanilla", "weighted_best_of_n": "weighted"}
 
@@ -76,8 +81,10 @@ def compute_optimal(
         chosen = choose_strategy(difficulty, config.n)
         m, how = config.beam_width, config.aggregation
         where = "easy" if difficulty >= EASY else "medium" if difficulty >= HARD else "hard"
-        why = (f"probe mean {difficulty:.2f} → {where} (no fitted policy for this model: the "
-               f"reference heuristic) → {label(chosen)}")  # fmt: skip
+        why = (
+            f"probe mean {difficulty:.2f} → {where} (no fitted policy for this model: the "
+            f"reference heuristic) → {label(chosen)}"
+        )
     m = m if m <= config.n and config.n % m == 0 else 1
     sub_config = replace(config, strategy=chosen, beam_width=m, aggregation=how)
     meta = {
@@ -116,8 +123,9 @@ def compute_optimal(
         yield tree
 
 
-def _sample_on(pilot: SearchRun, kept: int, config: SearchConfig, generator, scorer,
-               pick: str) -> Iterator[SearchTree]:  # fmt: skip
+def _sample_on(
+    pilot: SearchRun, kept: int, config: SearchConfig, generator, scorer, pick: str
+) -> Iterator[SearchTree]:
     """Sampling whose first `kept` samples are the probe's (copied into the tree as they were
     written, with their iterations), then `config.n - kept` new ones drawn after them; the pick
     reads them all. The probe's step scores are re-aggregated the choice's way; a majority vote
@@ -130,8 +138,9 @@ def _sample_on(pilot: SearchRun, kept: int, config: SearchConfig, generator, sco
     copied: dict[int, int] = {0: 0}
     for node in pilot.tree.nodes[1:]:
         if node.parent in copied and (node.parent != 0 or node.id in first):
-            copy = replace(node, id=len(tree.nodes), parent=copied[node.parent],
-                           history=list(node.history))  # fmt: skip
+            copy = replace(
+                node, id=len(tree.nodes), parent=copied[node.parent], history=list(node.history)
+            )
             if verifier is None:
                 copy.score = copy.agg_score = None
             tree.nodes.append(copy)

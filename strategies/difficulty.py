@@ -66,10 +66,12 @@ class Choice:
         m = f", M={self.beam_width}" if self.strategy in ("beam_search", "dvts") else ""
         if self.strategy != "majority" and self.aggregation != PROBE_AGGREGATION:
             m += f", {self.aggregation} of the step scores"
-        return (f"probe mean {probe['mean_score']:.2f}, agreement {probe['agreement']:.2f} → "
-                f"bin {bin_ + 1} of {bins} → {label(self.strategy)}{m}, best on the fitting "
-                f"half: {self.fit_accuracy:.0%} vs {self.runner_up_accuracy:.0%} "
-                f"({label(self.runner_up)})")  # fmt: skip
+        return (
+            f"probe mean {probe['mean_score']:.2f}, agreement {probe['agreement']:.2f} → "
+            f"bin {bin_ + 1} of {bins} → {label(self.strategy)}{m}, best on the fitting "
+            f"half: {self.fit_accuracy:.0%} vs {self.runner_up_accuracy:.0%} "
+            f"({label(self.runner_up)})"
+        )
 
 
 @dataclass(frozen=True)
@@ -99,5 +101,8 @@ class Policy:
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {"edges": list(self.edges), "fitted_on": self.fitted_on,
-                "choices": {str(b): [asdict(c) for c in cs] for b, cs in self.choices.items()}}  # fmt: skip
+        return {
+            "edges": list(self.edges),
+            "fitted_on": self.fitted_on,
+            "choices": {str(b): [asdict(c) for c in cs] for b, cs in self.choices.items()},
+        }

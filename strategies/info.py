@@ -25,50 +25,78 @@ class StrategyInfo:
 
 STRATEGY_INFO: dict[str, StrategyInfo] = {
     "majority_vote": StrategyInfo(
-        "Majority voting (self-consistency)", "Majority voting", False, False, False,
+        "Majority voting (self-consistency)",
+        "Majority voting",
+        False,
+        False,
+        False,
         "The model writes N complete solutions on its own, and we count which final answer comes "
         "up most often. No judge is needed: the crowd decides. It is simple and hard to fool, but "
         "if the model usually makes the same mistake, the crowd is wrong together.",
     ),
     "best_of_n": StrategyInfo(
-        "Best-of-N (vanilla)", "Best-of-N (vanilla)", True, False, False,
+        "Best-of-N (vanilla)",
+        "Best-of-N (vanilla)",
+        True,
+        False,
+        False,
         "The model writes N complete solutions, and a *process reward model* (PRM), a judge that "
         "scores every step, rates each one. We keep the single solution with the best score. One "
         "confident-looking wrong solution can win on its own.",
     ),
     "weighted_best_of_n": StrategyInfo(
-        "Best-of-N (weighted)", "Best-of-N (weighted)", True, False, False,
+        "Best-of-N (weighted)",
+        "Best-of-N (weighted)",
+        True,
+        False,
+        False,
         "The same N scored solutions, but solutions that reach the same answer pool their scores. "
         "The answer with the largest total wins, so it combines the crowd (how many agree) with "
         "the judge (how good they look). In the reference work it beats vanilla Best-of-N.",
     ),
     "beam_search": StrategyInfo(
-        "Beam search", "Beam search", True, True, True,
+        "Beam search",
+        "Beam search",
+        True,
+        True,
+        True,
         "Instead of waiting for whole solutions, the judge scores every step as soon as it is "
         "written. After each step only the best N/M partial solutions (the beams) survive, and "
         "each continues in M different ways. Weak lines of reasoning are pruned early, so the "
         "budget goes to the promising ones.",
     ),
     "dvts": StrategyInfo(
-        "DVTS (diverse verifier tree search)", "DVTS", True, True, True,
+        "DVTS (diverse verifier tree search)",
+        "DVTS",
+        True,
+        True,
+        True,
         "The budget is split into N/M independent subtrees (the shaded bands). In each one the "
         "model proposes M next steps and the judge keeps the best, again and again. The subtrees "
         "never compete with each other, so the final answers stay diverse, which pays off at "
         "large budgets.",
     ),
     "lookahead": StrategyInfo(
-        "Lookahead search", "Lookahead search", True, True, True,
+        "Lookahead search",
+        "Lookahead search",
+        True,
+        True,
+        True,
         "Like beam search, but before judging a candidate step the model quickly writes k more "
         "steps (greedily, without randomness) and the judge scores where they lead. Looking ahead "
         "catches steps that look fine now but go nowhere, at the price of extra tokens.",
     ),
     "compute_optimal": StrategyInfo(
-        "Compute-optimal (picks a strategy)", "Compute-optimal", True, False, True,
+        "Compute-optimal (picks a strategy)",
+        "Compute-optimal",
+        True,
+        False,
+        True,
         "First a few quick pilot solutions are scored to guess how hard the question is. Then it "
         "picks the strategy that works best for that difficulty and budget: Best-of-N on easy "
         "questions, beam search on hard ones, DVTS when the budget is large.",
     ),
-}  # fmt: skip
+}
 STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGY_INFO)
 
 

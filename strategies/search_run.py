@@ -35,8 +35,9 @@ class StepFailed(RuntimeError):
     show it (`SearchTree.stop(str(err))`); `error` is what the model raised.
     """
 
-    def __init__(self, what: str, step: int, nodes: Sequence[int], tree: SearchTree,
-                 error: BaseException) -> None:  # fmt: skip
+    def __init__(
+        self, what: str, step: int, nodes: Sequence[int], tree: SearchTree, error: BaseException
+    ) -> None:
         self.what, self.step, self.nodes = what, step, list(nodes)
         self.tree, self.error = tree, error
         ids = ", ".join(str(i) for i in self.nodes[:6]) + (", …" if len(self.nodes) > 6 else "")

@@ -25,8 +25,12 @@ CASES: dict[str, dict[str, Any]] = {
     "weighted_best_of_n-n8": {"strategy": "weighted_best_of_n", "n": 8},
     "weighted_best_of_n-n6-prod": {"strategy": "weighted_best_of_n", "n": 6, "aggregation": "prod"},
     "beam_search-n8-m4": {"strategy": "beam_search", "n": 8, "beam_width": 4},
-    "beam_search-n4-m2-dedup": {"strategy": "beam_search", "n": 4, "beam_width": 2,
-                                "filter_duplicates": True},
+    "beam_search-n4-m2-dedup": {
+        "strategy": "beam_search",
+        "n": 4,
+        "beam_width": 2,
+        "filter_duplicates": True,
+    },
     "dvts-n8-m2": {"strategy": "dvts", "n": 8, "beam_width": 2},
     "lookahead-n4-m2-k1": {"strategy": "lookahead", "n": 4, "beam_width": 2, "lookahead": 1},
     "lookahead-n4-m2-k0": {"strategy": "lookahead", "n": 4, "beam_width": 2, "lookahead": 0},
@@ -34,19 +38,33 @@ CASES: dict[str, dict[str, Any]] = {
     "compute_optimal-n8-fitted": {"strategy": "compute_optimal", "n": 8, "policy": True},
     "compute_optimal-n2-fitted": {"strategy": "compute_optimal", "n": 2, "policy": True},
     "compute_optimal-n16-fitted": {"strategy": "compute_optimal", "n": 16, "policy": True},
-    "compute_optimal-n1-fitted-q5": {"strategy": "compute_optimal", "n": 1, "policy": True,
-                                     "question": "Q5"},
-    "compute_optimal-n4-fitted-q5": {"strategy": "compute_optimal", "n": 4, "policy": True,
-                                     "question": "Q5"},
-    "compute_optimal-n4-fitted-q2": {"strategy": "compute_optimal", "n": 4, "policy": True,
-                                     "question": "Q2"},
-}  # fmt: skip
+    "compute_optimal-n1-fitted-q5": {
+        "strategy": "compute_optimal",
+        "n": 1,
+        "policy": True,
+        "question": "Q5",
+    },
+    "compute_optimal-n4-fitted-q5": {
+        "strategy": "compute_optimal",
+        "n": 4,
+        "policy": True,
+        "question": "Q5",
+    },
+    "compute_optimal-n4-fitted-q2": {
+        "strategy": "compute_optimal",
+        "n": 4,
+        "policy": True,
+        "question": "Q2",
+    },
+}
 
 
 def run_case(settings: dict[str, Any]) -> dict[str, Any]:
     settings = dict(settings)
     question = settings.pop("question", QUESTION)
-    policy = stored_policy("qwen2.5-coder-0.5b", "arithmetic") if settings.pop("policy", 0) else None
+    policy = (
+        stored_policy("qwen2.5-coder-0.5b", "arithmetic") if settings.pop("policy", 0) else None
+    )
     config = SearchConfig(max_iterations=6, seed=3, **settings)
     frames = []
     for frame in search(question, config, FakeGenerator(depth=4), FakeScorer(), policy=policy):

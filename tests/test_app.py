@@ -62,9 +62,14 @@ def _widgets(**overrides) -> list:
 @pytest.mark.model
 def test_run_api_on_embedded_model(client):
     run = client.predict(
-        QUESTION, strategy="beam_search", n=4, beam_width=2, max_iterations=3, expected="12",
+        QUESTION,
+        strategy="beam_search",
+        n=4,
+        beam_width=2,
+        max_iterations=3,
+        expected="12",
         api_name="/run",
-    )  # fmt: skip
+    )
     tree = SearchTree.from_dict(run)
     assert tree.done and "answer" in run
     assert tree.strategy == "beam_search" and tree.config["n"] == 4
@@ -90,8 +95,9 @@ def test_a_run_with_only_a_prompt_takes_the_explorers_preset(client, fake_models
     assert tree.config == PRESET.to_dict()
     assert {k: DEFAULTS[k] for k in tree.config} == tree.config  # what the widgets start from
     assert run["comparison"]["strategy"] == "majority_vote"
-    run = client.predict("1+1?", strategy="dvts", n=4, max_solution_tokens=1024, compare=False,
-                         api_name="/run")  # fmt: skip
+    run = client.predict(
+        "1+1?", strategy="dvts", n=4, max_solution_tokens=1024, compare=False, api_name="/run"
+    )
     tree = SearchTree.from_dict(run)
     assert (tree.strategy, tree.config["n"], tree.config["max_solution_tokens"]) == (
         "dvts",

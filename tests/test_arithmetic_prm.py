@@ -274,8 +274,10 @@ def test_an_answer_with_nothing_behind_it_scores_below_one_that_checks():
     """The search that followed "we'd need to add the two numbers" to \\boxed{1} (issue 16)."""
     prm = ArithmeticPRM()
     question = "What is 17 + 25?"
-    vacuous = ["To find the total value, we'd need to add the two numbers.\n\n",
-               "The answer is \\boxed{1}."]  # fmt: skip
+    vacuous = [
+        "To find the total value, we'd need to add the two numbers.\n\n",
+        "The answer is \\boxed{1}.",
+    ]
     checked = ["17 + 25 = 42.\n\n", "The answer is \\boxed{42}."]
     wrong = ["17 + 25 = 32.\n\n", "The answer is \\boxed{32}."]
     v, c, w = prm.score(question, [vacuous, checked, wrong]).steps

@@ -130,8 +130,14 @@ def test_memory_estimate_within_20_percent_of_footprint(tmp_path, family):
     from backend.loading.prm import load_prm_model
 
     if family == "dense":  # little vocabulary, so the quantized layers dominate
-        config = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=1024,
-                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)  # fmt: skip
+        config = LlamaConfig(
+            vocab_size=256,
+            hidden_size=256,
+            intermediate_size=1024,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+        )
         LlamaForCausalLM(config).save_pretrained(tmp_path)
         load = lambda p: LlamaForCausalLM.from_pretrained(tmp_path, **weights_kwargs(p, "cpu"))  # noqa: E731
     else:
@@ -178,9 +184,10 @@ def test_runtime_memory_check_counts_only_new_models(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (int(1.5 * GB), int(8 * GB)))
     held = types.SimpleNamespace(
-        name="qwen2.5-1.5b", precision="nf4",
+        name="qwen2.5-1.5b",
+        precision="nf4",
         model=types.SimpleNamespace(get_memory_footprint=lambda: int(1.1 * GB)),
-    )  # fmt: skip
+    )
     pool = ModelPool()
     pool._policy = (("qwen2.5-1.5b", "nf4", "cuda", False), held)
     pool._check_fits(("qwen2.5-1.5b", "nf4", "cuda", False), None)  # already loaded
@@ -237,16 +244,23 @@ def test_step_delimiter_survives_the_chat_template(template):
     engine_text = prompt.prompt_text(tok, question) + "".join(steps)
     continued = tok.apply_chat_template(
         [*prompt.messages(question), {"role": "assistant", "content": "".join(steps)}],
-        continue_final_message=True, tokenize=False,
-    )  # fmt: skip
+        continue_final_message=True,
+        tokenize=False,
+    )
     assert engine_text.endswith("## Step 2: Answer\n\n")
     if template == "chatml":
         assert engine_text == continued
     else:  # the same text, less the delimiter the template's `| trim` removed
         assert continued + "\n\n" == engine_text
     # what the engine actually feeds the model for this partial solution
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     engine = StepEngine(LlamaForCausalLM(config), tok, prompt)
     state = engine._state(question, steps)  # the prefix the next step is sampled after
     assert tok.decode(state.ids) == engine_text

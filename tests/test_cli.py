@@ -19,11 +19,27 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_cli_beam_search_writes_a_run_json(tmp_path):
     out = tmp_path / "run.json"
     cmd = [
-        sys.executable, "-m", "app.cli", "run",
-        "--prompt", "Tom has 3 bags with 4 apples each. He eats 2 apples. How many are left?",
-        "--strategy", "beam_search", "--n", "4", "--beam-width", "2",
-        "--max-iterations", "4", "--max-step-tokens", "48", "--seed", "1", "--json", str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "app.cli",
+        "run",
+        "--prompt",
+        "Tom has 3 bags with 4 apples each. He eats 2 apples. How many are left?",
+        "--strategy",
+        "beam_search",
+        "--n",
+        "4",
+        "--beam-width",
+        "2",
+        "--max-iterations",
+        "4",
+        "--max-step-tokens",
+        "48",
+        "--seed",
+        "1",
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ
     )
@@ -61,16 +77,32 @@ def test_cli_flags_are_the_config_fields_with_the_apps_preset():
         assert args[f.name] == getattr(PRESET, f.name)  # every setting, defaulting to the preset
     request = RunRequest(prompt="1+1?")
     assert (args["model"], args["prm"], args["precision"]) == (
-        request.model, request.prm, request.precision
-    )  # fmt: skip
+        request.model,
+        request.prm,
+        request.precision,
+    )
     args = vars(build_parser().parse_args(["run", "--prompt", "q", "--filter-duplicates"]))
     assert args["filter_duplicates"] is True and args["compare"] is True
 
 
 def test_cli_rejects_bad_config_with_a_message():
     proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", "run", "--prompt", "1+1?", "--n", "6", "--beam-width", "4"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "run",
+            "--prompt",
+            "1+1?",
+            "--n",
+            "6",
+            "--beam-width",
+            "4",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "divisible" in proc.stderr and "Traceback" not in proc.stderr

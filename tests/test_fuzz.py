@@ -275,10 +275,43 @@ def test_request_settings_of_the_wrong_type(setting: str, value, valid) -> None:
 # ---------------------------------------------------------------- answer extraction
 
 LATEX = st.sampled_from(
-    ["\\boxed{", "\\boxed", "\\fbox{", "{", "}", "\\{", "\\}", "$", "\\(", "\\)", "\\[", "\\]",
-     "\\frac", "\\dfrac", "\\sqrt", "^", "_", "!", "\\left(", "\\right)", "\\text{", "answer is ",
-     "Final answer: ", "1,000", "-3", "2.5", "3/4", "9", "x = ", "\n\n", " ", ".", "\\\\", "\\%"]
-)  # fmt: skip
+    [
+        "\\boxed{",
+        "\\boxed",
+        "\\fbox{",
+        "{",
+        "}",
+        "\\{",
+        "\\}",
+        "$",
+        "\\(",
+        "\\)",
+        "\\[",
+        "\\]",
+        "\\frac",
+        "\\dfrac",
+        "\\sqrt",
+        "^",
+        "_",
+        "!",
+        "\\left(",
+        "\\right)",
+        "\\text{",
+        "answer is ",
+        "Final answer: ",
+        "1,000",
+        "-3",
+        "2.5",
+        "3/4",
+        "9",
+        "x = ",
+        "\n\n",
+        " ",
+        ".",
+        "\\\\",
+        "\\%",
+    ]
+)
 TEXTS = st.one_of(
     st.text(max_size=300),
     st.lists(LATEX | st.text(max_size=3), max_size=80).map("".join),

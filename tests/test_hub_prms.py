@@ -72,8 +72,12 @@ def test_skywork_format(loaded):
     # token by token: bos + problem + "\n", then each step's tokens and the "\n" token
     enc = tok.encode
     nl = enc("\n", add_special_tokens=False)[-1]
-    step1 = [tok.bos_token_id, *enc(Q + "\n", add_special_tokens=False),
-             *enc("He has 3 x 4 = 12 apples.", add_special_tokens=False), nl]  # fmt: skip
+    step1 = [
+        tok.bos_token_id,
+        *enc(Q + "\n", add_special_tokens=False),
+        *enc("He has 3 x 4 = 12 apples.", add_special_tokens=False),
+        nl,
+    ]
     step2 = [*enc("The answer is \\boxed{12}.", add_special_tokens=False), nl]
     got = prm.encode(Q, STEPS)
     assert got.ids == step1 + step2
@@ -94,13 +98,19 @@ def test_rlhflow_format(loaded):
     prm = scorer(loaded, "rlhflow")
     head = "<|start_header_id|>{}<|end_header_id|>\n\n"
     expected = (
-        "<|begin_of_text|>" + head.format("system")
+        "<|begin_of_text|>"
+        + head.format("system")
         + "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
-        + head.format("user") + Q + " He has 3 x 4 = 12 apples.<|eot_id|>"
-        + head.format("assistant") + "+<|eot_id|>"
-        + head.format("user") + "The answer is \\boxed{12}.<|eot_id|>"
-        + head.format("assistant") + "+<|eot_id|>"
-    )  # fmt: skip
+        + head.format("user")
+        + Q
+        + " He has 3 x 4 = 12 apples.<|eot_id|>"
+        + head.format("assistant")
+        + "+<|eot_id|>"
+        + head.format("user")
+        + "The answer is \\boxed{12}.<|eot_id|>"
+        + head.format("assistant")
+        + "+<|eot_id|>"
+    )
     assert prm.format_text(Q, STEPS) == expected
     enc = prm.encode(Q, STEPS)
     assert enc.ids == prm.tokenizer.encode(expected, add_special_tokens=False)
@@ -157,8 +167,11 @@ def test_batching_padding_and_prefix_cache(loaded, family):
     alone = [scorer(loaded, family).score(Q, [s]).steps[0] for s in (long, short)]
     prm = scorer(loaded, family)
     first = prm.score(Q, [long, short, long])
-    assert first.steps == [pytest.approx(alone[0], abs=1e-5), pytest.approx(alone[1], abs=1e-5),
-                           pytest.approx(alone[0], abs=1e-5)]  # fmt: skip
+    assert first.steps == [
+        pytest.approx(alone[0], abs=1e-5),
+        pytest.approx(alone[1], abs=1e-5),
+        pytest.approx(alone[0], abs=1e-5),
+    ]
     assert first.steps[1][0] == first.steps[0][0]  # the short one rode along with the long one
     assert first.tokens == len(prm.encode(Q, long).ids)  # read once, the prefix not at all
     assert prm.score(Q, [short, long]).tokens == 0  # everything cached
@@ -192,8 +205,9 @@ def test_nf4_on_cpu_through_the_gpu_load_path(checkpoints, loaded, family):
     model, tok = load_prm_model(family, str(checkpoints[family][0]), "nf4", "cpu")
     layer = model.model.layers[0].self_attn.q_proj
     assert isinstance(layer, bnb.nn.Linear4bit) and layer.weight.quant_type == "nf4"
-    head = model.get_submodule({"qwen_prm": "score.0", "skywork": "v_head.summary"}.get(
-        family, "lm_head"))  # fmt: skip
+    head = model.get_submodule(
+        {"qwen_prm": "score.0", "skywork": "v_head.summary"}.get(family, "lm_head")
+    )
     assert type(head) is nn.Linear  # the PRM head stays out of quantization
     got = make_scorer(family, model, tok).score(Q, [STEPS]).steps[0]
     full = scorer(loaded, family).score(Q, [STEPS]).steps[0]

@@ -162,8 +162,10 @@ def test_rows_decoded_together_equal_rows_decoded_one_by_one(policy, engine):
         try:
             tokens = [[states[i].ids[-1], *feed] for i in group]
             for k in range(len(feed) + 1):
-                entries = [(tokens[g][k], len(states[i].ids) - 1 + k, seqs[g], True)
-                           for g, i in enumerate(group)]  # fmt: skip
+                entries = [
+                    (tokens[g][k], len(states[i].ids) - 1 + k, seqs[g], True)
+                    for g, i in enumerate(group)
+                ]
                 for g, at in enumerate(kv.decode(entries)):
                     got[g].append(kv.ctx.logits(at).copy())
         finally:
@@ -187,8 +189,15 @@ def test_a_seed_reproduces_its_tree(policy, engine):
 
     eng = fresh(policy, engine)
     checker = ArithmeticPRM()
-    config = SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=3, seed=5,
-                          max_step_tokens=32, max_solution_tokens=96)  # fmt: skip
+    config = SearchConfig(
+        strategy="beam_search",
+        n=4,
+        beam_width=2,
+        max_iterations=3,
+        seed=5,
+        max_step_tokens=32,
+        max_solution_tokens=96,
+    )
 
     def run():
         (tree,) = deque(search(Q, config, eng, checker), maxlen=1)
@@ -225,8 +234,9 @@ def test_rows_stop_at_the_step_delimiter_and_at_their_limits(policy, engine):
             assert step.text.endswith(STEP_DELIMITER) and STEP_DELIMITER not in before
         elif step.finish_reason == "length":
             assert step.tokens == 24 and step.finished
-    (whole,) = eng.next_steps(Q, [[]], 1, Sampling(temperature=0.0, to_end=True,
-                                                    max_solution_tokens=40))[0]  # fmt: skip
+    (whole,) = eng.next_steps(
+        Q, [[]], 1, Sampling(temperature=0.0, to_end=True, max_solution_tokens=40)
+    )[0]
     assert whole.finished and whole.finish_reason in ("eos", "answer", "length")
     assert whole.tokens <= 40
 
@@ -297,8 +307,9 @@ def test_hidden_states_are_kept_for_every_step_and_match_a_fresh_read(policy, en
     assert eng.stats.decode_forwards > 0 and other.stats.decode_forwards == 0  # read, not written
 
 
-def test_the_last_step_of_a_solution_ending_at_eos_keeps_the_state_a_fresh_read_gives(policy,
-                                                                                     engine):  # fmt: skip
+def test_the_last_step_of_a_solution_ending_at_eos_keeps_the_state_a_fresh_read_gives(
+    policy, engine
+):
     """The writer reads a step's last token before EOS comes; a fresh read of the text must read
     it too, or a value head would score a finished solution on another state than it learned."""
     eng = fresh(policy, engine)

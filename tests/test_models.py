@@ -40,8 +40,9 @@ def test_precisions_per_engine_and_device():
     # a hub policy: the catalog's default on a GPU, fp32 on a CPU, or what was asked for
     assert resolve_precision("auto", "cuda", "qwen2.5-1.5b") == "nf4"
     assert models.choose_precision("auto", "cpu", "qwen2.5-1.5b") == (
-        "fp32", "fp32: the CPU default for a model from the hub"
-    )  # fmt: skip
+        "fp32",
+        "fp32: the CPU default for a model from the hub",
+    )
     assert models.choose_precision("bf16", "cpu", "qwen2.5-1.5b") == (
         "bf16",
         "bf16: chosen by hand",

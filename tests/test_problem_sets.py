@@ -296,11 +296,14 @@ def test_skip_bad_keeps_the_good_lines_and_says_which_were_left_out(tmp_path, ca
 
 
 def test_what_a_good_line_may_hold(tmp_path):
-    path = write(tmp_path, [
-        '{"problem": "  What is 2.5 * 2?  ", "answer": 5, "tier": "mine-hard", "notes": "x"}',
-        '{"id": 7, "question": "What is half of 3?", "answer": 1.5}',
-        '{"id": "x", "problem": "What is 1/2 of 1?", "answer": "\\\\frac{1}{2}"}',
-    ])  # fmt: skip
+    path = write(
+        tmp_path,
+        [
+            '{"problem": "  What is 2.5 * 2?  ", "answer": 5, "tier": "mine-hard", "notes": "x"}',
+            '{"id": 7, "question": "What is half of 3?", "answer": 1.5}',
+            '{"id": "x", "problem": "What is 1/2 of 1?", "answer": "\\\\frac{1}{2}"}',
+        ],
+    )
     assert load_problems(path) == [
         Problem("mine-1", "What is 2.5 * 2?", "5", "mine-hard"),
         Problem("7", "What is half of 3?", "1.5", "mine"),

@@ -116,11 +116,26 @@ def test_measure_prompts_smoke(tmp_path):
     out = tmp_path / "prompts.json"
     env = {**os.environ, "THINKTREE_THREADS": os.environ.get("THINKTREE_THREADS", "1")}
     run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "measure_prompts.py"),
-         "--limit", "2", "--templates", "fewshot_steps", "--samples", "2",
-         "--max-tokens", "96", "--json", str(out)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "measure_prompts.py"),
+            "--limit",
+            "2",
+            "--templates",
+            "fewshot_steps",
+            "--samples",
+            "2",
+            "--max-tokens",
+            "96",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     header = next(line for line in run.stdout.splitlines() if line.startswith("template"))
     for column in ("steps>=2", "boxed", "greedy", "s.boxed", "s.acc", "maj@k", "pass@k"):
@@ -131,8 +146,20 @@ def test_measure_prompts_smoke(tmp_path):
     assert data["config"]["problems"] == 2 and data["config"]["samples"] == 2
     result = data["templates"]["fewshot_steps"]
     summary = result["summary"]
-    expected = {"multi_step", "boxed", "greedy_acc", "s_multi_step", "s_boxed", "sample_acc",
-                "maj_acc", "pass_acc", "mean_tokens", "seconds", "problems", "samples"}  # fmt: skip
+    expected = {
+        "multi_step",
+        "boxed",
+        "greedy_acc",
+        "s_multi_step",
+        "s_boxed",
+        "sample_acc",
+        "maj_acc",
+        "pass_acc",
+        "mean_tokens",
+        "seconds",
+        "problems",
+        "samples",
+    }
     assert expected <= set(summary)
     for key in expected - {"mean_tokens", "seconds", "problems", "samples"}:
         assert 0.0 <= summary[key] <= 1.0, key

@@ -53,8 +53,9 @@ def _fake(monkeypatch, runtime: FakeRuntime) -> FakeRuntime:
 
 def _request(**config) -> RunRequest:
     settings = dict(strategy="beam_search", n=4, beam_width=2, max_iterations=4) | config
-    return RunRequest(QUESTION, SearchConfig(**settings), model="smollm2-135m", prm="arithmetic",
-                      compare=False)  # fmt: skip
+    return RunRequest(
+        QUESTION, SearchConfig(**settings), model="smollm2-135m", prm="arithmetic", compare=False
+    )
 
 
 def _last(frames):
@@ -82,8 +83,11 @@ def test_caps_depend_on_the_device_and_the_model():
     assert small.max_n == 64 and big.max_n == 16  # the 1.5B writes about a third as fast
     assert big.max_run_tokens < small.max_run_tokens < gpu.max_run_tokens
     assert gpu.max_n > big.max_n and gpu.max_step_tokens > big.max_step_tokens
-    with pytest.raises(ValueError, match=r"N=64 is more than .* qwen2.5-coder-1.5b on a CPU "
-                                         r"\(at most 16\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"N=64 is more than .* qwen2.5-coder-1.5b on a CPU "
+        r"\(at most 16\)",
+    ):
         big.check(64, 10, 96, 512)
     with pytest.raises(ValueError, match=r"max_step_tokens=1000 .* \(at most 256\)"):
         small.check(4, 10, 1000, 512)
@@ -103,8 +107,9 @@ def test_operator_sets_the_limits_with_environment_variables(monkeypatch):
 def test_a_request_over_the_caps_is_refused_before_anything_loads(monkeypatch):
     loads = []
     monkeypatch.setattr(backend.runtime, "get_runtime", lambda *a, **k: loads.append(a))
-    request = RunRequest(QUESTION, SearchConfig(n=64, beam_width=4), model="qwen2.5-coder-1.5b",
-                         prm="arithmetic")  # fmt: skip
+    request = RunRequest(
+        QUESTION, SearchConfig(n=64, beam_width=4), model="qwen2.5-coder-1.5b", prm="arithmetic"
+    )
     with pytest.raises(ValueError, match="at most 16"):
         next(stream_run(request))
     assert loads == []
@@ -250,8 +255,14 @@ def test_stop_frees_the_runs_memory_and_the_next_run_works():
     memory back within 10% of before the run), and the next run is normal."""
     runtime = backend.runtime.get_runtime("smollm2-135m", "arithmetic", "auto")
     engine = runtime.generator
-    request = _request(strategy="beam_search", n=16, beam_width=4, max_iterations=8,
-                       max_step_tokens=48, max_solution_tokens=256)  # fmt: skip
+    request = _request(
+        strategy="beam_search",
+        n=16,
+        beam_width=4,
+        max_iterations=8,
+        max_step_tokens=48,
+        max_solution_tokens=256,
+    )
     run_json(_request(n=4, max_iterations=2))  # warm: thread pools, the prompt's state
     gc.collect()
     before = _rss()
@@ -267,8 +278,9 @@ def test_stop_frees_the_runs_memory_and_the_next_run_works():
     print(f"ended {waited:.2f} s after Stop")
     assert not [key for key in engine.store if key[1]]
     after = _rss()
-    print(f"rss before {before / 2**20:.0f} MiB, peak {peak / 2**20:.0f}, after "
-          f"{after / 2**20:.0f}")  # fmt: skip
+    print(
+        f"rss before {before / 2**20:.0f} MiB, peak {peak / 2**20:.0f}, after {after / 2**20:.0f}"
+    )
     assert after < before * 1.10
     normal = run_json(_request(n=4, max_iterations=3))
     assert normal["done"] and not normal["stopped"] and len(normal["nodes"]) > 4
@@ -324,8 +336,10 @@ def test_out_of_memory_in_a_step_is_caught_freed_and_suggests_a_smaller_n(monkey
     def failing(ids, *args, **kwargs):
         calls["n"] += 1
         if calls["at"] is not None and calls["n"] == calls["at"]:
-            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
-                               "allocate memory: you tried to allocate 68719476736 bytes.")  # fmt: skip
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                "allocate memory: you tried to allocate 68719476736 bytes."
+            )
         return forward(ids, *args, **kwargs)
 
     monkeypatch.setattr(engine, "_forward", failing)
@@ -363,8 +377,10 @@ def test_a_model_that_cannot_load_is_a_message_and_the_default_still_serves(monk
         r"\(OSError: GGUF header is corrupt.*delete .*run `bash scripts/setup.sh`",
     ):
         pool.runtime("qwen2.5-coder-0.5b", "arithmetic", "auto")
-    with pytest.raises(backend.loading.failures.ModelLoadError, match="Out of memory while loading "
-                       "qwen2.5-coder-1.5b: choose a smaller model or precision"):  # fmt: skip
+    with pytest.raises(
+        backend.loading.failures.ModelLoadError,
+        match="Out of memory while loading qwen2.5-coder-1.5b: choose a smaller model or precision",
+    ):
         pool.runtime("qwen2.5-coder-1.5b", "arithmetic", "auto")
     runtime = pool.runtime("smollm2-135m", "arithmetic", "auto")  # the default loads and serves
     monkeypatch.setattr(backend.runtime, "get_runtime", lambda *a, **k: runtime)
@@ -379,8 +395,11 @@ def test_a_corrupt_gguf_file_is_a_clear_message(monkeypatch, tmp_path):
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"GGUF" + os.urandom(4096))
     real = backend.loading.policy.gguf_path
-    monkeypatch.setattr(backend.loading.policy, "gguf_path",
-                        lambda name, cache=None: bad if name == "qwen2.5-coder-0.5b" else real(name))  # fmt: skip
+    monkeypatch.setattr(
+        backend.loading.policy,
+        "gguf_path",
+        lambda name, cache=None: bad if name == "qwen2.5-coder-0.5b" else real(name),
+    )
     monkeypatch.setattr(gguf_parts, "installed", lambda *a: True)
     pool = backend.runtime.ModelPool()
     with pytest.raises(
@@ -391,8 +410,7 @@ def test_a_corrupt_gguf_file_is_a_clear_message(monkeypatch, tmp_path):
     assert pool.runtime("smollm2-135m", "arithmetic").generator is not None  # and serves on
 
 
-def test_a_model_that_is_not_installed_is_refused_before_the_loaded_one_goes(monkeypatch,
-                                                                             tmp_path):  # fmt: skip
+def test_a_model_that_is_not_installed_is_refused_before_the_loaded_one_goes(monkeypatch, tmp_path):
     monkeypatch.setenv("THINKTREE_CACHE", str(tmp_path))
     monkeypatch.setattr(gguf_parts, "installed", lambda *a: False)
     pool = backend.runtime.ModelPool()
@@ -407,8 +425,12 @@ def test_the_bigger_model_not_installed_is_said_and_the_search_still_runs(monkey
     _fake(monkeypatch, FakeRuntime(FakeGenerator(depth=3)))
     monkeypatch.setenv("THINKTREE_CACHE", str(tmp_path))
     monkeypatch.setattr(gguf_parts, "installed", lambda name, cache: name != "qwen2.5-coder-1.5b")
-    request = RunRequest(QUESTION, SearchConfig(strategy="beam_search", n=4, beam_width=2),
-                         model="qwen2.5-coder-0.5b", prm="arithmetic")  # fmt: skip
+    request = RunRequest(
+        QUESTION,
+        SearchConfig(strategy="beam_search", n=4, beam_width=2),
+        model="qwen2.5-coder-0.5b",
+        prm="arithmetic",
+    )
     assert request.bigger_model == "qwen2.5-coder-1.5b"
     run = run_json(request)
     assert run["done"] and run["answer"] is not None and "votes" in run["comparison"]
@@ -464,14 +486,21 @@ def test_eight_clients_at_once_each_get_their_own_tree(monkeypatch):
 
     from tests.serving import serving
 
-    monkeypatch.setattr(backend.runtime, "get_runtime", lambda *a, **k: FakeRuntime(
-        SlowGenerator(0.002, depth=4)))  # fmt: skip
+    monkeypatch.setattr(
+        backend.runtime, "get_runtime", lambda *a, **k: FakeRuntime(SlowGenerator(0.002, depth=4))
+    )
     with serving() as url:
-        alone = {s: Client(url, verbose=False).predict(QUESTION, seed=s, n=8, compare=False,
-                                                       api_name="/run") for s in range(8)}  # fmt: skip
+        alone = {
+            s: Client(url, verbose=False).predict(
+                QUESTION, seed=s, n=8, compare=False, api_name="/run"
+            )
+            for s in range(8)
+        }
         clients = [Client(url, verbose=False) for _ in range(8)]
-        jobs = [c.submit(QUESTION, seed=s, n=8, compare=False, api_name="/run")
-                for s, c in enumerate(clients)]  # fmt: skip
+        jobs = [
+            c.submit(QUESTION, seed=s, n=8, compare=False, api_name="/run")
+            for s, c in enumerate(clients)
+        ]
         together = {s: job.result(timeout=120) for s, job in enumerate(jobs)}
     for s in range(8):
         assert _same_run(together[s]) == _same_run(alone[s])

@@ -259,27 +259,37 @@ def test_without_the_variable_the_extra_names_are_unknown(extra_models, monkeypa
 @pytest.mark.parametrize(
     "change, problem",
     [
-        (lambda d: d["policies"].update({"smollm2-135m": d["policies"]["my-local"]}),
-         "'smollm2-135m' is a catalogued name"),
+        (
+            lambda d: d["policies"].update({"smollm2-135m": d["policies"]["my-local"]}),
+            "'smollm2-135m' is a catalogued name",
+        ),
         (lambda d: d["prms"].update({"arithmetic": d["prms"]["my-prm"]}), "catalogued name"),
-        (lambda d: d["policies"].update({"evil/model": d["policies"]["my-local"]}),
-         "not a hub id, a path"),
+        (
+            lambda d: d["policies"].update({"evil/model": d["policies"]["my-local"]}),
+            "not a hub id, a path",
+        ),
         (lambda d: d["policies"].update({"../x": d["policies"]["my-local"]}), "not a hub id"),
         (lambda d: d.update(default_policy="my-policy"), "has only"),
         (lambda d: d.update(showcase_policy="my-policy"), "has only"),
-        (lambda d: d["policies"]["my-local"].update({REMOTE_CODE: True}),
-         rf"'my-local' has unknown fields \['{REMOTE_CODE}'\]"),
+        (
+            lambda d: d["policies"]["my-local"].update({REMOTE_CODE: True}),
+            rf"'my-local' has unknown fields \['{REMOTE_CODE}'\]",
+        ),
         (lambda d: d["policies"]["my-local"].update(prompt="nope"), "no prompt template"),
         (lambda d: d["policies"]["my-local"].update(hub_id="models/../../x"), "hub_id"),
-        (lambda d: d["policies"]["my-local"].update(gguf={"package": "x", "file": "y"}),
-         "must download"),
+        (
+            lambda d: d["policies"]["my-local"].update(gguf={"package": "x", "file": "y"}),
+            "must download",
+        ),
         (lambda d: d["policies"]["my-local"].update(bigger="my-prm"), "which is not a policy"),
-        (lambda d: d["prms"].update(mine={"label": "x", "family": "offline", "license": "x"}),
-         "must download"),
+        (
+            lambda d: d["prms"].update(mine={"label": "x", "family": "offline", "license": "x"}),
+            "must download",
+        ),
         (lambda d: d["prms"]["my-prm"].update(family="qwen"), "unknown family"),
         (lambda d: d["prms"].update(mine={"label": "x"}), r"needs the fields \['family', 'lic"),
     ],
-)  # fmt: skip
+)
 def test_extra_models_are_checked_like_the_catalogs_own(tmp_path, change, problem):
     data = json.loads(json.dumps(EXTRA))
     change(data)
@@ -590,8 +600,10 @@ def test_each_run_exports_into_a_folder_of_its_own_and_stale_ones_go(tmp_path, m
     second = app.service.write_exports(_tree("7"), "<html></html>")
     folders = {Path(p).parent for p in (*first.values(), *second.values())}
     assert len(folders) == 2 and all(f.parent == tmp_path for f in folders)
-    assert all(sorted(p.name for p in f.iterdir()) == sorted(Path(p).name for p in first.values())
-               for f in folders)  # fmt: skip
+    assert all(
+        sorted(p.name for p in f.iterdir()) == sorted(Path(p).name for p in first.values())
+        for f in folders
+    )
     assert not stale.exists() and fresh.exists()  # older than EXPORT_TTL_S: removed
 
 

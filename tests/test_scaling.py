@@ -22,9 +22,20 @@ from strategies.difficulty import BINS, Choice, Policy, bin_of, probe_signal, qu
 from strategies.protocols import GeneratedStep
 from tests.fakes import FakeScorer
 
-SETTINGS = dict(model="smollm2-135m", prm="arithmetic", precision="fp32", beam_width=2,
-                max_iterations=3, max_step_tokens=16, max_solution_tokens=64, temperature=0.8,
-                top_p=1.0, lookahead=1, bigger=None, problems="test")  # fmt: skip
+SETTINGS = dict(
+    model="smollm2-135m",
+    prm="arithmetic",
+    precision="fp32",
+    beam_width=2,
+    max_iterations=3,
+    max_step_tokens=16,
+    max_solution_tokens=64,
+    temperature=0.8,
+    top_p=1.0,
+    lookahead=1,
+    bigger=None,
+    problems="test",
+)
 
 
 class AnswerScript:
@@ -42,8 +53,11 @@ class AnswerScript:
         for _ in partials:
             row = []
             for i in range(n):
-                ok = question in self.greedy if sampling.temperature == 0 else i in self.right[
-                    question]  # fmt: skip
+                ok = (
+                    question in self.greedy
+                    if sampling.temperature == 0
+                    else i in self.right[question]
+                )
                 answer, score = (self.gold[question], 0.9) if ok else ("0", 0.2)
                 text = f"So the answer is \\boxed{{{answer}}} [s={score}]"
                 row.append(GeneratedStep(text, 5 + i, True, "eos"))
@@ -59,19 +73,27 @@ class Runtime:
         return {"model": "fake", "params": 1000, "prm_params": 0, "device": "cpu"}
 
 
-PROBLEMS = [Problem(f"p{k}", f"Question {k}: what is {k} + {k}?", str(2 * k), "test")
-            for k in range(1, 5)]  # fmt: skip
+PROBLEMS = [
+    Problem(f"p{k}", f"Question {k}: what is {k} + {k}?", str(2 * k), "test") for k in range(1, 5)
+]
 GOLD = {p.problem: p.answer for p in PROBLEMS}
 # samples right per problem (of 4): p1 all, p2 the last two, p3 only the first, p4 none
-RIGHT = {PROBLEMS[0].problem: {0, 1, 2, 3}, PROBLEMS[1].problem: {2, 3},
-         PROBLEMS[2].problem: {0}, PROBLEMS[3].problem: set()}  # fmt: skip
+RIGHT = {
+    PROBLEMS[0].problem: {0, 1, 2, 3},
+    PROBLEMS[1].problem: {2, 3},
+    PROBLEMS[2].problem: {0},
+    PROBLEMS[3].problem: set(),
+}
 
 
 @pytest.fixture
 def fake_policy(monkeypatch):
     # copies: a test may add problems of its own without changing another test's
-    script = AnswerScript({q: set(r) for q, r in RIGHT.items()}, dict(GOLD),
-                          greedy={PROBLEMS[0].problem, PROBLEMS[2].problem})  # fmt: skip
+    script = AnswerScript(
+        {q: set(r) for q, r in RIGHT.items()},
+        dict(GOLD),
+        greedy={PROBLEMS[0].problem, PROBLEMS[2].problem},
+    )
     monkeypatch.setattr(backend.runtime, "get_runtime", lambda *a, **k: Runtime(script))
     return script
 
@@ -82,8 +104,10 @@ def _plan(strategies="majority,best_of_n,weighted_best_of_n,beam_search", budget
 
 def test_accuracies_match_the_ones_worked_out_by_hand(fake_policy, tmp_path):
     results = evaluate(_plan(), tmp_path, progress=lambda line: None)
-    acc = {s: {int(b): c["accuracy"] for b, c in cells.items()}
-           for s, cells in results["summary"].items()}  # fmt: skip
+    acc = {
+        s: {int(b): c["accuracy"] for b, c in cells.items()}
+        for s, cells in results["summary"].items()
+    }
     # majority over the first b samples, ties to the answer seen first:
     #   b=1: p1 ✓ p2 ✗ p3 ✓ p4 ✗; b=2: p1 ✓, p2 ✗ (0, 0), p3 ✓ (tie 6 vs 0: first), p4 ✗;
     #   b=4: p1 ✓, p2 tie 2-2 → "0" first ✗, p3 ✗ (1 vs 3), p4 ✗
@@ -109,14 +133,25 @@ def test_wilson_interval_by_hand():
 
 
 def test_summarize_hand_records():
-    rows = [dict(strategy="majority", budget=2, correct=c, tokens=t, verifier_tokens=0,
-                 flops=2.0 * t, seconds=1.0) for c, t in ((True, 10), (False, 30))]  # fmt: skip
+    rows = [
+        dict(
+            strategy="majority",
+            budget=2,
+            correct=c,
+            tokens=t,
+            verifier_tokens=0,
+            flops=2.0 * t,
+            seconds=1.0,
+        )
+        for c, t in ((True, 10), (False, 30))
+    ]
     cell = summarize(rows)["majority"]["2"]
     assert cell["accuracy"] == 0.5 and cell["tokens"] == 20 and cell["flops"] == 40
 
 
-def test_a_resumed_evaluation_skips_finished_units_and_gives_the_same_results(fake_policy,
-                                                                              tmp_path):  # fmt: skip
+def test_a_resumed_evaluation_skips_finished_units_and_gives_the_same_results(
+    fake_policy, tmp_path
+):
     whole = evaluate(_plan(), tmp_path / "whole", progress=lambda line: None)
     ran = []
 
@@ -131,8 +166,12 @@ def test_a_resumed_evaluation_skips_finished_units_and_gives_the_same_results(fa
     lines = (tmp_path / "cut" / "records.jsonl").read_text().splitlines()
     assert len(lines) == 7
     again = []
-    resumed = evaluate(_plan(), tmp_path / "cut", progress=lambda line: None,
-                       runner=lambda r: again.append(r) or run_to_end(r))  # fmt: skip
+    resumed = evaluate(
+        _plan(),
+        tmp_path / "cut",
+        progress=lambda line: None,
+        runner=lambda r: again.append(r) or run_to_end(r),
+    )
     assert len(again) == len(_plan().units) - 7  # only what was not finished
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(resumed["records"]) == strip(whole["records"])
@@ -150,20 +189,27 @@ def test_samples_are_reused_across_budgets_with_the_answers_of_separate_runs(mon
     samples depend on the seed and the sample's index, the same answers as a run at N=4."""
     from tests.fakes import FakeGenerator
 
-    monkeypatch.setattr(backend.runtime, "get_runtime",
-                        lambda *a, **k: Runtime(FakeGenerator(depth=3, answers="12345")))  # fmt: skip
+    monkeypatch.setattr(
+        backend.runtime,
+        "get_runtime",
+        lambda *a, **k: Runtime(FakeGenerator(depth=3, answers="12345")),
+    )
     question = "Tom has 3 apples and gets 4 more. How many?"
     for seed in range(6):
 
         def tree(strategy, n, seed=seed):
             config = SearchConfig(strategy=strategy, n=n, seed=seed, max_iterations=4)
-            return run_to_end(RunRequest(question, config, model="smollm2-135m", prm="arithmetic",
-                                         compare=False))  # fmt: skip
+            return run_to_end(
+                RunRequest(question, config, model="smollm2-135m", prm="arithmetic", compare=False)
+            )
 
         big = tree("weighted_best_of_n", 16)
         for b in (1, 2, 4, 8):
-            for strategy, pick in (("majority_vote", "majority"), ("best_of_n", "vanilla"),
-                                   ("weighted_best_of_n", "weighted")):  # fmt: skip
+            for strategy, pick in (
+                ("majority_vote", "majority"),
+                ("best_of_n", "vanilla"),
+                ("weighted_best_of_n", "weighted"),
+            ):
                 alone = tree(strategy, b)
                 answer, share = first_samples_answer(big, b, pick)
                 assert answer == alone.answer, (seed, b, strategy)
@@ -177,14 +223,20 @@ def test_samples_are_reused_across_budgets_with_the_answers_of_separate_runs(mon
                 ):
                     alone = tree_with(question, strategy, b, seed, how)
                     assert first_samples_answer(big, b, pick, how)[0] == alone.answer, (
-                        seed, b, strategy, how)  # fmt: skip
+                        seed,
+                        b,
+                        strategy,
+                        how,
+                    )
 
 
 def tree_with(question, strategy, n, seed, aggregation):
-    config = SearchConfig(strategy=strategy, n=n, seed=seed, max_iterations=4,
-                          aggregation=aggregation)  # fmt: skip
-    return run_to_end(RunRequest(question, config, model="smollm2-135m", prm="arithmetic",
-                                 compare=False))  # fmt: skip
+    config = SearchConfig(
+        strategy=strategy, n=n, seed=seed, max_iterations=4, aggregation=aggregation
+    )
+    return run_to_end(
+        RunRequest(question, config, model="smollm2-135m", prm="arithmetic", compare=False)
+    )
 
 
 def test_the_other_aggregations_change_the_pick_as_worked_out_by_hand():
@@ -206,7 +258,8 @@ def test_the_other_aggregations_change_the_pick_as_worked_out_by_hand():
         assert first_samples_answer(tree, 2, "vanilla", how)[0] == winner, how
         assert first_samples_answer(tree, 2, "weighted", how)[0] == winner, how
     assert [n.agg_score for n in rescored(tree, tree.leaves(), "prod")] == pytest.approx(
-        [0.09, 0.36])  # fmt: skip
+        [0.09, 0.36]
+    )
 
 
 def test_a_bad_problems_line_is_an_error_with_its_line_number(tmp_path, capsys):
@@ -228,8 +281,10 @@ def test_the_bin_mapping_is_monotone_in_the_difficulty_signal():
 
 
 def _policy() -> Policy:
-    choices = [Choice(s, 2, "last", 0.6, "majority", 0.4) for s in
-               ("beam_search", "dvts", "weighted_best_of_n", "best_of_n", "majority")]  # fmt: skip
+    choices = [
+        Choice(s, 2, "last", 0.6, "majority", 0.4)
+        for s in ("beam_search", "dvts", "weighted_best_of_n", "best_of_n", "majority")
+    ]
     return Policy((0.2, 0.4, 0.6, 0.8), {4: tuple(choices)})
 
 
@@ -246,11 +301,14 @@ def test_the_chosen_strategy_per_bin_is_the_stored_one(score, expected_bin):
     config = SearchConfig(strategy="compute_optimal", n=4, beam_width=2, max_iterations=3)
     (*_, tree) = compute_optimal("q?", config, generator, FakeScorer(), policy)
     meta = tree.meta["compute_optimal"]
-    assert meta["chosen_strategy"] == {"majority": "majority_vote"}.get(choice.strategy,
-                                                                       choice.strategy)  # fmt: skip
+    assert meta["chosen_strategy"] == {"majority": "majority_vote"}.get(
+        choice.strategy, choice.strategy
+    )
     assert meta["difficulty_bin"] == f"bin {bin_ + 1} of {BINS}" and meta["fitted"]
-    assert f"bin {bin_ + 1} of 5" in meta["why"] and "best on the fitting half: 60% vs 40%" in (
-        meta["why"])  # fmt: skip
+    assert (
+        f"bin {bin_ + 1} of 5" in meta["why"]
+        and "best on the fitting half: 60% vs 40%" in (meta["why"])
+    )
     assert bin_ == expected_bin  # signal 0.55, 0.75, 0.95 against edges 0.2 … 0.8
 
 
@@ -259,8 +317,9 @@ def test_the_probes_compute_is_counted():
 
     generator = FakeGenerator(depth=2)
     config = SearchConfig(strategy="compute_optimal", n=4, beam_width=2, max_iterations=3)
-    search = Policy((0.2, 0.4, 0.6, 0.8), {4: (Choice("beam_search", 2, "last", 0.6, "dvts",
-                                                      0.4),) * BINS})  # fmt: skip
+    search = Policy(
+        (0.2, 0.4, 0.6, 0.8), {4: (Choice("beam_search", 2, "last", 0.6, "dvts", 0.4),) * BINS}
+    )
     (*_, tree) = compute_optimal("q?", config, generator, FakeScorer(), search)
     in_tree = sum(n.tokens for n in tree.nodes)
     # a search's tree holds its own steps only: the probe's are counted on top
@@ -274,12 +333,16 @@ def test_the_fitting_and_checking_halves_never_share_a_problem(fake_policy, tmp_
     assert not set(fit_ids) & set(check_ids) and sorted(fit_ids + check_ids) == sorted(ids)
     assert halves(list(reversed(ids))) == (fit_ids, check_ids)  # not the file's order
     # a fit on a real (fake-policy) evaluation: the stored policy is the fitted one
-    many = [Problem(f"q{k}", f"Problem {k}: what is {k} + {k}?", str(2 * k), "t")
-            for k in range(1, 21)]  # fmt: skip
+    many = [
+        Problem(f"q{k}", f"Problem {k}: what is {k} + {k}?", str(2 * k), "t") for k in range(1, 21)
+    ]
     fake_policy.right.update({p.problem: set(range(k % 5)) for k, p in enumerate(many)})
     fake_policy.gold.update({p.problem: p.answer for p in many})
-    results = evaluate(plan(many, ["majority", "weighted_best_of_n", "beam_search"], [4], 1,
-                            SETTINGS), tmp_path, progress=lambda line: None)  # fmt: skip
+    results = evaluate(
+        plan(many, ["majority", "weighted_best_of_n", "beam_search"], [4], 1, SETTINGS),
+        tmp_path,
+        progress=lambda line: None,
+    )
     policy, report = fit(results)
     assert report["fitting"] + report["checking"] == 20
     path = tmp_path / "policy.json"
@@ -290,10 +353,25 @@ def test_the_fitting_and_checking_halves_never_share_a_problem(fake_policy, tmp_
 
 def test_the_eval_command_runs_the_quick_preset_shape(fake_policy, tmp_path, monkeypatch):
     mine = tmp_path / "mine.jsonl"
-    mine.write_text("".join(json.dumps({"problem": p.problem, "answer": p.answer}) + "\n"
-                            for p in PROBLEMS))  # fmt: skip
-    assert cli(["eval", "--problems", str(mine), "--preset", "quick", "--model", "smollm2-135m",
-                "--out", str(tmp_path / "q")]) == 0  # fmt: skip
+    mine.write_text(
+        "".join(json.dumps({"problem": p.problem, "answer": p.answer}) + "\n" for p in PROBLEMS)
+    )
+    assert (
+        cli(
+            [
+                "eval",
+                "--problems",
+                str(mine),
+                "--preset",
+                "quick",
+                "--model",
+                "smollm2-135m",
+                "--out",
+                str(tmp_path / "q"),
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "q" / "results.json").read_text())
     assert results["budgets"] == [1, 2, 4]
     assert set(results["summary"]) == {"greedy", "majority", "weighted_best_of_n", "beam_search"}
@@ -304,8 +382,13 @@ def test_the_eval_command_runs_the_quick_preset_shape(fake_policy, tmp_path, mon
 def test_the_bigger_models_runs_come_last_together():
     """The pool holds one policy: interleaving the bigger model's runs would load a model for
     every problem."""
-    units = plan(PROBLEMS, ["majority", "beam_search"], [1, 2], 1,
-                 {**SETTINGS, "bigger": "qwen2.5-coder-1.5b"}).units  # fmt: skip
+    units = plan(
+        PROBLEMS,
+        ["majority", "beam_search"],
+        [1, 2],
+        1,
+        {**SETTINGS, "bigger": "qwen2.5-coder-1.5b"},
+    ).units
     kinds = [u.kind for u in units]
     first = kinds.index("bigger")
     assert kinds[first:] == ["bigger"] * len(PROBLEMS) and "bigger" not in kinds[:first]
@@ -316,21 +399,34 @@ def test_the_scaling_tab_headline_and_live_run(fake_policy, tmp_path, monkeypatc
     from app import scaling_tab
     from app.admission import Gate
 
-    results = evaluate(plan(PROBLEMS, ["majority", "weighted_best_of_n"], [1, 4], 1,
-                            {**SETTINGS, "bigger": "qwen2.5-coder-1.5b"}), tmp_path,
-                       runner=run_to_end, progress=lambda line: None)  # fmt: skip
+    results = evaluate(
+        plan(
+            PROBLEMS,
+            ["majority", "weighted_best_of_n"],
+            [1, 4],
+            1,
+            {**SETTINGS, "bigger": "qwen2.5-coder-1.5b"},
+        ),
+        tmp_path,
+        runner=run_to_end,
+        progress=lambda line: None,
+    )
     line = scaling_tab.headline(results)
     # weighted BoN at N=4: 3 of 4 (by hand above); majority@4: 1 of 4; the "bigger" runs on the
     # same fake policy, greedy: right on 2 of 4
-    assert line == ("test (4 problems): **smollm2-135m + Best-of-N (weighted) at N=4: 75%** — "
-                    "majority@4: 25% — qwen2.5-coder-1.5b greedy: 50%")  # fmt: skip
+    assert line == (
+        "test (4 problems): **smollm2-135m + Best-of-N (weighted) at N=4: 75%** — "
+        "majority@4: 25% — qwen2.5-coder-1.5b greedy: 50%"
+    )
     gate = Gate(max_waiting=4)
     monkeypatch.setattr(scaling_tab, "GATE", gate)
     monkeypatch.setattr(scaling_tab, "TIERS", {"mine": tmp_path / "mine.jsonl"})
-    (tmp_path / "mine.jsonl").write_text("".join(
-        json.dumps({"problem": p.problem, "answer": p.answer}) + "\n" for p in PROBLEMS))  # fmt: skip
-    frames = list(scaling_tab.live_eval("mine", ["majority"], [1, 2], 2, "smollm2-135m",
-                                        "arithmetic"))  # fmt: skip
+    (tmp_path / "mine.jsonl").write_text(
+        "".join(json.dumps({"problem": p.problem, "answer": p.answer}) + "\n" for p in PROBLEMS)
+    )
+    frames = list(
+        scaling_tab.live_eval("mine", ["majority"], [1, 2], 2, "smollm2-135m", "arithmetic")
+    )
     assert frames[-1][0].startswith("**Done**: 2 problems")
     assert len(gate.order) == 4  # every run took its turn in the line: greedy + sampling, twice
     last_table = [f[2] for f in frames if isinstance(f[2], str)][-1]
@@ -345,19 +441,36 @@ def _hand_runs():
     beam search at M=2 (the second run) on the others, beam search at M=4 on none."""
 
     def rec(k, strategy, correct, **extra):
-        return {"problem": f"h{k:02d}", "seed": 0, "strategy": strategy, "budget": 4,
-                "correct": correct, "tokens": 100, "probe": {"signal": k / 20, "tokens": 40},
-                **extra}  # fmt: skip
+        return {
+            "problem": f"h{k:02d}",
+            "seed": 0,
+            "strategy": strategy,
+            "budget": 4,
+            "correct": correct,
+            "tokens": 100,
+            "probe": {"signal": k / 20, "tokens": 40},
+            **extra,
+        }
 
     settings = {"model": "m", "prm": "p", "problems": "hand.jsonl", "beam_width": 4}
-    m4 = {"settings": settings, "budgets": [4], "strategies": ["weighted_best_of_n",
-          "beam_search"], "records": []}  # fmt: skip
-    m2 = {"settings": {**settings, "beam_width": 2}, "budgets": [4],
-          "strategies": ["beam_search"], "records": []}  # fmt: skip
+    m4 = {
+        "settings": settings,
+        "budgets": [4],
+        "strategies": ["weighted_best_of_n", "beam_search"],
+        "records": [],
+    }
+    m2 = {
+        "settings": {**settings, "beam_width": 2},
+        "budgets": [4],
+        "strategies": ["beam_search"],
+        "records": [],
+    }
     for k in range(20):
-        m4["records"] += [rec(k, "weighted_best_of_n", False, aggregation="last"),
-                          rec(k, "weighted_best_of_n", k < 8, aggregation="min", variant=True),
-                          rec(k, "beam_search", False, beam_width=4, aggregation="last")]  # fmt: skip
+        m4["records"] += [
+            rec(k, "weighted_best_of_n", False, aggregation="last"),
+            rec(k, "weighted_best_of_n", k < 8, aggregation="min", variant=True),
+            rec(k, "beam_search", False, beam_width=4, aggregation="last"),
+        ]
         m2["records"].append(rec(k, "beam_search", k >= 8, beam_width=2, aggregation="last"))
     return m4, m2
 
@@ -386,8 +499,9 @@ def test_the_fit_chooses_among_aggregations_and_beam_widths_as_worked_out_by_han
     fit_ids, check_ids = halves([f"h{i:02d}" for i in range(20)])
     easy = sum(int(p[1:]) >= 8 for p in fit_ids)
     # the best single candidate on the fitting half (a tie goes to Best-of-N, listed first)
-    assert check["best_single"] == ("beam_search M=2" if easy > len(fit_ids) - easy
-                                    else "weighted_best_of_n (min)")  # fmt: skip
+    assert check["best_single"] == (
+        "beam_search M=2" if easy > len(fit_ids) - easy else "weighted_best_of_n (min)"
+    )
 
     def right(k):  # the policy's pick for problem k, graded by the hand-written rule
         c = policy.choose(k / 20, 4)[1]
@@ -399,7 +513,8 @@ def test_the_fit_chooses_among_aggregations_and_beam_widths_as_worked_out_by_han
     # a search pays for the probe (40 tokens) on top; sampling reuses it (strategies' own 100)
     picks = [policy.choose(int(p[1:]) / 20, 4)[1].strategy for p in check_ids]
     assert check["compute_optimal_tokens"] == sum(
-        140 if s == "beam_search" else 100 for s in picks) / len(picks)  # fmt: skip
+        140 if s == "beam_search" else 100 for s in picks
+    ) / len(picks)
     assert check["best_single_tokens"] == 100
     # the command: several results files are fitted as one, and stored
     paths = []
@@ -430,8 +545,9 @@ def test_compute_optimal_runs_the_chosen_aggregation_and_reads_its_probe_the_fit
     generator = FakeGenerator(depth=3)
     choice = Choice("weighted_best_of_n", 2, "min", 0.7, "beam_search", 0.5)
     policy = Policy((0.2, 0.4, 0.6, 0.8), {4: (choice,) * BINS})
-    config = SearchConfig(strategy="compute_optimal", n=4, beam_width=2, max_iterations=3,
-                          aggregation="prod")  # fmt: skip
+    config = SearchConfig(
+        strategy="compute_optimal", n=4, beam_width=2, max_iterations=3, aggregation="prod"
+    )
     (*_, tree) = compute_optimal("q?", config, generator, FakeScorer(), policy)
     assert tree.config["chosen"]["aggregation"] == "min"
     meta = tree.meta["compute_optimal"]
@@ -469,8 +585,11 @@ def test_a_sampling_choice_keeps_the_probes_samples_as_its_first(n, strategy):
     firsts = tree.children(0)
     assert len(firsts) == n
     # the first min(n, 4) samples are the probe's: their answers, in order
-    answers = [tree.leaves()[k].answer for k in range(len(tree.leaves()))
-               if tree.path(tree.leaves()[k].id)[0].id in {f.id for f in firsts[:4]}]  # fmt: skip
+    answers = [
+        tree.leaves()[k].answer
+        for k in range(len(tree.leaves()))
+        if tree.path(tree.leaves()[k].id)[0].id in {f.id for f in firsts[:4]}
+    ]
     assert answers == meta["pilot_answers"][: min(n, 4)]
     # drawn anew: N - 4 samples, with seeds after the probe's (not copies of its samples)
     assert tree.compute.generated_tokens == generator.tokens

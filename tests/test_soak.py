@@ -25,8 +25,14 @@ SOAK_SLICE = [i for i in range(28) if i % 14 < 7]  # every strategy, speculation
 
 
 def frames(strategy: str, n=4, m=2, iterations=4, dedupe=False, seed=0, depth=3, stream=False):
-    config = SearchConfig(strategy=strategy, n=n, beam_width=m, max_iterations=iterations,
-                          filter_duplicates=dedupe, seed=seed)  # fmt: skip
+    config = SearchConfig(
+        strategy=strategy,
+        n=n,
+        beam_width=m,
+        max_iterations=iterations,
+        filter_duplicates=dedupe,
+        seed=seed,
+    )
     generator = (StreamingFakeGenerator if stream else FakeGenerator)(depth=depth)
     return search("What is 1 + 2?", config, generator, FakeScorer())
 

@@ -454,16 +454,25 @@ def test_the_tree_as_a_networkx_graph_and_a_graphml_file(tmp_path):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_lookahead_with_k_0_is_plain_beam_search_on_the_same_seed(seed):
-    beam = run("q", cfg("beam_search", n=8, beam_width=2, seed=seed), FakeGenerator(depth=4),
-               FakeScorer())  # fmt: skip
-    look = run("q", cfg("lookahead", n=8, beam_width=2, seed=seed, lookahead=0),
-               FakeGenerator(depth=4), FakeScorer())  # fmt: skip
+    beam = run(
+        "q", cfg("beam_search", n=8, beam_width=2, seed=seed), FakeGenerator(depth=4), FakeScorer()
+    )
+    look = run(
+        "q",
+        cfg("lookahead", n=8, beam_width=2, seed=seed, lookahead=0),
+        FakeGenerator(depth=4),
+        FakeScorer(),
+    )
     strip = lambda t: {k: v for k, v in t.to_dict().items() if k not in ("strategy", "config")}  # noqa: E731
     compute = lambda t: {k: v for k, v in vars(t.compute).items() if k != "wall_s"}  # noqa: E731
     assert strip(look)["nodes"] == strip(beam)["nodes"] and look.answer == beam.answer
     assert compute(look) == compute(beam)
-    deeper = run("q", cfg("lookahead", n=8, beam_width=2, seed=seed, lookahead=2),
-                 FakeGenerator(depth=4), FakeScorer())  # fmt: skip
+    deeper = run(
+        "q",
+        cfg("lookahead", n=8, beam_width=2, seed=seed, lookahead=2),
+        FakeGenerator(depth=4),
+        FakeScorer(),
+    )
     assert deeper.compute.generated_tokens > beam.compute.generated_tokens  # k > 0: rollouts
 
 
@@ -477,5 +486,6 @@ def test_a_scorer_that_fails_inside_a_lookahead_rollout_is_a_step_failure():
             raise ValueError("no")
 
     with pytest.raises(StepFailed, match=r"the PRM arithmetic failed scoring step 1 \(nodes"):
-        run("q", cfg("lookahead", n=4, beam_width=2, lookahead=1), FakeGenerator(depth=4),
-            Failing())  # fmt: skip
+        run(
+            "q", cfg("lookahead", n=4, beam_width=2, lookahead=1), FakeGenerator(depth=4), Failing()
+        )

@@ -61,15 +61,24 @@ def test_auroc_counts_ties_as_half_and_needs_both_kinds():
 
 def _head(d: int = 8, sha: str = "ab" * 32, **changes) -> dict:
     rng = np.random.default_rng(1)
-    data = ValueHead("smollm2-135m", sha, "linear", np.zeros(d), np.ones(d),
-                     [(rng.normal(size=(1, d)), np.zeros(1))]).to_json()  # fmt: skip
+    data = ValueHead(
+        "smollm2-135m",
+        sha,
+        "linear",
+        np.zeros(d),
+        np.ones(d),
+        [(rng.normal(size=(1, d)), np.zeros(1))],
+    ).to_json()
     return data | changes
 
 
 def test_a_head_file_is_checked_before_it_serves(tmp_path):
     path = tmp_path / "smollm2-135m.json"
-    with pytest.raises(HeadError, match=r"No value head is trained for smollm2-135m: train one "
-                       r"with `python -m app\.cli train-verifier --model smollm2-135m`"):  # fmt: skip
+    with pytest.raises(
+        HeadError,
+        match=r"No value head is trained for smollm2-135m: train one "
+        r"with `python -m app\.cli train-verifier --model smollm2-135m`",
+    ):
         load_head("smollm2-135m", "ab" * 32, path)
     path.write_text(json.dumps(_head()))
     assert load_head("smollm2-135m", "ab" * 32, path).dim == 8
@@ -81,9 +90,12 @@ def test_a_head_file_is_checked_before_it_serves(tmp_path):
         (json.dumps(_head(std=[0.0] * 8)), "std positive"),
         (json.dumps(_head(mean=[0.0] * 3)), "one size"),
         (json.dumps({k: v for k, v in _head().items() if k != "layers"}), "KeyError"),
-        (json.dumps(_head(layers=[{"weight": [[1.0] * 8, [1.0] * 8], "bias": [0, 0]}])), "one output"),
+        (
+            json.dumps(_head(layers=[{"weight": [[1.0] * 8, [1.0] * 8], "bias": [0, 0]}])),
+            "one output",
+        ),
         (json.dumps(_head(mean=[float("nan")] * 8)), "finite"),
-    ]:  # fmt: skip
+    ]:
         path.write_text(broken)
         with pytest.raises(HeadError, match=why):
             load_head("smollm2-135m", "ab" * 32, path)
@@ -98,10 +110,17 @@ def smollm2_head(policy, engine, tmp_path, monkeypatch):
 
     d = policy.model.native.n_embd
     rng = np.random.default_rng(2)
-    head = ValueHead("smollm2-135m", gguf_sha256("smollm2-135m", policy.model.path), "mlp",
-                     rng.normal(size=d), np.abs(rng.normal(size=d)) + 0.5,
-                     [(rng.normal(size=(16, d)) / np.sqrt(d), np.zeros(16)),
-                      (rng.normal(size=(1, 16)), np.zeros(1))])  # fmt: skip
+    head = ValueHead(
+        "smollm2-135m",
+        gguf_sha256("smollm2-135m", policy.model.path),
+        "mlp",
+        rng.normal(size=d),
+        np.abs(rng.normal(size=d)) + 0.5,
+        [
+            (rng.normal(size=(16, d)) / np.sqrt(d), np.zeros(16)),
+            (rng.normal(size=(1, 16)), np.zeros(1)),
+        ],
+    )
     monkeypatch.setattr(value_head, "HEADS_DIR", tmp_path)
     head.save(tmp_path / "smollm2-135m.json")
     return head
@@ -132,11 +151,13 @@ def test_a_search_under_the_value_head_on_the_real_model_scores_every_step(smoll
     from strategies.config import SearchConfig
     from strategies.invariants import tree_problems
 
-    config = SearchConfig(strategy="beam_search", n=4, beam_width=2, max_iterations=3, seed=1,
-                          max_step_tokens=48)  # fmt: skip
+    config = SearchConfig(
+        strategy="beam_search", n=4, beam_width=2, max_iterations=3, seed=1, max_step_tokens=48
+    )
     for prm in ("value-head", "checker+value-head"):
-        request = RunRequest("What is 12 times 7?", config, model="smollm2-135m", prm=prm,
-                             compare=False)  # fmt: skip
+        request = RunRequest(
+            "What is 12 times 7?", config, model="smollm2-135m", prm=prm, compare=False
+        )
         writing = []  # one tree is yielded as it grows: note each frame's flag as it comes
         for tree in stream_run(request):
             writing.append(tree.writing)
@@ -169,9 +190,19 @@ def test_an_evaluation_under_a_value_head_leaves_out_what_it_was_trained_on(tmp_
     (tmp_path / "smollm2-135m.json").write_text(json.dumps(_head(trained_on={"problems": seen})))
 
     def planned(prm: str) -> set[str]:
-        args = Namespace(preset=None, problems="tier2_two_steps", strategies="majority",
-                         budgets="1", limit=5, seeds=1, model="smollm2-135m", prm=prm,
-                         bigger="none", precision="auto", beam_width=4)  # fmt: skip
+        args = Namespace(
+            preset=None,
+            problems="tier2_two_steps",
+            strategies="majority",
+            budgets="1",
+            limit=5,
+            seeds=1,
+            model="smollm2-135m",
+            prm=prm,
+            bigger="none",
+            precision="auto",
+            beam_width=4,
+        )
         return {u.problem.id for u in plan_from_args(args).units}
 
     assert planned("value-head") == {p.id for p in tier[3:8]}

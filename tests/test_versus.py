@@ -175,8 +175,10 @@ def test_a_bigger_model_that_fails_costs_neither_the_run_nor_the_page(fakes, mon
     monkeypatch.setattr(backend.runtime.POOL, "bigger", broken)
     run = run_json(RunRequest(QUESTION, model=SMALL))
     assert run["answer"] is not None and run["comparison"]["strategy"] == "majority_vote"
-    assert run["comparison"]["bigger"] == {"model": BIG,
-                                           "error": "RuntimeError: no room for the 1.5B"}  # fmt: skip
+    assert run["comparison"]["bigger"] == {
+        "model": BIG,
+        "error": "RuntimeError: no room for the 1.5B",
+    }
     updates = list(explore({**DEFAULTS, "prompt": QUESTION, "model": SMALL}))
     # the error is model-side text: escaped for markdown (it renders as written)
     assert r"could not answer here: no room for the 1\.5B" in updates[-1]["versus"]
@@ -187,8 +189,23 @@ def test_the_cli_prints_the_verdict_and_writes_the_comparison(fakes, tmp_path, c
     from app.cli import main
 
     out = tmp_path / "run.json"
-    assert main(["run", "--prompt", QUESTION, "--model", SMALL, "--expected", "9", "--quiet",
-                 "--json", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "run",
+                "--prompt",
+                QUESTION,
+                "--model",
+                SMALL,
+                "--expected",
+                "9",
+                "--quiet",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "0.5B + Beam search (N=4): 9 ✓ — 1.5B alone: 7 ✗" in printed
     import json
@@ -205,8 +222,7 @@ def test_the_comparison_runs_on_real_models_smollm2_against_the_0_5b():
     if gguf_path(SMALL) is None:
         pytest.skip("set up with --small: the Qwen2.5-Coder parts are not installed")
     config = dataclasses.replace(app.service.PRESET, n=4, max_iterations=3)
-    request = RunRequest("What is 12 times 7?", config, "smollm2-135m", bigger=SMALL,
-                         expected="84")  # fmt: skip
+    request = RunRequest("What is 12 times 7?", config, "smollm2-135m", bigger=SMALL, expected="84")
     try:
         run = run_json(request)
         bigger = run["comparison"]["bigger"]

@@ -97,9 +97,14 @@ def tiny_lm(family: str = "llama", vocab_size: int = 300, dtype=None, **extra) -
     """A tiny random causal LM (Llama, or Qwen2 with q/k/v biases), seeded: for engine tests."""
     torch.manual_seed(0)
     common = dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
     common.update(extra)
     if family == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(tie_word_embeddings=True, **common))
@@ -134,9 +139,14 @@ def family_tokenizer(family: str) -> Any:
 
 def tiny_config(family: str, vocab_size: int) -> Any:
     common = dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
     if family in ("qwen_prm", "skywork"):
         return Qwen2Config(tie_word_embeddings=True, **common)
     if family == "rlhflow":
@@ -167,8 +177,12 @@ def write_checkpoint(family: str, folder: Path, *, with_head: bool = True) -> di
     tok = family_tokenizer(family)
     config = tiny_config(family, len(tok))
     torch.manual_seed(0)
-    cls = {"qwen_prm": Qwen2ForCausalLM, "skywork": Qwen2ForCausalLM,
-           "rlhflow": LlamaForCausalLM, "math_shepherd": MistralForCausalLM}[family]  # fmt: skip
+    cls = {
+        "qwen_prm": Qwen2ForCausalLM,
+        "skywork": Qwen2ForCausalLM,
+        "rlhflow": LlamaForCausalLM,
+        "math_shepherd": MistralForCausalLM,
+    }[family]
     lm = cls(config)
     lm.save_pretrained(folder)
     tok.save_pretrained(folder)

@@ -49,14 +49,25 @@ def fit_linear(z: np.ndarray, y: np.ndarray, l2: float, iterations: int = 25):
     return theta[:-1], float(theta[-1])
 
 
-def fit_mlp(z: np.ndarray, y: np.ndarray, hidden: int = 64, l2: float = 1e-3, epochs: int = 400,
-            lr: float = 3e-3, seed: int = 0):  # fmt: skip
+def fit_mlp(
+    z: np.ndarray,
+    y: np.ndarray,
+    hidden: int = 64,
+    l2: float = 1e-3,
+    epochs: int = 400,
+    lr: float = 3e-3,
+    seed: int = 0,
+):
     """Layers [(W1 (h, d), b1 (h,)), (W2 (1, h), b2 (1,))] of a one-hidden-layer ReLU network
     trained on the class-weighted log loss by full-batch Adam."""
     rng = np.random.default_rng(seed)
     n, d = z.shape
-    params = [rng.normal(0, np.sqrt(2 / d), (hidden, d)), np.zeros(hidden),
-              rng.normal(0, np.sqrt(1 / hidden), (1, hidden)), np.zeros(1)]  # fmt: skip
+    params = [
+        rng.normal(0, np.sqrt(2 / d), (hidden, d)),
+        np.zeros(hidden),
+        rng.normal(0, np.sqrt(1 / hidden), (1, hidden)),
+        np.zeros(1),
+    ]
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     c = _weights(y) / n
@@ -103,8 +114,9 @@ def calibration(scores: Sequence[float], labels: Sequence[int], bins: int = 10) 
         if inside.any():
             mean, rate = float(s[inside].mean()), float(y[inside].mean())
             ece += inside.mean() * abs(mean - rate)
-            table.append({"bin": k, "n": int(inside.sum()), "score": round(mean, 3),
-                          "right": round(rate, 3)})  # fmt: skip
+            table.append(
+                {"bin": k, "n": int(inside.sum()), "score": round(mean, 3), "right": round(rate, 3)}
+            )
     return {"ece": round(float(ece), 4), "bins": table}
 
 

@@ -63,13 +63,18 @@ def evaluate(head, test: list[dict], features, engine, args, loaded) -> dict:
             k += len(s["steps"])
         sols = [s["steps"] for s in r["solutions"]]
         checked = checker.score(r["question"], sols).steps
-        known = {(r["question"], tuple(steps[: j + 1])): float(h[j])
-                 for steps, h in zip(sols, per_step) for j in range(len(steps))}  # fmt: skip
+        known = {
+            (r["question"], tuple(steps[: j + 1])): float(h[j])
+            for steps, h in zip(sols, per_step)
+            for j in range(len(steps))
+        }
         vetoed = CheckedJudgePRM(_Scored(known), checker).score(r["question"], sols).steps
         finals = {
-            "head": [float(h[-1]) for h in per_step], "head_min": [float(h.min()) for h in per_step],
-            "checker": [c[-1] for c in checked], "veto": [float(v[-1]) for v in vetoed],
-        }  # fmt: skip
+            "head": [float(h[-1]) for h in per_step],
+            "head_min": [float(h.min()) for h in per_step],
+            "checker": [c[-1] for c in checked],
+            "veto": [float(v[-1]) for v in vetoed],
+        }
         if getattr(args, "confidence", False):  # the policy's own token confidence, no training
             for name, value in _confidences(engine, r).items():
                 finals[name] = value
@@ -100,10 +105,12 @@ def evaluate(head, test: list[dict], features, engine, args, loaded) -> dict:
 
         ids = [r["id"] for r in few]
         report["beam"] = {
-            "n": args.beam, "problems": len(few), **_shares(picks, ids),
+            "n": args.beam,
+            "problems": len(few),
+            **_shares(picks, ids),
             "head": _search_accuracy(few, engine, ValueHeadPRM(engine, head), args.beam),
             "checker": _search_accuracy(few, engine, checker, args.beam),
-        }  # fmt: skip
+        }
     if args.bigger:
         report["bigger"] = _bigger_accuracy(few, args.model)
     return report
@@ -135,8 +142,15 @@ def _confidences(engine, record: dict, window: int = 16) -> dict[str, list[float
 
 
 def _search_accuracy(test: list[dict], engine, scorer, n: int) -> dict:
-    config = SearchConfig(strategy="beam_search", n=n, beam_width=min(4, n), max_iterations=10,
-                          max_step_tokens=96, max_solution_tokens=512, seed=0)  # fmt: skip
+    config = SearchConfig(
+        strategy="beam_search",
+        n=n,
+        beam_width=min(4, n),
+        max_iterations=10,
+        max_step_tokens=96,
+        max_solution_tokens=512,
+        seed=0,
+    )
     return _accuracy(test, lambda r: run(r["question"], config, engine, scorer).answer)
 
 
@@ -148,8 +162,14 @@ def _bigger_accuracy(test: list[dict], model: str) -> dict:
     if not name:
         return {"model": None}
     _, engine = POOL.bigger(name)
-    greedy = SearchConfig(strategy="majority_vote", n=1, temperature=0.0, max_iterations=10,
-                          max_step_tokens=96, max_solution_tokens=512)  # fmt: skip
+    greedy = SearchConfig(
+        strategy="majority_vote",
+        n=1,
+        temperature=0.0,
+        max_iterations=10,
+        max_step_tokens=96,
+        max_solution_tokens=512,
+    )
     out = _accuracy(test, lambda r: run(r["question"], greedy, engine, None).answer)
     return {"model": name, **out}
 
@@ -159,8 +179,11 @@ def _accuracy(test: list[dict], answer_of: Callable[[dict], Any]) -> dict:
     for i, r in enumerate(test, 1):
         answer = answer_of(r)
         right.append(answer is not None and answers_equal(answer, r["gold"]))
-        print(f"  [{i}/{len(test)}] {r['id']}: {answer} ({'right' if right[-1] else 'wrong'})",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"  [{i}/{len(test)}] {r['id']}: {answer} ({'right' if right[-1] else 'wrong'})",
+            file=sys.stderr,
+            flush=True,
+        )
     return _share(right)
 
 
@@ -171,8 +194,11 @@ def _shares(picks: dict[str, dict[str, bool]], ids: list[str]) -> dict[str, dict
 
 
 def _share(flags: list[bool]) -> dict:
-    return {"right": int(sum(flags)), "of": len(flags),
-            "accuracy": round(sum(flags) / len(flags), 3) if flags else None}  # fmt: skip
+    return {
+        "right": int(sum(flags)),
+        "of": len(flags),
+        "accuracy": round(sum(flags) / len(flags), 3) if flags else None,
+    }
 
 
 def _round(x: float | None) -> float | None:
@@ -181,14 +207,18 @@ def _round(x: float | None) -> float | None:
 
 def print_report(report: dict) -> None:
     print(f"held-out problems: {report['problems']} (K={report['k']} samples each)")
-    print(f"AUROC final steps {report['auroc_final']}, earlier steps {report['auroc_earlier']}, "
-          f"ECE {report['ece']}")  # fmt: skip
+    print(
+        f"AUROC final steps {report['auroc_final']}, earlier steps {report['auroc_earlier']}, "
+        f"ECE {report['ece']}"
+    )
     tiers = list(report["by_tier"])
     print(f"  {'rule':20s} {'all':>9s}" + "".join(f"{t[:9]:>12s}" for t in tiers))
     for name, cell in report["accuracy"].items():
         cells = [report["by_tier"][t][name] for t in tiers]
-        print(f"  {name:20s} {cell['right']:3d}/{cell['of']:<4d}"
-              + "".join(f"{c['right']:7d}/{c['of']:<4d}" for c in cells))  # fmt: skip
+        print(
+            f"  {name:20s} {cell['right']:3d}/{cell['of']:<4d}"
+            + "".join(f"{c['right']:7d}/{c['of']:<4d}" for c in cells)
+        )
     print(f"  AUROC of finished solutions: {report['auroc_solutions']}")
     if "beam" in report:
         b = report["beam"]

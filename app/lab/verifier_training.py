@@ -55,8 +55,11 @@ def held_out(problem_id: str, fraction: float) -> bool:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="qwen2.5-coder-0.5b", help="the policy (a GGUF one)")
-    p.add_argument("--problems", default="tier1_one_step,tier2_two_steps,tier3_multi_step",
-                   help="tiers or problem files, comma-separated")  # fmt: skip
+    p.add_argument(
+        "--problems",
+        default="tier1_one_step,tier2_two_steps,tier3_multi_step",
+        help="tiers or problem files, comma-separated",
+    )
     p.add_argument("--limit", type=int, default=0, help="problems per file (0: all)")
     p.add_argument("--samples", type=int, default=8, help="solutions per problem (K)")
     p.add_argument(
@@ -67,14 +70,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--beam", type=int, default=0, help="beam search N under the head (M=4), 0: none"
     )
     p.add_argument(
-        "--beam-problems", type=int, default=20, help="beam search and --bigger run on the first "
-        "K held-out problems of the last problem set named"
-    )  # fmt: skip
+        "--beam-problems",
+        type=int,
+        default=20,
+        help="beam search and --bigger run on the first "
+        "K held-out problems of the last problem set named",
+    )
     p.add_argument("--bigger", action="store_true", help="the bigger model's greedy answers too")
     p.add_argument(
-        "--confidence", action="store_true",
+        "--confidence",
+        action="store_true",
         help="also the policy's own token confidence (no training) as a verifier",
-    )  # fmt: skip
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--head", type=Path, default=None, help="where to write the head")
     p.add_argument("--out", type=Path, default=Path("runs/verifier"), help="work folder")
@@ -86,14 +93,21 @@ def main(args: argparse.Namespace) -> int:
 
     loaded = POOL.policy(args.model)
     if loaded.source != "gguf":
-        print(f"error: {args.model} is no GGUF policy: a value head reads llama.cpp's hidden "
-              "states", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {args.model} is no GGUF policy: a value head reads llama.cpp's hidden states",
+            file=sys.stderr,
+        )
         return 2
     engine = make_engine(loaded, _catalog_prompt(args.model))
     problems = _problems(args.problems, args.limit)
-    settings = {"model": args.model, "model_sha256": gguf_sha256(args.model, loaded.model.path),
-                "samples": args.samples, "rollouts": args.rollouts, "seed": args.seed,
-                "held_out": args.held_out}  # fmt: skip
+    settings = {
+        "model": args.model,
+        "model_sha256": gguf_sha256(args.model, loaded.model.path),
+        "samples": args.samples,
+        "rollouts": args.rollouts,
+        "seed": args.seed,
+        "held_out": args.held_out,
+    }
     _check_folder(args.out, settings)
     records = sample_all(engine, problems, args, settings)
     train = [r for r in records if r["split"] == "train"]
@@ -102,25 +116,34 @@ def main(args: argparse.Namespace) -> int:
     head, candidates = fit(train, args.out, settings)
     fit_s = time.perf_counter() - t0
     report = evaluate(head, test, rows(test, args.out), engine, args, loaded)
-    report |= {"candidates": candidates, "fit_s": round(fit_s, 1),
-               "sampling_s": round(sum(r["seconds"] for r in records), 1)}  # fmt: skip
+    report |= {
+        "candidates": candidates,
+        "fit_s": round(fit_s, 1),
+        "sampling_s": round(sum(r["seconds"] for r in records), 1),
+    }
     head.info = {
         "trained_on": {
-            "problems": sorted(r["id"] for r in train), "files": args.problems,
+            "problems": sorted(r["id"] for r in train),
+            "files": args.problems,
             "solutions": sum(len(r["solutions"]) for r in train),
             "steps": sum(len(s["steps"]) for r in train for s in r["solutions"]),
-            "samples_per_problem": args.samples, "rollouts": args.rollouts, "seed": args.seed,
+            "samples_per_problem": args.samples,
+            "rollouts": args.rollouts,
+            "seed": args.seed,
             "labels": "monte-carlo" if args.rollouts else "outcome",
         },
         "held_out": {k: report[k] for k in ("problems", "auroc_final", "auroc_earlier", "ece")},
         "created": time.strftime("%Y-%m-%d"),
-    }  # fmt: skip
+    }
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     print_report(report)
     if (report["auroc_final"] or 0.0) < MIN_AUROC:
-        print(f"no head written: on the held-out problems it ranks finished solutions at AUROC "
-              f"{report['auroc_final']} (needs {MIN_AUROC}): it learned too little to guide a "
-              f"search; report: {args.out / 'report.json'}", file=sys.stderr)  # fmt: skip
+        print(
+            f"no head written: on the held-out problems it ranks finished solutions at AUROC "
+            f"{report['auroc_final']} (needs {MIN_AUROC}): it learned too little to guide a "
+            f"search; report: {args.out / 'report.json'}",
+            file=sys.stderr,
+        )
         return 1
     path = args.head or head_path(args.model)
     head.save(path)
@@ -146,8 +169,9 @@ def _check_folder(out: Path, settings: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stamp = out / "settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) != settings:
-        raise SystemExit(f"error: {out} holds a run with other settings ({stamp}); "
-                         "choose another --out")  # fmt: skip
+        raise SystemExit(
+            f"error: {out} holds a run with other settings ({stamp}); choose another --out"
+        )
     stamp.write_text(json.dumps(settings, indent=1))
 
 
@@ -166,8 +190,10 @@ def sample_all(engine, problems: list[Problem], args, settings: dict) -> list[di
             if _feature_file(args.out, record["id"]).is_file():
                 done[record["id"]] = record
     todo = [p for p in problems if p.id not in done]
-    print(f"{len(problems)} problems: {len(done)} sampled before, {len(todo)} to sample",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"{len(problems)} problems: {len(done)} sampled before, {len(todo)} to sample",
+        file=sys.stderr,
+    )
     t0 = time.perf_counter()
     with path.open("a") as sink:
         for k, problem in enumerate(todo, 1):
@@ -178,9 +204,13 @@ def sample_all(engine, problems: list[Problem], args, settings: dict) -> list[di
             done[problem.id] = record
             spent = time.perf_counter() - t0
             left = spent / k * (len(todo) - k)
-            print(f"[{k}/{len(todo)}] {problem.id}: {sum(s['right'] for s in record['solutions'])}"
-                  f"/{args.samples} right, {record['seconds']:.0f} s; about {left / 60:.0f} min "
-                  "left", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"[{k}/{len(todo)}] {problem.id}: {sum(s['right'] for s in record['solutions'])}"
+                f"/{args.samples} right, {record['seconds']:.0f} s; about {left / 60:.0f} min "
+                "left",
+                file=sys.stderr,
+                flush=True,
+            )
     return [done[p.id] for p in problems]
 
 
@@ -190,8 +220,15 @@ def sample_problem(engine, problem: Problem, args) -> tuple[dict, np.ndarray]:
 
     (args.out / "hidden").mkdir(exist_ok=True)
     seed = int(hashlib.sha256(f"{args.seed}:{problem.id}".encode()).hexdigest()[:8], 16)
-    config = SearchConfig(strategy="dvts", n=args.samples, beam_width=1, max_iterations=10,
-                          max_step_tokens=96, max_solution_tokens=512, seed=seed)  # fmt: skip
+    config = SearchConfig(
+        strategy="dvts",
+        n=args.samples,
+        beam_width=1,
+        max_iterations=10,
+        max_step_tokens=96,
+        max_solution_tokens=512,
+        seed=seed,
+    )
     t0 = time.perf_counter()
     tree = run(problem.problem, config, engine, ArithmeticPRM())  # M=1: the checker picks nothing
     solutions, hidden = [], []
@@ -200,16 +237,22 @@ def sample_problem(engine, problem: Problem, args) -> tuple[dict, np.ndarray]:
         right = leaf.answer is not None and answers_equal(leaf.answer, problem.answer)
         labels = [float(right)] * len(steps)
         if args.rollouts:
-            labels[:-1] = [_rollout_label(engine, problem, steps[: j + 1], args, seed + j)
-                           for j in range(len(steps) - 1)]  # fmt: skip
+            labels[:-1] = [
+                _rollout_label(engine, problem, steps[: j + 1], args, seed + j)
+                for j in range(len(steps) - 1)
+            ]
         hidden += [engine.hidden_state(problem.problem, steps[: j + 1]) for j in range(len(steps))]
         solutions.append({"steps": steps, "answer": leaf.answer, "right": right, "labels": labels})
     record = {
-        "id": problem.id, "tier": problem.tier, "question": problem.problem,
-        "gold": problem.answer, "split": "held_out" if held_out(problem.id, args.held_out)
-        else "train", "solutions": solutions, "tokens": tree.compute.generated_tokens,
+        "id": problem.id,
+        "tier": problem.tier,
+        "question": problem.problem,
+        "gold": problem.answer,
+        "split": "held_out" if held_out(problem.id, args.held_out) else "train",
+        "solutions": solutions,
+        "tokens": tree.compute.generated_tokens,
         "seconds": round(time.perf_counter() - t0, 2),
-    }  # fmt: skip
+    }
     return record, np.stack(hidden)
 
 
@@ -218,8 +261,9 @@ def _rollout_label(engine, problem: Problem, steps: list[str], args, seed: int) 
     from strategies.answers import extract_answer
     from strategies.protocols import Sampling
 
-    sampling = Sampling(temperature=0.8, max_step_tokens=96, max_solution_tokens=512, seed=seed,
-                        to_end=True)  # fmt: skip
+    sampling = Sampling(
+        temperature=0.8, max_step_tokens=96, max_solution_tokens=512, seed=seed, to_end=True
+    )
     ends = engine.next_steps(problem.problem, [steps], args.rollouts, sampling)[0]
     answers = [extract_answer(e.text) or extract_answer("".join(steps)) for e in ends]
     return sum(a is not None and answers_equal(a, problem.answer) for a in answers) / len(ends)

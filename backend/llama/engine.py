@@ -75,9 +75,13 @@ class LlamaStepEngine:
     """Implements `StepGenerator` and `StreamingStepGenerator` over a `GGUFModel`."""
 
     def __init__(
-        self, gguf: GGUFModel, template: PromptTemplate, *, keep_calls: int = 3,
+        self,
+        gguf: GGUFModel,
+        template: PromptTemplate,
+        *,
+        keep_calls: int = 3,
         hidden_kept: int = 8192,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.gguf = gguf
         self.kv = gguf.kv
         self.tokenizer = gguf.tokenizer

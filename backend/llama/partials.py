@@ -39,9 +39,16 @@ class Partials:
     """The read partial solutions of one engine (its lock held by the caller)."""
 
     def __init__(
-        self, kv: Sequences, tokenizer: GGUFTokenizer, template: PromptTemplate, stats,
-        *, keep_calls: int = 3, prompts_kept: int = 4, hidden_kept: int = 8192,
-    ) -> None:  # fmt: skip
+        self,
+        kv: Sequences,
+        tokenizer: GGUFTokenizer,
+        template: PromptTemplate,
+        stats,
+        *,
+        keep_calls: int = 3,
+        prompts_kept: int = 4,
+        hidden_kept: int = 8192,
+    ) -> None:
         self.kv = kv
         self.tokenizer = tokenizer
         self.template = template

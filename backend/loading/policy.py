@@ -191,15 +191,28 @@ def load_policy(
         model = GGUFModel(path)
         why = f"{model.quantization}, as the GGUF file stores it ({native.cpu_build()})"
         loaded = LoadedModel(
-            model, model.tokenizer, name, "gguf", "cpu", GGUF, model.threads,
-            time.perf_counter() - start, why,
-        )  # fmt: skip
+            model,
+            model.tokenizer,
+            name,
+            "gguf",
+            "cpu",
+            GGUF,
+            model.threads,
+            time.perf_counter() - start,
+            why,
+        )
     else:
         loaded = _load_from_hub(name, precision, resolve_device(device), start, cache_dir)
     logger.info(
-        "loaded %s (%s, %s on %s, %d threads) in %.1f s; %s", name, loaded.source,
-        loaded.precision, loaded.device, loaded.threads, loaded.load_s, loaded.precision_reason,
-    )  # fmt: skip
+        "loaded %s (%s, %s on %s, %d threads) in %.1f s; %s",
+        name,
+        loaded.source,
+        loaded.precision,
+        loaded.device,
+        loaded.threads,
+        loaded.load_s,
+        loaded.precision_reason,
+    )
     return loaded
 
 
@@ -236,6 +249,13 @@ def _load_from_hub(
     tokenizer.padding_side = "left"  # batched prompts must end together for decoding
     model.eval()
     return LoadedModel(
-        model, tokenizer, name, "hub", device, resolved, torch.get_num_threads(),
-        time.perf_counter() - start, reason,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        name,
+        "hub",
+        device,
+        resolved,
+        torch.get_num_threads(),
+        time.perf_counter() - start,
+        reason,
+    )

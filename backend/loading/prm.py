@@ -120,8 +120,9 @@ def load_hub_prm(name: str, precision: str, device: str, location: str | None = 
             f"the Hugging Face hub on first use (~{entry.memory_gb()['bf16']:.0f} GB in bf16). "
             f"Cause: {str(err).splitlines()[0]}"
         ) from err
-    log.info("loaded PRM %s (%s on %s) in %.1f s", name, precision, device,
-             time.perf_counter() - start)  # fmt: skip
+    log.info(
+        "loaded PRM %s (%s on %s) in %.1f s", name, precision, device, time.perf_counter() - start
+    )
     scorer = make_scorer(entry.family, model, tokenizer, name)
     scorer.precision = precision
     return scorer

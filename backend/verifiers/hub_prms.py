@@ -65,9 +65,14 @@ class HubPRM:
     reserved: ClassVar[tuple[str, ...]] = ()  # marker strings removed from user text
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, name: str = "", batch_size: int = 8,
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str = "",
+        batch_size: int = 8,
         cache_size: int = 4096,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name or self.family
@@ -122,8 +127,9 @@ class HubPRM:
                     todo.append(sol)
                     pending.update(keys)
             tokens = 0
-            encoded = sorted(((s, self.encode(question, s)) for s in todo),
-                             key=lambda item: len(item[1].ids))  # fmt: skip
+            encoded = sorted(
+                ((s, self.encode(question, s)) for s in todo), key=lambda item: len(item[1].ids)
+            )
             for i in range(0, len(encoded), self.batch_size):
                 chunk = encoded[i : i + self.batch_size]
                 for (sol, enc), values in zip(chunk, self._forward([e for _, e in chunk])):
@@ -135,8 +141,10 @@ class HubPRM:
                         known[key] = self._cache.get(key, v)
             for key, value in known.items():
                 self._cache.put(key, value)
-            steps = [[known[(question, tuple(sol[: j + 1]))] for j in range(len(sol))]
-                     for sol in solutions]  # fmt: skip
+            steps = [
+                [known[(question, tuple(sol[: j + 1]))] for j in range(len(sol))]
+                for sol in solutions
+            ]
             return Scores(steps, tokens)
 
     def _forward(self, batch: list[Encoded]) -> list[list[float]]:

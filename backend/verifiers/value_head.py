@@ -79,11 +79,16 @@ class ValueHead:
             return [float(f"{x:.6g}") for x in a.ravel()] if a.ndim == 1 else [vec(r) for r in a]
 
         return {
-            "format": FORMAT, "model": self.model, "model_sha256": self.model_sha256,
-            "feature": FEATURE, "kind": self.kind, "mean": vec(self.mean), "std": vec(self.std),
+            "format": FORMAT,
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "feature": FEATURE,
+            "kind": self.kind,
+            "mean": vec(self.mean),
+            "std": vec(self.std),
             "layers": [{"weight": vec(w), "bias": vec(b)} for w, b in self.layers],
             **self.info,
-        }  # fmt: skip
+        }
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,13 +102,20 @@ class ValueHead:
                 raise HeadError(f"format {data.get('format')!r}, this ThinkTree reads {FORMAT}")
             own = {"format", "model", "model_sha256", "feature", "kind", "mean", "std", "layers"}
             return cls(
-                model=str(data["model"]), model_sha256=str(data["model_sha256"]),
-                kind=str(data["kind"]), mean=np.asarray(data["mean"], dtype=np.float64),
+                model=str(data["model"]),
+                model_sha256=str(data["model_sha256"]),
+                kind=str(data["kind"]),
+                mean=np.asarray(data["mean"], dtype=np.float64),
                 std=np.asarray(data["std"], dtype=np.float64),
-                layers=[(np.asarray(layer["weight"], dtype=np.float64),
-                         np.asarray(layer["bias"], dtype=np.float64)) for layer in data["layers"]],
+                layers=[
+                    (
+                        np.asarray(layer["weight"], dtype=np.float64),
+                        np.asarray(layer["bias"], dtype=np.float64),
+                    )
+                    for layer in data["layers"]
+                ],
                 info={k: v for k, v in data.items() if k not in own},
-            )  # fmt: skip
+            )
         except HeadError as err:
             raise HeadError(f"{where} is not a value head ThinkTree can read: {err}") from None
         except (AttributeError, KeyError, TypeError, ValueError) as err:
