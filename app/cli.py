@@ -5,7 +5,7 @@ python -m app.cli eval --problems tier2_two_steps --budgets 1,2,4,8 --out runs/t
 python -m app.cli train-verifier --model qwen2.5-coder-0.5b --samples 8 --out runs/verifier
 
 Every setting the explorer and the API have is a flag of `run`, with the same default; `eval` is
-the scaling harness (app/evaluation.py); `train-verifier` trains a value head
+the scaling harness (app/lab/eval_command.py); `train-verifier` trains a value head
 (app/lab/verifier_training.py).
 """
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
     r.add_argument("--json", type=Path, default=None, help="write the run JSON here")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
-    from app.evaluation import add_arguments
+    from app.lab.eval_command import add_arguments
 
     add_arguments(
         sub.add_parser(
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "eval":
-        from app.evaluation import main as evaluate
+        from app.lab.eval_command import main as evaluate
 
         return evaluate(args)
     if args.command == "train-verifier":

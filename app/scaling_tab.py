@@ -1,6 +1,6 @@
 """The Scaling tab: the stored accuracy-vs-budget curves, their headline, and a small live run.
 
-The stored curves are the harness's results (app/evaluation.py) published into assets/scaling/
+The stored curves are the harness's results (app/lab/harness.py) published into assets/scaling/
 (`python -m app.cli eval ... --publish`); the headline line reads them: the small model's best
 search against its majority vote at the same N and against the bigger model's greedy answer.
 The live evaluation runs a few problems of a tier here, each run taking its turn in the app's
@@ -17,17 +17,17 @@ from typing import Any
 
 import gradio as gr
 
-from app.evaluation import harness_settings, plan, run_unit
-from app.fit_compute_optimal import check_table, stored_entries
 from app.handlers import GATE, MODEL_QUEUE, as_user_error
-from app.problems import TIERS, load_problems
-from app.scaling import STORED, summarize, table
+from app.lab.compute_optimal_fit import check_table, stored_entries
+from app.lab.harness import harness_settings, plan, run_unit
+from app.lab.problem_sets import TIERS, load_problems
+from app.lab.results import STORED, summarize, table
 from app.service import starting_model
 from backend.catalog import catalog
-from strategies.info import label
-from visualize.scaling import scaling_figure
+from strategies.info import label, short_label
+from visualize.scaling_curves import scaling_figure
 
-LIVE_STRATEGIES = ("majority", "weighted_best_of_n", "beam_search", "dvts")
+LIVE_STRATEGIES = ("majority_vote", "weighted_best_of_n", "beam_search", "dvts")
 LIVE_BUDGETS = (1, 2, 4, 8)
 LIVE_MAX_PROBLEMS = 8  # a live run is a demo: minutes, not an hour, on two cores
 
@@ -50,7 +50,7 @@ def headline(results: dict[str, Any]) -> str:
     searches = {
         s: c[top]
         for s, c in summary.items()
-        if s not in ("greedy", "bigger", "majority") and top in c
+        if s not in ("greedy", "bigger", "majority_vote") and top in c
     }
     if not searches:
         return ""
@@ -58,8 +58,8 @@ def headline(results: dict[str, Any]) -> str:
     parts = [
         f"**{settings['model']} + {label(best)} at N={top}: {searches[best]['accuracy']:.0%}**"
     ]
-    if top in summary.get("majority", {}):
-        parts.append(f"majority@{top}: {summary['majority'][top]['accuracy']:.0%}")
+    if top in summary.get("majority_vote", {}):
+        parts.append(f"majority@{top}: {summary['majority_vote'][top]['accuracy']:.0%}")
     if "1" in summary.get("bigger", {}):
         parts.append(f"{settings.get('bigger')} greedy: {summary['bigger']['1']['accuracy']:.0%}")
     n = searches[best]["n"]
@@ -129,7 +129,7 @@ def policy_text(policies: dict[str, dict[str, Any]]) -> str:
     if not policies:
         return (
             "*No fitted policy yet: compute-optimal runs on the reference heuristic. "
-            "`python -m app.fit_compute_optimal runs/tier3/results.json` fits one.*"
+            "`python -m app.lab.compute_optimal_fit runs/tier3/results.json` fits one.*"
         )
     return "\n\n".join(
         f"**{key.replace('|', ' under ')}**\n\n{check_table(entry)}"
@@ -163,7 +163,9 @@ def scaling_tab() -> None:
             )
         with gr.Row():
             strategies = gr.CheckboxGroup(
-                list(LIVE_STRATEGIES), value=["majority", "beam_search"], label="Strategies"
+                [(short_label(s), s) for s in LIVE_STRATEGIES],
+                value=["majority_vote", "beam_search"],
+                label="Strategies",
             )
             budgets = gr.CheckboxGroup(list(LIVE_BUDGETS), value=[1, 2, 4], label="Budgets N")
         with gr.Row():

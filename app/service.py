@@ -207,7 +207,7 @@ def stream_run(request: RunRequest, control: RunControl | None = None) -> Iterat
     control.start(limits.time_limit_s, limits.max_run_tokens)
     policy = None
     if request.config.strategy == "compute_optimal":  # fitted per model and verifier
-        from app.fit_compute_optimal import stored_policy
+        from app.lab.compute_optimal_fit import stored_policy
 
         policy = stored_policy(request.model, request.prm)
     frames = search(

@@ -23,12 +23,16 @@ from strategies.tree import SearchTree
 MIN_VOTERS = 3  # the bigger model votes only when equal compute buys it at least this many samples
 
 
-def run_flops(tree: SearchTree) -> float:
-    """≈ 2 × (policy parameters × generated tokens + verifier parameters × tokens it read)."""
-    c, m = tree.compute, tree.meta
+def flops(meta: dict[str, Any], generated_tokens: float, verifier_tokens: float) -> float:
+    """≈ 2 × (policy parameters × generated tokens + verifier parameters × tokens it read), the
+    parameters from a run's meta."""
     return 2.0 * (
-        m.get("params", 0) * c.generated_tokens + m.get("prm_params", 0) * c.scored_tokens
+        meta.get("params", 0) * generated_tokens + meta.get("prm_params", 0) * verifier_tokens
     )
+
+
+def run_flops(tree: SearchTree) -> float:
+    return flops(tree.meta, tree.compute.generated_tokens, tree.compute.scored_tokens)
 
 
 def equal_compute_voters(search: SearchTree, greedy: SearchTree, cap: int) -> int:

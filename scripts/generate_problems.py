@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.problems import TIERS  # noqa: E402  (after the path is set)
+from app.lab.problem_sets import TIERS  # noqa: E402  (after the path is set)
 
 SEED = 17
 COUNT = 120  # problems per tier

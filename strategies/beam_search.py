@@ -47,8 +47,6 @@ def _beam_search(
     scorer: StepScorer | None,
     lookahead: int,
 ) -> Iterator[SearchTree]:
-    if scorer is None:
-        raise ValueError(f"{config.strategy} needs a PRM (step scorer).")
     run = SearchRun(question, config, generator, scorer)
     tree = run.tree
     keep = config.n // config.beam_width
@@ -80,7 +78,7 @@ def _beam_search(
         completed = beams
     else:  # the budget of finished solutions was reached: beams still open are abandoned
         run.prune([b for b in beams if b.status == "active"])
-    yield run.finish(completed, "weighted")
+    yield run.finish(completed)
 
 
 def _drop_duplicates(run: SearchRun, live: list[Node]) -> list[Node]:

@@ -3,7 +3,7 @@
 Following Snell et al. (2024), difficulty is "model-predicted": a small probe of sampled full
 solutions, scored by the verifier, its compute counted in the run's. With a fitted policy (one
 per model and verifier, fitted on half a tier's problems and checked on the other half:
-app/fit_compute_optimal.py, strategies/difficulty.py) the probe's signal picks one of 5 quantile
+app/lab/compute_optimal_fit.py, strategies/difficulty.py) the probe's signal picks one of 5 quantile
 bins and the policy the strategy and M for that bin and budget. Without one (a model nobody
 fitted) the choice falls back to the reference findings, as a documented heuristic: on easy
 prompts Best-of-N (weighted) at small budgets and DVTS at large ones; on medium prompts beam
@@ -25,23 +25,16 @@ from strategies.beam_search import beam_search
 from strategies.config import SearchConfig
 from strategies.difficulty import BINS, PROBE_AGGREGATION, PROBE_SAMPLES, Policy, probe_signal
 from strategies.dvts import dvts
-from strategies.info import check_scorer, label
-from strategies.sampling import best_of_n, majority_vote, sample_solutions, weighted_best_of_n
+from strategies.info import STRATEGY_INFO, check_scorer, label
+from strategies.sampling import sample_solutions
 from strategies.search_run import SearchRun, rescored
 from strategies.tree import SearchTree
 
 EASY, HARD = 0.66, 0.33  # bins on the mean pilot score: >= EASY easy, < HARD hard
 SMALL_BUDGET = 16
-# the strategies it chooses among
-CHOICES = {
-    "majority_vote": majority_vote,
-    "best_of_n": best_of_n,
-    "weighted_best_of_n": weighted_best_of_n,
-    "beam_search": beam_search,
-    "dvts": dvts,
-}
-HARNESS_NAMES = {"majority": "majority_vote"}  # the scaling harness's name for majority voting
-PICKS = {"majority_vote": "majority", "best_of_n": "vanilla", "weighted_best_of_n": "weighted"}
+# the searches it chooses among, beside every sampling strategy (those go on from the probe)
+SEARCHES = {"beam_search": beam_search, "dvts": dvts}
+CHOOSABLE = (*(name for name, info in STRATEGY_INFO.items() if info.samples), *SEARCHES)
 
 
 def choose_strategy(difficulty: float, n: int) -> str:
@@ -73,7 +66,7 @@ def compute_optimal(
     difficulty = probe["mean_score"]
     if policy is not None:
         bin_, choice = policy.choose(probe["signal"], config.n)
-        chosen = HARNESS_NAMES.get(choice.strategy, choice.strategy)
+        chosen = choice.strategy
         m, how = choice.beam_width, choice.aggregation
         why = choice.why(probe, bin_, BINS)
         where = f"bin {bin_ + 1} of {BINS}"
@@ -99,7 +92,7 @@ def compute_optimal(
     }
     pilot_compute = pilot.tick().compute
     t0 = time.perf_counter() - pilot_compute.wall_s
-    if chosen in PICKS:
+    if STRATEGY_INFO[chosen].samples:
         # a sampling choice keeps the probe's samples as its first ones, as the fit read them
         # (the harness's probe is the first samples of the sampling run): the probe is then
         # part of the budget, not spent on top of it
@@ -108,9 +101,9 @@ def compute_optimal(
         sub_config = replace(
             sub_config, max_iterations=pilot.tree.iteration + config.max_iterations
         )
-        frames = _sample_on(pilot, kept, sub_config, generator, scorer, PICKS[chosen])
+        frames = _sample_on(pilot, kept, sub_config, generator, scorer)
     else:
-        frames = CHOICES[chosen](question, sub_config, generator, scorer)
+        frames = SEARCHES[chosen](question, sub_config, generator, scorer)
     first = True
     for tree in frames:
         if first:  # the pilot's tokens and calls count once; the clock covers both parts
@@ -124,13 +117,13 @@ def compute_optimal(
 
 
 def _sample_on(
-    pilot: SearchRun, kept: int, config: SearchConfig, generator, scorer, pick: str
+    pilot: SearchRun, kept: int, config: SearchConfig, generator, scorer
 ) -> Iterator[SearchTree]:
     """Sampling whose first `kept` samples are the probe's (copied into the tree as they were
-    written, with their iterations), then `config.n - kept` new ones drawn after them; the pick
-    reads them all. The probe's step scores are re-aggregated the choice's way; a majority vote
-    keeps none (it reads no verifier)."""
-    verifier = None if pick == "majority" else scorer
+    written, with their iterations), then `config.n - kept` new ones drawn after them; the
+    strategy's pick reads them all. The probe's step scores are re-aggregated the choice's way;
+    a majority vote keeps none (it reads no verifier)."""
+    verifier = scorer if STRATEGY_INFO[config.strategy].needs_scorer else None
     run = SearchRun(pilot.question, replace(config, n=max(1, config.n - kept)), generator, verifier)
     run.follow(pilot)
     tree = run.tree
@@ -155,4 +148,4 @@ def _sample_on(
     leaves = tree.leaves()
     old = {leaf.id for leaf in reused}
     run.score([leaf for leaf in leaves if leaf.id not in old])
-    yield run.finish(leaves, pick)  # type: ignore[arg-type]
+    yield run.finish(leaves)

@@ -6,7 +6,7 @@ the verifier; its signal is the mean of two numbers in [0, 1], the verifier's me
 and the agreement of the samples (the share in the biggest answer group), so a prompt the model
 answers confidently and consistently reads as easy. The signal maps to one of `BINS` quantile
 bins whose edges, and the strategy chosen per bin and budget, are fitted on one half of a tier's
-problems and checked on the other (app/fit_compute_optimal.py), and stored as data
+problems and checked on the other (app/lab/compute_optimal_fit.py), and stored as data
 (assets/compute_optimal.json). Pure Python: the policy is plain data.
 """
 
@@ -61,10 +61,11 @@ class Choice:
     runner_up_accuracy: float
 
     def why(self, probe: dict[str, float], bin_: int, bins: int) -> str:
-        from strategies.info import label
+        from strategies.info import STRATEGY_INFO, label
 
-        m = f", M={self.beam_width}" if self.strategy in ("beam_search", "dvts") else ""
-        if self.strategy != "majority" and self.aggregation != PROBE_AGGREGATION:
+        info = STRATEGY_INFO[self.strategy]
+        m = f", M={self.beam_width}" if info.uses_beam_width else ""
+        if info.needs_scorer and self.aggregation != PROBE_AGGREGATION:
             m += f", {self.aggregation} of the step scores"
         return (
             f"probe mean {probe['mean_score']:.2f}, agreement {probe['agreement']:.2f} → "

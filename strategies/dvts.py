@@ -16,8 +16,6 @@ from strategies.tree import Node, SearchTree
 
 
 def dvts(question, config, generator, scorer) -> Iterator[SearchTree]:
-    if scorer is None:
-        raise ValueError("dvts needs a PRM (step scorer).")
     run = SearchRun(question, config, generator, scorer)
     tree = run.tree
     m = config.beam_width
@@ -40,4 +38,4 @@ def dvts(question, config, generator, scorer) -> Iterator[SearchTree]:
                 heads[k] = best
         yield run.tick()
     finals += [h for h in heads.values() if h is not tree.root]
-    yield run.finish(finals, "weighted")
+    yield run.finish(finals)

@@ -1,100 +1,149 @@
-"""Every strategy's facts, once: its name, label, whether it needs a PRM, how it uses M, its lesson.
+"""Every strategy's facts, once: its name, label, how it picks its answer, whether it needs a
+PRM, how it uses M and k, and its lesson.
 
 The registry (strategies/registry.py) maps the same names to the functions that run them; the
-config validates against these names, the app draws its menu, hints, tables and lessons from
-this table, and the API and the CLI check "needs a PRM" here.
+config validates against these names; the finish (strategies/search_run.py: choose), the
+invariants, compute-optimal and the scaling lab read the pick rule here; the app draws its menu,
+hints, tables and lessons from this table, and the API and the CLI check "needs a PRM" here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# how a finished run picks its answer among its finished solutions (search_run.choose):
+# majority: the biggest answer group; vanilla: the best-scored solution; weighted: the answer
+# group with the largest sum of scores
+Pick = Literal["majority", "vanilla", "weighted"]
 
 
 @dataclass(frozen=True)
 class StrategyInfo:
     label: str  # the menu's and the lessons' name
     short: str  # for narrow tables
+    # the answer's rule at the finish; None: the rule of the strategy it chooses (compute-optimal)
+    pick: Pick | None
+    # N independent solutions written to the end: a budget b's answer is the pick among the
+    # first b (the scaling lab reads every budget off one run at the largest)
+    samples: bool
     needs_scorer: bool  # runs only with a PRM (step scorer)
     # N is split into groups of the beam width M (so M must divide N)
     uses_beam_width: bool
     # M changes what runs (the menu enables it): the strategies above, and the ones that may
     # choose one of them
     reads_beam_width: bool
+    uses_lookahead: bool  # k greedy rollout steps before each step is scored
     lesson: str  # the strategy in plain words ("How it works", and the hint under the menu)
 
 
 STRATEGY_INFO: dict[str, StrategyInfo] = {
     "majority_vote": StrategyInfo(
-        "Majority voting (self-consistency)",
-        "Majority voting",
-        False,
-        False,
-        False,
-        "The model writes N complete solutions on its own, and we count which final answer comes "
-        "up most often. No judge is needed: the crowd decides. It is simple and hard to fool, but "
-        "if the model usually makes the same mistake, the crowd is wrong together.",
+        label="Majority voting (self-consistency)",
+        short="Majority voting",
+        pick="majority",
+        samples=True,
+        needs_scorer=False,
+        uses_beam_width=False,
+        reads_beam_width=False,
+        uses_lookahead=False,
+        lesson=(
+            "The model writes N complete solutions on its own, and we count which final answer comes "
+            "up most often. No judge is needed: the crowd decides. It is simple and hard to fool, but "
+            "if the model usually makes the same mistake, the crowd is wrong together."
+        ),
     ),
     "best_of_n": StrategyInfo(
-        "Best-of-N (vanilla)",
-        "Best-of-N (vanilla)",
-        True,
-        False,
-        False,
-        "The model writes N complete solutions, and a *process reward model* (PRM), a judge that "
-        "scores every step, rates each one. We keep the single solution with the best score. One "
-        "confident-looking wrong solution can win on its own.",
+        label="Best-of-N (vanilla)",
+        short="Best-of-N (vanilla)",
+        pick="vanilla",
+        samples=True,
+        needs_scorer=True,
+        uses_beam_width=False,
+        reads_beam_width=False,
+        uses_lookahead=False,
+        lesson=(
+            "The model writes N complete solutions, and a *process reward model* (PRM), a judge that "
+            "scores every step, rates each one. We keep the single solution with the best score. One "
+            "confident-looking wrong solution can win on its own."
+        ),
     ),
     "weighted_best_of_n": StrategyInfo(
-        "Best-of-N (weighted)",
-        "Best-of-N (weighted)",
-        True,
-        False,
-        False,
-        "The same N scored solutions, but solutions that reach the same answer pool their scores. "
-        "The answer with the largest total wins, so it combines the crowd (how many agree) with "
-        "the judge (how good they look). In the reference work it beats vanilla Best-of-N.",
+        label="Best-of-N (weighted)",
+        short="Best-of-N (weighted)",
+        pick="weighted",
+        samples=True,
+        needs_scorer=True,
+        uses_beam_width=False,
+        reads_beam_width=False,
+        uses_lookahead=False,
+        lesson=(
+            "The same N scored solutions, but solutions that reach the same answer pool their scores. "
+            "The answer with the largest total wins, so it combines the crowd (how many agree) with "
+            "the judge (how good they look). In the reference work it beats vanilla Best-of-N."
+        ),
     ),
     "beam_search": StrategyInfo(
-        "Beam search",
-        "Beam search",
-        True,
-        True,
-        True,
-        "Instead of waiting for whole solutions, the judge scores every step as soon as it is "
-        "written. After each step only the best N/M partial solutions (the beams) survive, and "
-        "each continues in M different ways. Weak lines of reasoning are pruned early, so the "
-        "budget goes to the promising ones.",
+        label="Beam search",
+        short="Beam search",
+        pick="weighted",
+        samples=False,
+        needs_scorer=True,
+        uses_beam_width=True,
+        reads_beam_width=True,
+        uses_lookahead=False,
+        lesson=(
+            "Instead of waiting for whole solutions, the judge scores every step as soon as it is "
+            "written. After each step only the best N/M partial solutions (the beams) survive, and "
+            "each continues in M different ways. Weak lines of reasoning are pruned early, so the "
+            "budget goes to the promising ones."
+        ),
     ),
     "dvts": StrategyInfo(
-        "DVTS (diverse verifier tree search)",
-        "DVTS",
-        True,
-        True,
-        True,
-        "The budget is split into N/M independent subtrees (the shaded bands). In each one the "
-        "model proposes M next steps and the judge keeps the best, again and again. The subtrees "
-        "never compete with each other, so the final answers stay diverse, which pays off at "
-        "large budgets.",
+        label="DVTS (diverse verifier tree search)",
+        short="DVTS",
+        pick="weighted",
+        samples=False,
+        needs_scorer=True,
+        uses_beam_width=True,
+        reads_beam_width=True,
+        uses_lookahead=False,
+        lesson=(
+            "The budget is split into N/M independent subtrees (the shaded bands). In each one the "
+            "model proposes M next steps and the judge keeps the best, again and again. The subtrees "
+            "never compete with each other, so the final answers stay diverse, which pays off at "
+            "large budgets."
+        ),
     ),
     "lookahead": StrategyInfo(
-        "Lookahead search",
-        "Lookahead search",
-        True,
-        True,
-        True,
-        "Like beam search, but before judging a candidate step the model quickly writes k more "
-        "steps (greedily, without randomness) and the judge scores where they lead. Looking ahead "
-        "catches steps that look fine now but go nowhere, at the price of extra tokens.",
+        label="Lookahead search",
+        short="Lookahead search",
+        pick="weighted",
+        samples=False,
+        needs_scorer=True,
+        uses_beam_width=True,
+        reads_beam_width=True,
+        uses_lookahead=True,
+        lesson=(
+            "Like beam search, but before judging a candidate step the model quickly writes k more "
+            "steps (greedily, without randomness) and the judge scores where they lead. Looking ahead "
+            "catches steps that look fine now but go nowhere, at the price of extra tokens."
+        ),
     ),
     "compute_optimal": StrategyInfo(
-        "Compute-optimal (picks a strategy)",
-        "Compute-optimal",
-        True,
-        False,
-        True,
-        "First a few quick pilot solutions are scored to guess how hard the question is. Then it "
-        "picks the strategy that works best for that difficulty and budget: Best-of-N on easy "
-        "questions, beam search on hard ones, DVTS when the budget is large.",
+        label="Compute-optimal (picks a strategy)",
+        short="Compute-optimal",
+        pick=None,
+        samples=False,
+        needs_scorer=True,
+        uses_beam_width=False,
+        reads_beam_width=True,
+        uses_lookahead=False,
+        lesson=(
+            "First a few quick pilot solutions are scored to guess how hard the question is. Then it "
+            "picks the strategy that works best for that difficulty and budget: Best-of-N on easy "
+            "questions, beam search on hard ones, DVTS when the budget is large."
+        ),
     ),
 }
 STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGY_INFO)

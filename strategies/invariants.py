@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from strategies.answers import answer_written, extract_answer, group_answers, normalize
+from strategies.answers import answer_written, extract_answer
+from strategies.info import STRATEGY_INFO
+from strategies.search_run import choose
 from strategies.tree import STATUSES, Node, SearchTree
 
 # the status changes strategies make: a completed candidate that loses in DVTS is pruned; a
@@ -25,13 +27,6 @@ NEXT_STATUSES: dict[str, set[str]] = {
     "selected": set(),
 }
 FINISH_REASONS = ("delimiter", "eos", "length", "empty", "answer")
-# how a strategy's finish picks (strategies/search_run.py: finish); the others pick "weighted"
-PICKS = {"majority_vote": "majority", "best_of_n": "vanilla"}
-# strategies whose compute counts work that left no node: lookahead's rollouts, the pilot
-UNSEEN_WORK = {"lookahead", "compute_optimal"}
-# PRM calls of a finished run: Best-of-N scores the solutions once, the tree searches once per
-# iteration (None); compute-optimal adds its pilot's one
-SCORER_CALLS = {"majority_vote": 0, "best_of_n": 1, "weighted_best_of_n": 1}
 
 
 def tree_problems(tree: SearchTree) -> list[str]:
@@ -188,7 +183,8 @@ def _compute(tree: SearchTree, strategy: str) -> list[str]:
     counters = (c.generated_tokens, c.scored_tokens, c.generator_calls, c.scorer_calls)
     if min(counters) < 0 or not (math.isfinite(c.wall_s) and c.wall_s >= 0):
         problems.append(f"negative or non-finite compute {c}")
-    unseen = strategy in UNSEEN_WORK or tree.strategy in UNSEEN_WORK
+    # work that left no node: lookahead's rollouts, compute-optimal's probe
+    unseen = any(_unseen_work(s) for s in (strategy, tree.strategy))
     steps = sum(node.tokens for node in tree.nodes)
     if c.generated_tokens < steps or (not unseen and c.generated_tokens != steps):
         problems.append(f"compute counts {c.generated_tokens} generated tokens, the steps {steps}")
@@ -203,11 +199,14 @@ def _compute(tree: SearchTree, strategy: str) -> list[str]:
         return problems  # the calls of an unfinished iteration are counted when it ends
     if c.generator_calls < tree.iteration or (not unseen and c.generator_calls != tree.iteration):
         problems.append(f"{c.generator_calls} generator calls over {tree.iteration} iterations")
-    expected = SCORER_CALLS.get(strategy, tree.iteration)
+    # PRM calls of a finished run: a sampling strategy scores its solutions once (majority
+    # voting never), a tree search once per iteration; compute-optimal adds its probe's one
+    info = STRATEGY_INFO[strategy]
+    expected = int(info.needs_scorer) if info.samples else tree.iteration
     if tree.strategy == "compute_optimal":
         expected += 1  # the probe's scoring
         reused = tree.meta.get("compute_optimal", {}).get("reused_probe_samples", 0)
-        if strategy in SCORER_CALLS and reused >= tree.config.get("n", 0):
+        if info.samples and reused >= tree.config.get("n", 0):
             expected = 1  # sampling that kept only the probe's samples: nothing new to score
     if c.scorer_calls != expected:
         problems.append(f"{c.scorer_calls} PRM calls, expected {expected}")
@@ -253,11 +252,16 @@ def _outcome(tree: SearchTree, strategy: str, children: dict[int, list[Node]]) -
             f"answer {tree.answer!r} from {sorted(tree.selected)}; the finish's rule picks "
             f"{answer!r} from {chosen}"
         )
-    if strategy not in PICKS:  # a PRM ranked them
+    if STRATEGY_INFO[strategy].pick != "majority":  # a PRM ranked them
         unscored = [n.id for n in _judged(tree.nodes) if n.agg_score is None]
         if unscored:
             problems.append(f"judged solutions {unscored} have no score")
     return problems
+
+
+def _unseen_work(strategy: str) -> bool:
+    info = STRATEGY_INFO.get(strategy)
+    return info is not None and (info.uses_lookahead or info.pick is None)
 
 
 def _judged(nodes: Sequence[Node]) -> list[Node]:
@@ -273,40 +277,7 @@ def _judged(nodes: Sequence[Node]) -> list[Node]:
 def expected_finish(
     nodes: Sequence[Node], strategy: str
 ) -> tuple[dict[str, dict[str, float]], str | None, list[int]]:
-    """(votes, answer, selected ids, ascending) that `SearchRun.finish` gives the judged solutions.
-
-    The rule, restated: majority voting selects every solution of the biggest answer group;
-    vanilla Best-of-N the best-scoring solution, whatever its answer; the others the best
-    solution of the group with the largest score sum. Ties go to the group (solution) seen first.
-    """
-    judged = _judged(nodes)
-    groups = group_answers([n.answer for n in judged])
-    votes: dict[str, dict[str, float]] = {}
-    keys: list[str] = []
-    for group in groups:
-        members = [judged[i] for i in group]
-        scores = [m.agg_score or 0.0 for m in members]
-        key = normalize(members[0].answer or "")
-        votes[key] = {
-            "count": len(members),
-            "score_sum": float(sum(scores)),
-            "best_score": float(max(scores)),
-        }
-        keys.append(key)
-    pick = PICKS.get(strategy, "weighted")
-
-    def best(members: list[Node]) -> Node:
-        return max(members, key=lambda n: (n.agg_score or 0.0, -n.id))
-
-    if pick == "vanilla":
-        if not judged:
-            return votes, None, []
-        top = best(judged)
-        return votes, (normalize(top.answer) if top.answer is not None else None), [top.id]
-    if not groups:
-        return votes, None, []
-    metric = "count" if pick == "majority" else "score_sum"
-    winner = max(range(len(groups)), key=lambda g: (votes[keys[g]][metric], -g))
-    members = [judged[i] for i in groups[winner]]
-    chosen = members if pick == "majority" else [best(members)]
-    return votes, keys[winner], sorted(n.id for n in chosen)
+    """(votes, answer, selected ids, ascending) that the strategy's pick rule gives the solutions
+    the tree shows judged: the finish must have read exactly those."""
+    answer, chosen, votes = choose(_judged(nodes), STRATEGY_INFO[strategy].pick or "weighted")
+    return votes, answer, sorted(n.id for n in chosen)

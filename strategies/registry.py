@@ -17,15 +17,15 @@ from strategies.difficulty import Policy
 from strategies.dvts import dvts
 from strategies.info import STRATEGY_NAMES, check_scorer
 from strategies.protocols import StepGenerator, StepScorer
-from strategies.sampling import best_of_n, majority_vote, weighted_best_of_n
+from strategies.sampling import sample_and_pick
 from strategies.tree import SearchTree
 
 Strategy = Callable[[str, SearchConfig, StepGenerator, "StepScorer | None"], Iterator[SearchTree]]
 
 STRATEGIES: dict[str, Strategy] = {
-    "majority_vote": majority_vote,
-    "best_of_n": best_of_n,
-    "weighted_best_of_n": weighted_best_of_n,
+    "majority_vote": sample_and_pick,
+    "best_of_n": sample_and_pick,
+    "weighted_best_of_n": sample_and_pick,
     "beam_search": beam_search,
     "dvts": dvts,
     "lookahead": lookahead_search,

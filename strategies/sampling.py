@@ -1,10 +1,9 @@
 """Majority voting and Best-of-N: N independent solutions, written one step per iteration.
 
-All three share the sampling loop; they differ only in how the final answer is picked:
-- majority voting (self-consistency): the most frequent answer, no verifier;
-- Best-of-N (vanilla): the single solution the PRM scores highest;
-- Best-of-N (weighted): the answer whose solutions' PRM scores sum highest.
-The PRM reads each finished solution once, at the end (that is all these strategies need).
+All three share the sampling loop; they differ only in how the final answer is picked, by the
+strategy's pick rule (strategies/info.py; the rule itself: strategies/search_run.py `choose`).
+The PRM reads each finished solution once, at the end (that is all these strategies need);
+majority voting does not consult it, even when one is given.
 """
 
 from __future__ import annotations
@@ -12,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from strategies.config import SearchConfig
+from strategies.info import STRATEGY_INFO
 from strategies.protocols import StepGenerator, StepScorer
-from strategies.search_run import Pick, SearchRun
+from strategies.search_run import SearchRun
 from strategies.tree import SearchTree
 
 
@@ -32,31 +32,17 @@ def sample_solutions(run: SearchRun) -> Iterator[SearchTree]:
         yield run.tick()
 
 
-def _sample_and_pick(
+def sample_and_pick(
     question: str,
     config: SearchConfig,
     generator: StepGenerator,
-    scorer: StepScorer | None,
-    pick: Pick,
+    scorer: StepScorer | None = None,
 ) -> Iterator[SearchTree]:
-    run = SearchRun(question, config, generator, scorer)
+    """Majority voting, Best-of-N (vanilla) or Best-of-N (weighted), by `config.strategy`."""
+    verifier = scorer if STRATEGY_INFO[config.strategy].needs_scorer else None
+    run = SearchRun(question, config, generator, verifier)
     yield from sample_solutions(run)
     leaves = run.tree.leaves()
-    if pick != "majority":
-        if scorer is None:
-            raise ValueError(f"{config.strategy} needs a PRM (step scorer).")
+    if verifier is not None:
         run.score(leaves)
-    yield run.finish(leaves, pick)
-
-
-def majority_vote(question, config, generator, scorer=None) -> Iterator[SearchTree]:
-    """Self-consistency: the verifier is not consulted, even when one is given."""
-    return _sample_and_pick(question, config, generator, None, "majority")
-
-
-def best_of_n(question, config, generator, scorer) -> Iterator[SearchTree]:
-    return _sample_and_pick(question, config, generator, scorer, "vanilla")
-
-
-def weighted_best_of_n(question, config, generator, scorer) -> Iterator[SearchTree]:
-    return _sample_and_pick(question, config, generator, scorer, "weighted")
+    yield run.finish(leaves)

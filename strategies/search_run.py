@@ -10,10 +10,10 @@ import math
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import replace
-from typing import Literal
 
 from strategies.answers import answer_written, extract_answer, group_answers, normalize
 from strategies.config import SearchConfig
+from strategies.info import STRATEGY_INFO, Pick, check_scorer
 from strategies.protocols import (
     GeneratedStep,
     Sampling,
@@ -24,8 +24,6 @@ from strategies.protocols import (
     is_cheap,
 )
 from strategies.tree import Node, SearchTree
-
-Pick = Literal["majority", "vanilla", "weighted"]
 
 
 class StepFailed(RuntimeError):
@@ -68,6 +66,7 @@ class SearchRun:
         generator: StepGenerator,
         scorer: StepScorer | None,
     ) -> None:
+        check_scorer(config.strategy, scorer is not None)
         self.config = config
         self.generator = generator
         self.scorer = scorer
@@ -269,10 +268,12 @@ class SearchRun:
             self.tree.set_status(node.id, "pruned")
 
     # ---- the finish -------------------------------------------------------------------------
-    def finish(self, leaves: Sequence[Node], pick: Pick) -> SearchTree:
-        """Group the leaves' answers, fill the votes, choose the answer and mark the chosen path
-        (the rule: `choose`)."""
+    def finish(self, leaves: Sequence[Node]) -> SearchTree:
+        """Group the leaves' answers, fill the votes, choose the answer by the strategy's pick
+        rule (strategies/info.py) and mark the chosen path (the rule: `choose`)."""
         tree = self.tree
+        pick = STRATEGY_INFO[self.config.strategy].pick
+        assert pick is not None, f"{self.config.strategy} finishes through the strategy it chose"
         tree.answer, chosen, tree.votes = choose(leaves, pick)
         for leaf in chosen:
             tree.select_path(leaf.id)
@@ -289,7 +290,7 @@ def choose(
     weighted: the group with the largest sum of aggregated scores wins (its best solution is
     chosen); vanilla: the single best-scoring solution wins, whatever its answer.
     Ties go to the group (or solution) seen first. Also how the scaling harness reads a budget's
-    answer off the first samples of a bigger run (app/evaluation.py).
+    answer off the first samples of a bigger run (app/lab/harness.py).
     """
     leaves = list(leaves)
     groups = group_answers([leaf.answer for leaf in leaves])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from app.problems import (
+from app.lab.problem_sets import (
     TIERS,
     BadLine,
     Problem,

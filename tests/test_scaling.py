@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 import backend.runtime
-from app import evaluation
 from app.cli import main as cli
-from app.evaluation import evaluate, first_samples_answer, plan
-from app.fit_compute_optimal import fit, halves, store, stored_policy
-from app.problems import Problem
-from app.scaling import summarize, wilson
+from app.lab import eval_command
+from app.lab.compute_optimal_fit import fit, halves, store, stored_policy
+from app.lab.harness import evaluate, first_samples_answer, plan
+from app.lab.problem_sets import Problem
+from app.lab.results import summarize, wilson
 from app.service import RunRequest, run_to_end
 from strategies.compute_optimal import compute_optimal
 from strategies.config import SearchConfig
@@ -98,7 +98,7 @@ def fake_policy(monkeypatch):
     return script
 
 
-def _plan(strategies="majority,best_of_n,weighted_best_of_n,beam_search", budgets=(1, 2, 4)):
+def _plan(strategies="majority_vote,best_of_n,weighted_best_of_n,beam_search", budgets=(1, 2, 4)):
     return plan(PROBLEMS, strategies.split(","), budgets, 1, SETTINGS)
 
 
@@ -111,7 +111,7 @@ def test_accuracies_match_the_ones_worked_out_by_hand(fake_policy, tmp_path):
     # majority over the first b samples, ties to the answer seen first:
     #   b=1: p1 ✓ p2 ✗ p3 ✓ p4 ✗; b=2: p1 ✓, p2 ✗ (0, 0), p3 ✓ (tie 6 vs 0: first), p4 ✗;
     #   b=4: p1 ✓, p2 tie 2-2 → "0" first ✗, p3 ✗ (1 vs 3), p4 ✗
-    assert acc["majority"] == {1: 0.5, 2: 0.5, 4: 0.25}
+    assert acc["majority_vote"] == {1: 0.5, 2: 0.5, 4: 0.25}
     # Best-of-N picks the best-scored sample: right whenever one of the first b is right
     assert acc["best_of_n"] == {1: 0.5, 2: 0.5, 4: 0.75}
     assert acc["weighted_best_of_n"] == {1: 0.5, 2: 0.5, 4: 0.75}  # 0.9·k vs 0.2·(b-k)
@@ -135,7 +135,7 @@ def test_wilson_interval_by_hand():
 def test_summarize_hand_records():
     rows = [
         dict(
-            strategy="majority",
+            strategy="majority_vote",
             budget=2,
             correct=c,
             tokens=t,
@@ -145,7 +145,7 @@ def test_summarize_hand_records():
         )
         for c, t in ((True, 10), (False, 30))
     ]
-    cell = summarize(rows)["majority"]["2"]
+    cell = summarize(rows)["majority_vote"]["2"]
     assert cell["accuracy"] == 0.5 and cell["tokens"] == 20 and cell["flops"] == 40
 
 
@@ -179,7 +179,7 @@ def test_a_resumed_evaluation_skips_finished_units_and_gives_the_same_results(
 
 def test_a_resumed_run_with_other_settings_is_refused(fake_policy, tmp_path):
     evaluate(_plan(budgets=(1,)), tmp_path, progress=lambda line: None)
-    other = plan(PROBLEMS, ["majority"], [1], 1, {**SETTINGS, "model": "qwen2.5-coder-0.5b"})
+    other = plan(PROBLEMS, ["majority_vote"], [1], 1, {**SETTINGS, "model": "qwen2.5-coder-0.5b"})
     with pytest.raises(ValueError, match="holds an evaluation with other settings"):
         evaluate(other, tmp_path, progress=lambda line: None)
 
@@ -282,8 +282,8 @@ def test_the_bin_mapping_is_monotone_in_the_difficulty_signal():
 
 def _policy() -> Policy:
     choices = [
-        Choice(s, 2, "last", 0.6, "majority", 0.4)
-        for s in ("beam_search", "dvts", "weighted_best_of_n", "best_of_n", "majority")
+        Choice(s, 2, "last", 0.6, "majority_vote", 0.4)
+        for s in ("beam_search", "dvts", "weighted_best_of_n", "best_of_n", "majority_vote")
     ]
     return Policy((0.2, 0.4, 0.6, 0.8), {4: tuple(choices)})
 
@@ -339,7 +339,7 @@ def test_the_fitting_and_checking_halves_never_share_a_problem(fake_policy, tmp_
     fake_policy.right.update({p.problem: set(range(k % 5)) for k, p in enumerate(many)})
     fake_policy.gold.update({p.problem: p.answer for p in many})
     results = evaluate(
-        plan(many, ["majority", "weighted_best_of_n", "beam_search"], [4], 1, SETTINGS),
+        plan(many, ["majority_vote", "weighted_best_of_n", "beam_search"], [4], 1, SETTINGS),
         tmp_path,
         progress=lambda line: None,
     )
@@ -374,8 +374,8 @@ def test_the_eval_command_runs_the_quick_preset_shape(fake_policy, tmp_path, mon
     )
     results = json.loads((tmp_path / "q" / "results.json").read_text())
     assert results["budgets"] == [1, 2, 4]
-    assert set(results["summary"]) == {"greedy", "majority", "weighted_best_of_n", "beam_search"}
-    assert evaluation.PRESETS["quick"]["limit"] == 10
+    assert set(results["summary"]) == {"greedy", "majority_vote", "weighted_best_of_n", "beam_search"}
+    assert eval_command.PRESETS["quick"]["limit"] == 10
     assert Path(results["settings"]["problems"]) == mine
 
 
@@ -384,7 +384,7 @@ def test_the_bigger_models_runs_come_last_together():
     every problem."""
     units = plan(
         PROBLEMS,
-        ["majority", "beam_search"],
+        ["majority_vote", "beam_search"],
         [1, 2],
         1,
         {**SETTINGS, "bigger": "qwen2.5-coder-1.5b"},
@@ -402,7 +402,7 @@ def test_the_scaling_tab_headline_and_live_run(fake_policy, tmp_path, monkeypatc
     results = evaluate(
         plan(
             PROBLEMS,
-            ["majority", "weighted_best_of_n"],
+            ["majority_vote", "weighted_best_of_n"],
             [1, 4],
             1,
             {**SETTINGS, "bigger": "qwen2.5-coder-1.5b"},
@@ -425,13 +425,13 @@ def test_the_scaling_tab_headline_and_live_run(fake_policy, tmp_path, monkeypatc
         "".join(json.dumps({"problem": p.problem, "answer": p.answer}) + "\n" for p in PROBLEMS)
     )
     frames = list(
-        scaling_tab.live_eval("mine", ["majority"], [1, 2], 2, "smollm2-135m", "arithmetic")
+        scaling_tab.live_eval("mine", ["majority_vote"], [1, 2], 2, "smollm2-135m", "arithmetic")
     )
     assert frames[-1][0].startswith("**Done**: 2 problems")
     assert len(gate.order) == 4  # every run took its turn in the line: greedy + sampling, twice
     last_table = [f[2] for f in frames if isinstance(f[2], str)][-1]
     # p1: every sample right; p2: its first two samples wrong
-    assert "| majority | 50% (1/2) | 50% (1/2) |" in last_table
+    assert "| majority_vote | 50% (1/2) | 50% (1/2) |" in last_table
     assert app.handlers.GATE is not gate  # the app's own line is untouched
 
 
@@ -476,7 +476,7 @@ def _hand_runs():
 
 
 def test_the_fit_chooses_among_aggregations_and_beam_widths_as_worked_out_by_hand(tmp_path):
-    from app.fit_compute_optimal import main as fit_main
+    from app.lab.compute_optimal_fit import main as fit_main
 
     m4, m2 = _hand_runs()
     policy, report = fit([m4, m2])
@@ -525,7 +525,7 @@ def test_the_fit_chooses_among_aggregations_and_beam_widths_as_worked_out_by_han
     assert fit_main([*map(str, paths), "--out", str(out)]) == 0
     assert stored_policy("m", "p", out) == policy
     # the Scaling tab's account of it: the check's figures and the choice per bin
-    from app.fit_compute_optimal import check_table, stored_entries
+    from app.lab.compute_optimal_fit import check_table, stored_entries
     from app.scaling_tab import policy_text
 
     text = check_table(stored_entries(out)["m|p"])
@@ -561,13 +561,13 @@ def test_compute_optimal_runs_the_chosen_aggregation_and_reads_its_probe_the_fit
 
 
 def weighted_best_of_n_run(question, config, generator):
-    from strategies.sampling import weighted_best_of_n
+    from strategies.sampling import sample_and_pick
 
-    return list(weighted_best_of_n(question, config, generator, FakeScorer()))
+    return list(sample_and_pick(question, config, generator, FakeScorer()))
 
 
 @pytest.mark.parametrize("n", [2, 4, 8])
-@pytest.mark.parametrize("strategy", ["weighted_best_of_n", "majority"])
+@pytest.mark.parametrize("strategy", ["weighted_best_of_n", "majority_vote"])
 def test_a_sampling_choice_keeps_the_probes_samples_as_its_first(n, strategy):
     """The probe is part of the budget: its samples are the first of the N (all N when N is
     below the probe's 4), only the rest are drawn, and the tree keeps every rule."""
@@ -597,8 +597,8 @@ def test_a_sampling_choice_keeps_the_probes_samples_as_its_first(n, strategy):
         texts = [f.text for f in firsts]
         assert texts[4:] != texts[:4]
     # the probe's scoring, and the new samples' (none to score at N <= 4)
-    assert tree.compute.scorer_calls == 1 + (strategy != "majority" and n > 4)
-    if strategy == "majority":
+    assert tree.compute.scorer_calls == 1 + (strategy != "majority_vote" and n > 4)
+    if strategy == "majority_vote":
         assert all(node.score is None for node in tree.nodes)
     assert [p for f in frames for p in tree_problems(f) if f.done] == []
     assert tree.config["chosen"]["n"] == n
@@ -614,7 +614,8 @@ def test_the_stored_policies_are_valid_and_say_how_they_were_checked():
     """assets/compute_optimal.json, as the fit stored it: sorted edges, one choice per bin at
     every fitted budget, each a candidate the fit knows with a real aggregation and M, and a
     check on problems the fit did not see."""
-    from app.fit_compute_optimal import CANDIDATES, POLICY_PATH, stored_entries
+    from app.lab.compute_optimal_fit import POLICY_PATH, stored_entries
+    from strategies.compute_optimal import CHOOSABLE
     from strategies.config import AGGREGATIONS
 
     entries = stored_entries(POLICY_PATH)
@@ -625,7 +626,7 @@ def test_the_stored_policies_are_valid_and_say_how_they_were_checked():
         for choices in policy.choices.values():
             assert len(choices) == BINS
             for c in choices:
-                assert c.strategy in CANDIDATES and c.aggregation in AGGREGATIONS
+                assert c.strategy in CHOOSABLE and c.aggregation in AGGREGATIONS
                 assert c.beam_width >= 1 and 0 <= c.fit_accuracy <= 1
         check = entry["check"]
         assert check["fitting"] >= 2 * BINS and check["checking"] >= BINS

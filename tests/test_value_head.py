@@ -181,8 +181,8 @@ def test_an_evaluation_under_a_value_head_leaves_out_what_it_was_trained_on(tmp_
     from argparse import Namespace
 
     import backend.verifiers.value_head as value_head
-    from app.evaluation import plan_from_args
-    from app.problems import TIERS, load_problems
+    from app.lab.eval_command import plan_from_args
+    from app.lab.problem_sets import TIERS, load_problems
 
     tier = load_problems(TIERS["tier2_two_steps"])
     seen = [p.id for p in tier[:3]]
@@ -193,7 +193,7 @@ def test_an_evaluation_under_a_value_head_leaves_out_what_it_was_trained_on(tmp_
         args = Namespace(
             preset=None,
             problems="tier2_two_steps",
-            strategies="majority",
+            strategies="majority_vote",
             budgets="1",
             limit=5,
             seeds=1,

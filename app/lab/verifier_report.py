@@ -17,23 +17,22 @@ from typing import Any
 import numpy as np
 
 from app.lab import fitting
-from strategies.answers import answers_equal, group_answers
+from strategies.answers import answers_equal
 from strategies.config import SearchConfig
+from strategies.info import Pick
 from strategies.registry import run
+from strategies.search_run import choose
+from strategies.tree import Node
 
 
-def _pick(answers: list, scores: list[float] | None, rule: str) -> Any:
-    """The answer a rule picks from K samples, among those that give one (None: none gives
-    one); ties go to the earlier answer."""
-    groups = group_answers(answers)
-    if not groups:
-        return None
-    if rule == "majority":
-        return answers[max(groups, key=len)[0]]
-    if rule == "vanilla":
-        best = max((i for g in groups for i in g), key=lambda i: (scores[i], -i))
-        return answers[best]
-    return answers[max(groups, key=lambda g: sum(scores[i] for i in g))[0]]  # weighted
+def _pick(answers: list, scores: list[float] | None, rule: Pick) -> str | None:
+    """The answer the product's rule `rule` (strategies/search_run.py: choose) picks from K
+    finished samples with these final scores."""
+    leaves = [
+        Node(i + 1, 0, 1, answer=a, agg_score=None if scores is None else scores[i])
+        for i, a in enumerate(answers)
+    ]
+    return choose(leaves, rule)[0]
 
 
 def evaluate(head, test: list[dict], features, engine, args, loaded) -> dict:

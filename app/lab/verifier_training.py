@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from app.lab import fitting
+from app.lab.problem_sets import Problem, load_problems, resolve_problems
 from app.lab.verifier_report import evaluate, print_report
-from app.problems import Problem, load_problems, resolve_problems
 from backend.verifiers.value_head import ValueHead, forward, head_path
 from strategies.answers import answers_equal
 from strategies.config import SearchConfig

@@ -27,7 +27,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-PROBLEMS_DIR = Path(__file__).resolve().parent.parent / "assets" / "problems"
+PROBLEMS_DIR = Path(__file__).resolve().parents[2] / "assets" / "problems"
 # Tier name -> file. The four generated tiers come from scripts/generate_problems.py (regenerate,
 # never edit by hand); competition.jsonl is written by hand, its answers checked by brute force
 # in tests/test_problem_sets.py.

@@ -1,6 +1,6 @@
 """The scaling harness's numbers: accuracy with a 95% interval, and compute, per strategy and budget.
 
-Pure functions over the harness's records (app/evaluation.py), one record per problem, seed,
+Pure functions over the harness's records (app/lab/harness.py), one record per problem, seed,
 strategy and budget, so they are tested on records written by hand.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # the published curves the app's Scaling tab shows (`app.cli eval ... --publish`)
-STORED = Path(__file__).resolve().parent.parent / "assets" / "scaling"
+STORED = Path(__file__).resolve().parents[2] / "assets" / "scaling"
 Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
 
 

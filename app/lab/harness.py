@@ -1,11 +1,7 @@
 """The scaling harness: every strategy at every budget on a problem set, graded, resumable.
 
-    python -m app.cli eval --problems assets/problems/tier2_two_steps.jsonl \\
-        --strategies majority,best_of_n,weighted_best_of_n,beam_search,dvts --budgets 1,2,4,8,16 \\
-        [--model NAME] [--prm NAME] [--seeds K] [--limit K] [--preset quick] --out DIR
-
-The work is cut into units, each one run of the app's own path (`app.service.run_to_end`):
-- sampling strategies (majority, Best-of-N, weighted Best-of-N) share one run per problem and
+Run by `python -m app.cli eval` (app/lab/eval_command.py). The work is cut into units, each one run of the app's own path (`app.service.run_to_end`):
+- sampling strategies (majority voting, Best-of-N, weighted Best-of-N) share one run per problem and
   seed at the largest budget: the answer at budget b is read off its first b samples with the
   strategy's own rule (`strategies.search_run.choose`), as the reference work does. A policy whose
   samples depend only on the seed and the sample's index gives the very answers of a separate
@@ -30,31 +26,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.problems import Problem
+from app.lab.problem_sets import Problem
+from app.versus import flops
+from backend.catalog import NO_PRM
 from strategies.answers import answers_equal
 from strategies.config import AGGREGATIONS, SearchConfig
 from strategies.difficulty import PROBE_AGGREGATION, PROBE_SAMPLES, probe_signal
+from strategies.info import STRATEGY_INFO, STRATEGY_NAMES, Pick
 from strategies.search_run import choose, rescored
 from strategies.tree import Node, SearchTree
 
-# the harness's names for the sampling strategies, and the rule each picks by
-SAMPLING = {"majority": "majority", "best_of_n": "vanilla", "weighted_best_of_n": "weighted"}
-SEARCHES = ("beam_search", "dvts", "lookahead", "compute_optimal")
-STRATEGIES = (*SAMPLING, *SEARCHES)
-# what a run's results depend on besides the problems: a resumed run must match them
-SETTINGS = (
-    "model",
-    "prm",
-    "precision",
-    "beam_width",
+# the sampling strategies share one run per problem, every budget read off its first samples
+SAMPLING = tuple(name for name, info in STRATEGY_INFO.items() if info.samples)
+SEARCHES = tuple(name for name in STRATEGY_NAMES if name not in SAMPLING)
+# the explorer's settings a curve runs with (app/service.py: PRESET), so it measures what the
+# explorer runs
+PRESET_FIELDS = (
     "max_iterations",
     "max_step_tokens",
     "max_solution_tokens",
     "temperature",
     "top_p",
     "lookahead",
-    "bigger",
 )
+# what a run's results depend on besides the problems: a resumed run must match them
+SETTINGS = ("model", "prm", "precision", "beam_width", *PRESET_FIELDS, "bigger")
 
 
 @dataclass(frozen=True)
@@ -92,9 +88,9 @@ def plan(
     """The units for these problems, strategies, budgets and seeds (ValueError for a bad name
     or budget)."""
     strategies = tuple(dict.fromkeys(s.strip() for s in strategies if s.strip()))
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [s for s in strategies if s not in STRATEGY_NAMES]
     if unknown:
-        raise ValueError(f"Unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}.")
+        raise ValueError(f"Unknown strategies {unknown}; choose from {', '.join(STRATEGY_NAMES)}.")
     budgets = tuple(sorted(set(budgets)))
     if not budgets or budgets[0] < 1:
         raise ValueError("Budgets are whole numbers of at least 1.")
@@ -121,18 +117,7 @@ Runner = Callable[[Any], SearchTree]  # a RunRequest in, the finished tree out
 
 def config_for(unit: Unit, settings: dict[str, Any], strategies: tuple[str, ...]) -> SearchConfig:
     """The search settings of `unit`'s run."""
-    base = {
-        k: settings[k]
-        for k in (
-            "max_iterations",
-            "max_step_tokens",
-            "max_solution_tokens",
-            "temperature",
-            "top_p",
-            "lookahead",
-        )
-        if k in settings
-    }
+    base = {k: settings[k] for k in PRESET_FIELDS if k in settings}
     if unit.kind in ("greedy", "bigger"):
         return SearchConfig(
             strategy="majority_vote",
@@ -142,7 +127,7 @@ def config_for(unit: Unit, settings: dict[str, Any], strategies: tuple[str, ...]
             **{k: v for k, v in base.items() if k != "temperature"},
         )
     if unit.kind == "sampling":
-        scored = any(SAMPLING[s] != "majority" for s in strategies if s in SAMPLING)
+        scored = any(STRATEGY_INFO[s].needs_scorer for s in strategies if s in SAMPLING)
         strategy = "weighted_best_of_n" if scored else "majority_vote"
         return SearchConfig(strategy=strategy, n=unit.budget, seed=unit.seed, **base)
     beam_width = min(int(settings.get("beam_width", 4)), unit.budget)
@@ -159,7 +144,7 @@ def run_unit(unit: Unit, plan_: Plan, runner: Runner) -> list[dict[str, Any]]:
     model = s["bigger"] if unit.kind == "bigger" else s["model"]
     config = config_for(unit, s, plan_.strategies)
     # majority voting (greedy answers, a majority-only sampling run) reads no verifier
-    prm = "none" if config.strategy == "majority_vote" else s["prm"]
+    prm = s["prm"] if STRATEGY_INFO[config.strategy].needs_scorer else NO_PRM
     request = RunRequest(
         unit.problem.problem,
         config,
@@ -183,14 +168,13 @@ def run_unit(unit: Unit, plan_: Plan, runner: Runner) -> list[dict[str, Any]]:
             continue
         # the verifier strategies also under the other aggregations of the same step scores
         # (compute-optimal's fit chooses among them); the curves show the run's own only
-        ways = (
-            [config.aggregation]
-            if strategy == "majority"
-            else [config.aggregation, *(a for a in AGGREGATIONS if a != config.aggregation)]
-        )
+        info = STRATEGY_INFO[strategy]
+        ways = [config.aggregation]
+        if info.needs_scorer:
+            ways += [a for a in AGGREGATIONS if a != config.aggregation]
         for how in ways:
             for b in plan_.budgets:
-                answer, share = first_samples_answer(tree, b, SAMPLING[strategy], how)
+                answer, share = first_samples_answer(tree, b, info.pick, how)
                 record = _record(unit, strategy, b, answer, tree, seconds * share, share)
                 record["aggregation"] = how
                 if how != config.aggregation:
@@ -214,7 +198,7 @@ def first_leaves(tree: SearchTree, b: int) -> tuple[list[Node], int]:
 
 
 def first_samples_answer(
-    tree: SearchTree, b: int, pick: str, aggregation: str | None = None
+    tree: SearchTree, b: int, pick: Pick, aggregation: str | None = None
 ) -> tuple[str | None, float]:
     """The answer `pick` chooses among the tree's first `b` samples (their scores aggregated
     from the steps' scores by `aggregation`; None: as the run aggregated them), and the share
@@ -222,7 +206,7 @@ def first_samples_answer(
     leaves, tokens = first_leaves(tree, b)
     if aggregation is not None:
         leaves = rescored(tree, leaves, aggregation)
-    answer, _, _ = choose(leaves, pick)  # type: ignore[arg-type]
+    answer, _, _ = choose(leaves, pick)
     return answer, tokens / max(1, tree.compute.generated_tokens)
 
 
@@ -250,7 +234,6 @@ def _record(
     tokens = round(c.generated_tokens * share)
     # the verifier's reading of b samples: its share of the run's (it reads each sample once)
     verifier = round(c.scored_tokens * share)
-    flops = 2.0 * (m.get("params", 0) * tokens + m.get("prm_params", 0) * verifier)
     gold = unit.problem.answer
     record = {
         "problem": unit.problem.id,
@@ -263,7 +246,7 @@ def _record(
         "correct": answer is not None and answers_equal(answer, gold),
         "tokens": tokens,
         "verifier_tokens": verifier,
-        "flops": flops,
+        "flops": flops(m, tokens, verifier),
         "seconds": round(seconds, 3),
         "model": m.get("model"),
     }
@@ -272,6 +255,38 @@ def _record(
     if "compute_optimal" in m:
         record["compute_optimal"] = m["compute_optimal"]
     return record
+
+
+def harness_settings(
+    model: str,
+    prm: str,
+    problems: Path,
+    precision: str = "auto",
+    beam_width: int = 4,
+    bigger: str | None = None,
+) -> dict[str, Any]:
+    """An evaluation's settings: these, and the app's preset token and sampling limits (so a
+    curve measures what the explorer runs)."""
+    from app.service import PRESET
+
+    return {
+        "model": model,
+        "prm": prm,
+        "precision": precision,
+        "beam_width": beam_width,
+        **{k: getattr(PRESET, k) for k in PRESET_FIELDS},
+        "bigger": bigger,
+        "problems": _shown_path(problems),
+    }
+
+
+def _shown_path(path: Path) -> str:
+    """A problem file as results name it: relative to the repository when inside it."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 # ---- the whole evaluation --------------------------------------------------------------------
@@ -311,8 +326,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run every unit of `plan_` not yet in `out`, append each as it finishes, and write
     results.json and scaling.html. Returns the results."""
-    from app.scaling import summarize
-    from visualize.scaling import scaling_figure
+    from app.lab.results import summarize
+    from visualize.scaling_curves import scaling_figure
 
     if runner is None:
         from app.service import run_to_end as runner
@@ -362,145 +377,3 @@ def evaluate(
 def _clock(seconds: float) -> str:
     seconds = max(0, math.ceil(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds} s"
-
-
-# ---- the command line (python -m app.cli eval) ------------------------------------------------
-# `--preset quick`: what finishes on 2 CPU cores within 10 minutes with the default model and
-# verifier (README, "The scaling lab"); a flag given beside it wins
-PRESETS = {
-    "quick": dict(
-        problems="tier2_two_steps",
-        strategies="majority,weighted_best_of_n,beam_search",
-        budgets="1,2,4",
-        limit=10,
-        seeds=1,
-    ),
-}
-DEFAULTS = dict(
-    problems="tier3_multi_step",
-    strategies="majority,best_of_n,weighted_best_of_n,beam_search,dvts",
-    budgets="1,2,4,8,16",
-    limit=None,
-    seeds=1,
-)
-
-
-def add_arguments(p: Any) -> None:
-    """The `eval` subcommand's flags (app/cli.py)."""
-    p.add_argument(
-        "--problems",
-        help="a JSONL problem file, or a tier name (app/problems.py "
-        f"TIERS; default {DEFAULTS['problems']})",
-    )
-    p.add_argument("--strategies", help=f"comma-separated, from {', '.join(STRATEGIES)}")
-    p.add_argument("--budgets", help="comma-separated budgets N (default 1,2,4,8,16)")
-    p.add_argument("--model", help="the policy (default: the app's starting model)")
-    p.add_argument("--prm", help="the verifier (default: the catalog's)")
-    p.add_argument("--precision", default="auto")
-    p.add_argument(
-        "--bigger",
-        default="auto",
-        help="the model whose greedy accuracy is the "
-        "dashed line ('auto': the catalog's for the policy; 'none')",
-    )
-    p.add_argument("--beam-width", type=int, default=4, help="M for beam search and DVTS")
-    p.add_argument("--seeds", type=int, help="seeds per problem (default 1)")
-    p.add_argument("--limit", type=int, help="the first K problems only")
-    p.add_argument("--preset", choices=sorted(PRESETS))
-    p.add_argument("--out", type=Path, required=True, help="folder for records, results, figure")
-    p.add_argument(
-        "--publish",
-        action="store_true",
-        help="also store the curves (no "
-        "per-problem records) in assets/scaling/ for the app's Scaling tab",
-    )
-
-
-def plan_from_args(args: Any) -> Plan:
-    """The plan for the `eval` flags: a preset's values, then the flags given, then DEFAULTS."""
-    from app.problems import load_problems, resolve_problems
-    from app.service import RunRequest, starting_model
-    from backend.catalog import catalog
-    from backend.verifiers.value_head import trained_on
-
-    base = {**DEFAULTS, **PRESETS.get(args.preset or "", {})}
-    pick = {k: getattr(args, k) if getattr(args, k) is not None else base[k] for k in base}
-    path = resolve_problems(pick["problems"])
-    model = args.model or starting_model()
-    prm = args.prm or catalog().default_prm
-    seen = trained_on(prm, model)  # a learned verifier is never scored on what it saw
-    problems = [p for p in load_problems(path) if p.id not in seen][: pick["limit"]]
-    bigger = None
-    if args.bigger != "none":
-        probe = RunRequest("?", model=model, prm=prm, bigger=args.bigger)
-        bigger = probe.bigger_model
-    settings = harness_settings(model, prm, path, args.precision, args.beam_width, bigger)
-    budgets = [int(b) for b in str(pick["budgets"]).split(",") if b.strip()]
-    return plan(problems, str(pick["strategies"]).split(","), budgets, int(pick["seeds"]), settings)
-
-
-def harness_settings(
-    model: str,
-    prm: str,
-    problems: Path,
-    precision: str = "auto",
-    beam_width: int = 4,
-    bigger: str | None = None,
-) -> dict[str, Any]:
-    """An evaluation's settings: these, and the app's preset token and sampling limits (so a
-    curve measures what the explorer runs)."""
-    from app.service import PRESET
-
-    return {
-        "model": model,
-        "prm": prm,
-        "precision": precision,
-        "beam_width": beam_width,
-        "max_iterations": PRESET.max_iterations,
-        "max_step_tokens": PRESET.max_step_tokens,
-        "max_solution_tokens": PRESET.max_solution_tokens,
-        "temperature": PRESET.temperature,
-        "top_p": PRESET.top_p,
-        "lookahead": PRESET.lookahead,
-        "bigger": bigger,
-        "problems": _shown_path(problems),
-    }
-
-
-def _shown_path(path: Path) -> str:
-    """A problem file as results name it: relative to the repository when inside it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        return str(path.resolve().relative_to(root))
-    except ValueError:
-        return str(path)
-
-
-def main(args: Any) -> int:
-    from app.scaling import table
-
-    try:
-        plan_ = plan_from_args(args)
-        results = evaluate(plan_, args.out)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(table(results["summary"], list(plan_.budgets)))
-    print(f"results: {args.out / 'results.json'} · figure: {args.out / 'scaling.html'}")
-    if args.publish:
-        print(f"published: {publish(results)}")
-    return 0
-
-
-def publish(results: dict[str, Any], folder: Path | None = None) -> Path:
-    """Store `results`' curves (settings, budgets, summary) for the Scaling tab, one file per
-    problem set and model."""
-    from app.scaling import STORED
-
-    folder = folder or STORED
-    folder.mkdir(parents=True, exist_ok=True)
-    s = results["settings"]
-    path = folder / f"{Path(str(s['problems'])).stem}--{s['model']}--{s['prm']}.json"
-    keep = {k: results[k] for k in ("settings", "strategies", "budgets", "summary")}
-    path.write_text(json.dumps(keep, indent=1) + "\n")
-    return path

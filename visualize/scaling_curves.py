@@ -3,7 +3,7 @@
 Drawn as the reference work draws it (Snell et al. 2024; the Hugging Face "scaling test-time
 compute" figures): budgets on a log-2 axis, a line with markers per strategy and its 95%
 interval as a band, and the bigger model's greedy accuracy as a dashed line across. Plain data
-in (the harness's results, app/evaluation.py), a plotly Figure out.
+in (the harness's results, app/lab/harness.py), a plotly Figure out.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from strategies.info import label
 
 # one colour per strategy, steady across figures (greedy and the bigger model are references)
 COLOURS = {
-    "majority": "#7f7f7f",
+    "majority_vote": "#7f7f7f",
     "best_of_n": "#ff7f0e",
     "weighted_best_of_n": "#d62728",
     "beam_search": "#1f77b4",
@@ -29,7 +29,7 @@ COLOURS = {
     "greedy": "#bcbd22",
     "bigger": "#8c564b",
 }
-NAMES = {"majority": "Majority voting", "greedy": "greedy (N=1)"}
+NAMES = {"greedy": "greedy (N=1)"}
 REFERENCES = ("greedy", "bigger")
 
 

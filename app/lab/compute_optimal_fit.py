@@ -1,9 +1,9 @@
 """Fit compute-optimal's policy on one half of a tier's problems and check it on the other.
 
-    python -m app.fit_compute_optimal runs/tier3/results.json [runs/tier3-m2/results.json ...] \
+    python -m app.lab.compute_optimal_fit runs/tier3/results.json [runs/tier3-m2/results.json ...] \
         [--out assets/compute_optimal.json]
 
-Reads a scaling run (app/evaluation.py) that ran the sampling strategies (their first
+Reads a scaling run (app/lab/harness.py) that ran the sampling strategies (their first
 `PROBE_SAMPLES` samples are each problem's probe) and the candidates. The problems are split in
 two halves by a hash of their ids, so the halves never share a problem and the split does not
 depend on the file's order. On the fitting half: the quantile edges of the probe signal, then per
@@ -25,11 +25,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from strategies.compute_optimal import CHOOSABLE
 from strategies.difficulty import BINS, Choice, Policy, bin_of, quantile_edges
+from strategies.info import STRATEGY_INFO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POLICY_PATH = ROOT / "assets" / "compute_optimal.json"
-CANDIDATES = ("majority", "best_of_n", "weighted_best_of_n", "beam_search", "dvts")
 
 
 def halves(problem_ids: list[str]) -> tuple[list[str], list[str]]:
@@ -44,7 +45,8 @@ Candidate = tuple[str, str, int | None]  # (strategy, aggregation, M; None for s
 def candidate_of(record: dict[str, Any], settings: dict[str, Any]) -> Candidate:
     """What a record measured: its strategy, its aggregation and, for a search, its M."""
     how = record.get("aggregation", "last")
-    if record["strategy"] in ("beam_search", "dvts"):
+    info = STRATEGY_INFO.get(record["strategy"])  # None: the greedy and bigger references
+    if info is not None and info.uses_beam_width:
         m = record.get("beam_width", min(int(settings.get("beam_width", 4)), record["budget"]))
         return (record["strategy"], how, int(m))
     return (record["strategy"], how, None)
@@ -113,9 +115,9 @@ def fit(results: dict[str, Any] | list[dict[str, Any]]) -> tuple[Policy, dict[st
         (r["problem"], r["candidate"], r["budget"]): r["tokens"] for r in records if r["seed"] == 0
     }
     settings = results["settings"]
-    # CANDIDATES order, then the run's own aggregation and M before their variants: ties go to
+    # CHOOSABLE order, then the run's own aggregation and M before their variants: ties go to
     # the simpler choice
-    order = {s: i for i, s in enumerate(CANDIDATES)}
+    order = {s: i for i, s in enumerate(CHOOSABLE)}
     everyone = sorted(
         {r["candidate"] for r in records if r["candidate"][0] in order},
         key=lambda c: (order[c[0]], c[1] != "last", c[1], -(c[2] or 0)),
