@@ -20,7 +20,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 DEFAULT_RUN_S = 30.0  # what a run is assumed to take before any has finished here
@@ -99,18 +98,6 @@ class Gate:
             elif ticket in self._waiting:
                 self._waiting.remove(ticket)
             self._cond.notify_all()
-
-    @contextmanager
-    def turn(self, key: str) -> Iterator[Ticket]:
-        """Block until a run for `key` holds the models (Busy when the line is full), for a
-        caller with nothing to show while it waits (the API)."""
-        ticket = self.join(key)
-        try:
-            for _ in self.wait(ticket):
-                pass
-            yield ticket
-        finally:
-            self.leave(ticket)
 
     # ---- state -------------------------------------------------------------------------------
     @property

@@ -16,19 +16,10 @@ import json
 import logging
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
-from app.service import (
-    REQUEST_HELP,
-    RunRequest,
-    comparison,
-    preset_values,
-    run_bigger,
-    setting_choices,
-    stream_majority,
-    stream_run,
-)
+from app.request import REQUEST_HELP, RunRequest, preset_values, setting_choices
+from app.service import Frame, Outcome, stream_request
 from strategies.config import field_help
 
 
@@ -108,21 +99,46 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     print(f"loading {request.model} ...", file=sys.stderr, flush=True)
-    tree = majority = None
+    outcome = Outcome(request)
     try:
-        for tree in stream_run(request):
-            if not args.quiet and not tree.done and not tree.writing:  # one line per iteration
-                _progress(tree, t0)
-        if request.compares:
-            print(f"majority voting at N={request.config.n} ...", file=sys.stderr, flush=True)
-            (majority,) = deque(stream_majority(request), maxlen=1)
+        for frame in stream_request(request):
+            _say(outcome, outcome.add(frame), args.quiet, t0)
     except ValueError as err:  # e.g. a model pair that does not fit the GPU
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a hub model that cannot be downloaded here
         print(f"error: could not load {request.model!r}: {err}", file=sys.stderr)
         return 1
-    assert tree is not None
+    run = outcome.to_json()
+    _summary(outcome)
+    bigger = run.get("comparison", {}).get("bigger")
+    if bigger and "error" in bigger:  # e.g. the bigger model is not installed here
+        print(f"error: {bigger['model']}: {bigger['error']}", file=sys.stderr)
+        return 1
+    if bigger:
+        print(bigger["verdict"])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(run, indent=1))
+        print(f"run JSON: {args.json}")
+    return 0
+
+
+def _say(outcome: Outcome, frame: Frame, quiet: bool, t0: float) -> None:
+    """Progress on stderr: one line per iteration of the search, and each part as it starts."""
+    tree = frame.tree
+    if frame.part == "search" and not quiet and not tree.done and not tree.writing:
+        _progress(tree, t0)
+    elif frame.part == "majority" and tree.iteration == 0:
+        n = outcome.request.config.n
+        print(f"majority voting at N={n} ...", file=sys.stderr, flush=True)
+    elif frame.part == "bigger" and frame.side is not None and frame.side.greedy.iteration == 0:
+        print(f"{outcome.request.bigger_model} alone ...", file=sys.stderr, flush=True)
+
+
+def _summary(outcome: Outcome) -> None:
+    """The search's answer, votes and compute, and the majority vote beside it, on stdout."""
+    tree, majority = outcome.search, outcome.majority
     c = tree.compute
     print(f"answer: {tree.answer}")
     if tree.stopped:
@@ -137,27 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     if tree.meta.get("precision_reason"):
         print(f"weights: {tree.meta['precision_reason']}")
-    run = tree.to_dict()
     if majority is not None:
-        run["comparison"] = comparison(tree, majority)
         m = majority.compute
         print(
-            f"majority voting at N={request.config.n}: {majority.answer} "
+            f"majority voting at N={outcome.request.config.n}: {majority.answer} "
             f"({m.generated_tokens} generated tokens, {m.wall_s:.1f} s)"
         )
-    if request.bigger_model:
-        print(f"{request.bigger_model} alone ...", file=sys.stderr, flush=True)
-        try:
-            run["comparison"]["bigger"] = bigger = run_bigger(request, tree)
-        except (ValueError, OSError) as err:  # e.g. the bigger model is not installed here
-            print(f"error: {request.bigger_model}: {err}", file=sys.stderr)
-            return 1
-        print(bigger["verdict"])
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(run, indent=1))
-        print(f"run JSON: {args.json}")
-    return 0
 
 
 if __name__ == "__main__":

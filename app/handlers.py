@@ -2,22 +2,21 @@
 
 `explore` is a generator of partial updates (a dict: output name -> new value; names not in a
 dict stay as they are), so it can be tested without a browser and the layout (app/ui.py) decides
-where each value goes. `run_search` is the scripting endpoint (and MCP tool): a prompt and any
-settings in, the run JSON with the majority-vote comparison out.
+where each value goes. It renders the one run flow (app/service.py: `stream_request`) that the
+scripting endpoint (app/api.py) and the CLI consume too.
 Every error reaches the user as `gr.Error` with a readable message, never a traceback.
 """
 
 from __future__ import annotations
 
 import html
-import inspect
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import fields
-from typing import Any, Literal
+from typing import Any
 
 import gradio as gr
 
@@ -30,20 +29,10 @@ from app.panels import (
     status_line,
     steps_table,
 )
-from app.service import (
-    REQUEST_HELP,
-    RunRequest,
-    preset_values,
-    run_json,
-    setting_choices,
-    short_names,
-    stream_bigger_side,
-    stream_majority,
-    stream_run,
-    write_exports,
-)
+from app.request import RunRequest, preset_values
+from app.service import Frame, short_names, stream_request, write_exports
 from app.versus import versus_markdown
-from strategies.config import SearchConfig, field_help
+from strategies.config import SearchConfig
 from strategies.tree import SearchTree
 from visualize import replay_figure, standalone_html, tree_figure, votes_figure
 
@@ -66,7 +55,7 @@ MODEL_QUEUE = dict(concurrency_limit=GATE.max_waiting + 2, concurrency_id="model
 _CONTROLS: dict[str, RunControl] = {}
 _CONTROLS_LOCK = threading.Lock()
 # number widgets send floats (4.0): these settings are whole numbers
-_INT_KEYS = tuple(f.name for f in fields(SearchConfig) if f.type == "int")
+INT_KEYS = tuple(f.name for f in fields(SearchConfig) if f.type == "int")
 
 
 def gpu(duration: int = 120) -> Callable[[Callable], Callable]:
@@ -78,7 +67,7 @@ def gpu(duration: int = 120) -> Callable[[Callable], Callable]:
     return spaces.GPU(duration=duration)
 
 
-def _whole(name: str, value: Any) -> Any:
+def whole(name: str, value: Any) -> Any:
     """Number widgets send floats (4.0); the config wants whole numbers and says so otherwise."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -90,9 +79,9 @@ def _whole(name: str, value: Any) -> Any:
 def request_from_widgets(values: dict[str, Any]) -> RunRequest:
     """The RunRequest for the explorer's widget values (ValueError with a readable message)."""
     d = {k: v for k, v in values.items() if k in DEFAULTS}
-    for key in _INT_KEYS:
+    for key in INT_KEYS:
         if key in d:
-            d[key] = _whole(key, d[key])
+            d[key] = whole(key, d[key])
     expected = (d.pop("expected", None) or "").strip()
     return RunRequest.from_dict({**d, "expected": expected or None})
 
@@ -111,15 +100,6 @@ def as_text(message: str) -> str:
     return html.escape(message, quote=False)
 
 
-def load_models(request: RunRequest) -> float:
-    """Load (or reuse) the request's models now, so the UI can say so; returns the seconds taken."""
-    from backend.runtime import get_runtime  # models load with the first run, not with the page
-
-    t0 = time.perf_counter()
-    get_runtime(request.model, request.prm, request.precision)
-    return time.perf_counter() - t0
-
-
 def precision_hint() -> Any:
     """The precision menu's note on what "auto" means for the default policy on this machine
     (the page asks for it once it is up)."""
@@ -127,18 +107,6 @@ def precision_hint() -> Any:
 
     auto = choose_precision("auto", resolve_device("auto"), DEFAULTS["model"])[1]
     return gr.update(info=f"auto here: {auto}")
-
-
-def _stream(
-    request: RunRequest, runs=stream_run, control: RunControl | None = None
-) -> Iterator[SearchTree]:
-    """`stream_run` (or another of the service's streams), any failure a user-facing gr.Error."""
-    try:
-        yield from runs(request, control)
-    except gr.Error:
-        raise
-    except Exception as err:
-        raise as_user_error(err) from None
 
 
 def stop(token: str | None) -> str:
@@ -187,7 +155,7 @@ def explore(values: dict[str, Any], token: str | None = None) -> Iterator[dict[s
 
 
 def _explore_run(request: RunRequest, control: RunControl) -> Iterator[dict[str, Any]]:
-    n = request.config.n
+    """Render the request's run (`service.stream_request`) as UI updates, part by part."""
     yield {  # clear the previous run's panels while this one starts
         "status": f"Loading **{request.model}** and the PRM (slow on the first run only)…",
         "answer": "",
@@ -202,105 +170,134 @@ def _explore_run(request: RunRequest, control: RunControl) -> Iterator[dict[str,
         "graphml_file": None,
         "html_file": None,
     }
+    view = _RunView(request)
     try:
-        load_s = load_models(request)
+        for frame in stream_request(request, control):
+            yield from view.show(frame)
+    except gr.Error:
+        raise
     except Exception as err:
         raise as_user_error(err) from None
-    loaded = f"Models ready ({load_s:.0f} s). " if load_s > 1 else ""
-    tree = None
-    drawn = -float("inf")
-    for tree in _stream(request, control=control):
-        # every iteration is drawn; steps arriving inside one at most every WRITING_FRAME_S
-        if tree.done or (tree.writing and time.perf_counter() - drawn < WRITING_FRAME_S):
-            continue
-        yield {"status": loaded + "Running · " + status_line(tree), "tree": tree_figure(tree)}
-        drawn = time.perf_counter()
-    assert tree is not None and tree.done
-    figure = tree_figure(tree)
-    try:
-        paths = write_exports(tree, standalone_html(figure))
-    except Exception:  # a download that failed must not cost the user the finished run
-        log.exception("writing the exports failed")
-        paths = {}
-    run = tree.to_dict()
-    if tree.stopped and tree.stopped != "stopped":  # a limit or a fault, not the user's Stop
-        gr.Warning(as_text(f"The run ended early: {tree.stopped}"), title="Stopped")
-    yield {
-        "status": f"{'Stopped' if tree.stopped else 'Done'} · {status_line(tree)}",
-        "tree": figure,
-        "answer": tree.answer if tree.answer is not None else "(no answer found)",
-        "compute": compute_markdown(tree),
-        "steps": steps_table(tree),
-        "replay": gr.update(value=tree.iteration, maximum=max(1, tree.iteration), interactive=True),
-        "run": run,
-        "json_file": paths.get("json"),
-        "graphml_file": paths.get("graphml"),
-        "html_file": paths.get("html"),
-        "votes": votes_figure(tree, None, request.expected),
-        "comparison": comparison_markdown(tree, None, request.expected),
-    }
-    if not request.compares or tree.stopped:
-        return
-    majority = None
-    for majority in _stream(request, stream_majority, control):
-        if not majority.done and not majority.writing:
-            yield {
-                "status": f"Majority voting at N={n} for comparison: iteration {majority.iteration}…"
-            }
-    assert majority is not None
-    said = f"stopped ({majority.stopped})" if majority.stopped else majority.answer
-    said = escape_markdown(said)
-    done = f"Done · {status_line(tree)} · majority voting: {said}"
-    yield {
-        "status": done,
-        "votes": votes_figure(tree, majority, request.expected),
-        "comparison": comparison_markdown(tree, majority, request.expected),
-    }
-    if request.bigger_model and not control.stopped:
-        yield from _versus(request, tree, done, control)
 
 
-def _versus(
-    request: RunRequest, tree: SearchTree, done: str, control: RunControl
-) -> Iterator[dict[str, Any]]:
-    """The bigger model alone on the same question (`service.stream_bigger_side`): greedy, then
-    majority voting at equal compute. Its failure is shown in its panel; the run stays."""
-    small, big = short_names(request)
-    yield {
-        "status": f"{done} · now {big} answers alone (loading it the first time)…",
-        "versus": versus_markdown(tree, None, None, small, big),
-    }
-    side = None
-    try:
-        for side in stream_bigger_side(request, tree, control):
-            if side.done:
-                break
-            running = side.majority or side.greedy
-            if running.done or running.writing:
-                continue
-            what = f"majority@{side.voters}" if side.majority else "alone"
-            update = {"status": f"{done} · {big} {what}: iteration {running.iteration}…"}
-            if side.majority is not None:
-                update["versus"] = versus_markdown(
-                    tree, side.greedy, None, small, big, request.expected
-                )
-            yield update
-    except Exception as err:
-        if not isinstance(err, ValueError):
-            log.exception("the bigger model failed")
-        yield {"status": done, "versus": f"*{big} could not answer here: {escape_markdown(err)}*"}
-        return
-    assert side is not None and side.done
-    if side.stopped:
-        yield {
-            "status": done,
-            "versus": f"*{big}'s run ended early: {escape_markdown(side.stopped)}*",
+class _RunView:
+    """What the explorer shows of one run's frames: the tree growing (a figure per iteration,
+    steps arriving inside one at most every WRITING_FRAME_S), the finished search's panels and
+    exports, majority voting beside it, then the bigger model alone."""
+
+    def __init__(self, request: RunRequest) -> None:
+        self.request = request
+        self.loaded = ""
+        self.drawn = -float("inf")
+        self.search: SearchTree | None = None
+        self.done = ""  # the status line once the comparison is in
+        self.small, self.big = short_names(request)
+
+    def show(self, frame: Frame) -> list[dict[str, Any]]:
+        """The updates `frame` makes (none for a frame not worth drawing)."""
+        if frame.part == "loaded":
+            self.loaded = f"Models ready ({frame.load_s:.0f} s). " if frame.load_s > 1 else ""
+            return []
+        if frame.part == "search":
+            update = self._search(frame.tree)
+        elif frame.part == "majority":
+            return self._majority(frame.tree)
+        else:
+            update = self._bigger(frame)
+        return [update] if update else []
+
+    def _search(self, tree: SearchTree) -> dict[str, Any] | None:
+        if tree.done:
+            self.search = tree
+            return self._finished(tree)
+        if tree.writing and time.perf_counter() - self.drawn < WRITING_FRAME_S:
+            return None
+        self.drawn = time.perf_counter()
+        return {"status": self.loaded + "Running · " + status_line(tree), "tree": tree_figure(tree)}
+
+    def _finished(self, tree: SearchTree) -> dict[str, Any]:
+        figure = tree_figure(tree)
+        try:
+            paths = write_exports(tree, standalone_html(figure))
+        except Exception:  # a download that failed must not cost the user the finished run
+            log.exception("writing the exports failed")
+            paths = {}
+        if tree.stopped and tree.stopped != "stopped":  # a limit or a fault, not the user's Stop
+            gr.Warning(as_text(f"The run ended early: {tree.stopped}"), title="Stopped")
+        expected = self.request.expected
+        return {
+            "status": f"{'Stopped' if tree.stopped else 'Done'} · {status_line(tree)}",
+            "tree": figure,
+            "answer": tree.answer if tree.answer is not None else "(no answer found)",
+            "compute": compute_markdown(tree),
+            "steps": steps_table(tree),
+            "replay": gr.update(
+                value=tree.iteration, maximum=max(1, tree.iteration), interactive=True
+            ),
+            "run": tree.to_dict(),
+            "json_file": paths.get("json"),
+            "graphml_file": paths.get("graphml"),
+            "html_file": paths.get("html"),
+            "votes": votes_figure(tree, None, expected),
+            "comparison": comparison_markdown(tree, None, expected),
         }
-        return
-    yield {
-        "status": done,
-        "versus": versus_markdown(tree, side.greedy, side.majority, small, big, request.expected),
-    }
+
+    def _majority(self, majority: SearchTree) -> list[dict[str, Any]]:
+        if not majority.done:
+            if majority.writing:
+                return []
+            n = self.request.config.n
+            return [
+                {
+                    "status": f"Majority voting at N={n} for comparison: iteration {majority.iteration}…"
+                }
+            ]
+        said = f"stopped ({majority.stopped})" if majority.stopped else majority.answer
+        self.done = f"Done · {status_line(self.search)} · majority voting: {escape_markdown(said)}"
+        expected = self.request.expected
+        updates = [
+            {
+                "status": self.done,
+                "votes": votes_figure(self.search, majority, expected),
+                "comparison": comparison_markdown(self.search, majority, expected),
+            }
+        ]
+        if self.request.bigger_model and not majority.stopped:
+            updates.append(  # said before the bigger model loads and writes
+                {
+                    "status": f"{self.done} · now {self.big} answers alone (loading it the first "
+                    "time)…",
+                    "versus": versus_markdown(self.search, None, None, self.small, self.big),
+                }
+            )
+        return updates
+
+    def _bigger(self, frame: Frame) -> dict[str, Any] | None:
+        """The bigger model alone on the same question: greedy, then majority voting at equal
+        compute. Its failure is shown in its panel; the run stays."""
+        small, big, tree, expected = self.small, self.big, self.search, self.request.expected
+        if frame.error is not None:
+            if not isinstance(frame.error, ValueError):
+                log.error("the bigger model failed: %s", frame.error)
+            why = escape_markdown(frame.error)
+            return {"status": self.done, "versus": f"*{big} could not answer here: {why}*"}
+        side = frame.side
+        if side.done:
+            if side.stopped:
+                why = escape_markdown(side.stopped)
+                return {"status": self.done, "versus": f"*{big}'s run ended early: {why}*"}
+            return {
+                "status": self.done,
+                "versus": versus_markdown(tree, side.greedy, side.majority, small, big, expected),
+            }
+        running = side.majority or side.greedy
+        if running.done or running.writing:
+            return None
+        what = f"majority@{side.voters}" if side.majority else "alone"
+        update = {"status": f"{self.done} · {big} {what}: iteration {running.iteration}…"}
+        if side.majority is not None:
+            update["versus"] = versus_markdown(tree, side.greedy, None, small, big, expected)
+        return update
 
 
 def replay(run: dict[str, Any] | None, iteration: float) -> Any:
@@ -308,87 +305,3 @@ def replay(run: dict[str, Any] | None, iteration: float) -> Any:
     if not run:
         return gr.skip()
     return replay_figure(SearchTree.from_dict(run), int(iteration))
-
-
-def _bind(args: tuple, kwargs: dict) -> dict[str, Any]:
-    """The call's settings by name, the preset's where left out (ValueError in words a user
-    understands for a call the signature does not take)."""
-    if args and isinstance(args[0], dict):
-        raise ValueError(
-            "/run takes the prompt and its settings as arguments, not one JSON object: "
-            'predict("…", strategy="beam_search", n=4, api_name="/run").'
-        )
-    if "max_steps" in kwargs:
-        raise ValueError("Unknown setting max_steps: the iteration limit is max_iterations.")
-    try:
-        bound = run_search.__signature__.bind(*args, **kwargs)
-    except TypeError as err:  # a missing or unknown argument
-        raise ValueError(str(err)) from None
-    bound.apply_defaults()
-    values = dict(bound.arguments)
-    for key in _INT_KEYS:  # a JSON or MCP client may send 4.0 for 4
-        values[key] = _whole(key, values[key])
-    expected = values.get("expected")
-    values["expected"] = (str(expected).strip() or None) if expected is not None else None
-    return values
-
-
-def _run(*args: Any, **kwargs: Any) -> dict:
-    try:
-        request = RunRequest.from_dict(_bind(args, kwargs))
-        with GATE.turn(request.model):
-            return run_json(request)
-    except Exception as err:
-        raise as_user_error(err) from None
-
-
-def _api_types() -> dict[str, Any]:
-    """Each argument's type: a choice among names (typed as Literal, so the API's schema lists
-    them), or the preset value's type."""
-    choices = setting_choices()
-    return {
-        name: Literal[choices[name]] if name in choices else type(value)
-        for name, value in DEFAULTS.items()
-    }
-
-
-def _api_doc() -> str:
-    helps = REQUEST_HELP | field_help()
-    args = "\n".join(f"        {name}: {helps[name]}" for name in DEFAULTS)
-    return (
-        "Run one ThinkTree search to the end and return the run as JSON.\n\n"
-        "    A small model solves the question step by step; a process reward model (PRM) scores\n"
-        "    every step and the strategy keeps, prunes and picks by those scores. The result holds\n"
-        "    the search tree (nodes with their text, scores and status), the answer, the votes per\n"
-        "    answer, the compute used, and, unless compare is false, the majority vote at the same\n"
-        "    budget N under 'comparison'. What is left out is the explorer's preset.\n\n"
-        f"    Args:\n{args}\n"
-    )
-
-
-def _api_signature() -> inspect.Signature:
-    types = _api_types()
-    params = [inspect.Parameter("prompt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)]
-    params += [
-        inspect.Parameter(
-            name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=types[name]
-        )
-        for name, value in DEFAULTS.items()
-        if name != "prompt"
-    ]
-    return inspect.Signature(params, return_annotation=dict)
-
-
-def run_search(*args: Any, **kwargs: Any) -> dict:
-    return _run(*args, **kwargs)
-
-
-# The scripting endpoint (/run, and the MCP tool of the same name): a typed signature built from
-# the request's fields and the preset, so the API, its schema and its docs list every setting with
-# the value the explorer starts from, and a new setting appears in all of them at once.
-run_search.__signature__ = _api_signature()
-run_search.__annotations__ = {
-    p.name: p.annotation for p in run_search.__signature__.parameters.values()
-}
-run_search.__annotations__["return"] = dict
-run_search.__doc__ = _api_doc()

@@ -18,12 +18,13 @@ from typing import Any
 import gradio as gr
 
 from app.handlers import GATE, MODEL_QUEUE, as_user_error
-from app.lab.compute_optimal_fit import check_table, stored_entries
+from app.lab.compute_optimal_fit import check_table
 from app.lab.harness import harness_settings, plan, run_unit
 from app.lab.problem_sets import TIERS, load_problems
 from app.lab.results import STORED, summarize, table
-from app.service import starting_model
+from app.request import starting_model
 from backend.catalog import catalog
+from backend.fitted_policies import stored_entries
 from strategies.info import label, short_label
 from visualize.scaling_curves import scaling_figure
 

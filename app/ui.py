@@ -19,6 +19,7 @@ from typing import Any
 
 import gradio as gr
 
+from app.api import run_search
 from app.handlers import (
     DEFAULTS,
     INPUT_NAMES,
@@ -28,13 +29,12 @@ from app.handlers import (
     gpu,
     precision_hint,
     replay,
-    run_search,
     stop,
 )
 from app.lessons import LEGEND_MD, lesson_figure
 from app.panels import STEP_COLUMNS
+from app.request import NO_BIGGER, REQUEST_HELP, bigger_choices
 from app.scaling_tab import scaling_tab
-from app.service import NO_BIGGER, REQUEST_HELP, bigger_choices
 from app.texts import INTRO, api_markdown, verifiers_markdown
 from backend.catalog import PRECISIONS, catalog, models_cache_dir
 from backend.loading import gguf_parts

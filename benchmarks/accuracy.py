@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from app.service import PRESET, RunRequest, run_to_end
+from app.request import PRESET, RunRequest
+from app.service import run_to_end
 from backend.catalog import catalog
 from strategies.answers import answers_equal
 from strategies.info import STRATEGY_NAMES

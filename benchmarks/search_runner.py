@@ -164,7 +164,12 @@ def _replay(engine, schedule: list[int], question: str) -> dict:
 def _explorer(problems: list[tuple[str, str]]) -> dict:
     """The explorer's default question (its preset: search, majority voting, the bigger model)
     on a new question, first with nothing read yet, then warm on another."""
-    from app.service import RunRequest, run_json
+    from app.service import run_json
+
+    try:
+        from app.request import RunRequest
+    except ImportError:  # an older checkout, before the request had its own module
+        from app.service import RunRequest
 
     out = {}
     for name, (question, _) in zip(("cold_s", "warm_s"), problems[-2:]):

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.service import PRESET, REQUEST_HELP, RunRequest  # noqa: E402
+from app.request import PRESET, REQUEST_HELP, RunRequest  # noqa: E402
 from strategies.config import field_help  # noqa: E402
 from strategies.info import STRATEGY_INFO  # noqa: E402
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.lab.compute_optimal_fit import stored_policy
+from backend.fitted_policies import stored_policy
 from strategies.config import SearchConfig
 from strategies.registry import search
 from tests.fakes import FakeGenerator, FakeScorer

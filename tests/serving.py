@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,3 +28,9 @@ def serving(**launch_kwargs: Any) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+def final(stream: Iterator[Any]) -> Any:
+    """The last value a streaming endpoint yields: what a client's `predict` returns."""
+    (last,) = deque(stream, maxlen=1)
+    return last

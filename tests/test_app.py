@@ -6,6 +6,7 @@ UI wiring is tested against the deterministic fakes (milliseconds per run, via a
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,19 +14,20 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+import app.api
 import app.handlers
 import app.service
 import backend.runtime
 from app.handlers import DEFAULTS, explore, request_from_widgets
 from app.lessons import lesson_figure, lesson_tree
 from app.panels import STEP_COLUMNS, comparison_markdown, compute_markdown, steps_table
-from app.service import PRESET
+from app.request import PRESET
 from app.ui import INPUT_NAMES, OUTPUT_NAMES, load_examples
 from backend.llama import native
 from strategies.info import STRATEGY_NAMES
 from strategies.tree import SearchTree
 from tests.fakes import FakeGenerator, FakeScorer
-from tests.serving import serving
+from tests.serving import final, serving
 from visualize import standalone_html
 
 QUESTION = "Sara has 5 pencils and buys 7 more. How many pencils does she have now?"
@@ -111,7 +113,7 @@ def test_explorer_and_api_with_the_same_settings_build_the_same_tree(fake_models
     """The explorer untouched and `/run` with only the prompt: one search, one comparison."""
     updates = list(explore({**DEFAULTS, "prompt": QUESTION}))
     explored = SearchTree.from_dict(next(u["run"] for u in updates if u.get("run")))
-    api = app.handlers.run_search(QUESTION)
+    api = final(app.api.run_search(QUESTION))
     called = SearchTree.from_dict(api)
 
     def shape(tree: SearchTree) -> list:
@@ -133,6 +135,10 @@ def test_bad_input_is_an_error_message_and_the_app_keeps_serving(client, fake_mo
         client.predict(QUESTION, hello=4, api_name="/run")
     with pytest.raises(AppError, match="not one JSON object"):
         client.predict({"prompt": QUESTION}, api_name="/run")
+    with pytest.raises(AppError, match="not one JSON object"):  # the same call, sent as text
+        client.predict(json.dumps({"prompt": QUESTION, "n": 4}), api_name="/run")
+    braces = client.predict("{x | x > 2} has how many elements below 5?", n=2, api_name="/run")
+    assert SearchTree.from_dict(braces).done  # a question that starts with a brace still runs
     run = client.predict(QUESTION, strategy="beam_search", n=8, beam_width=4, api_name="/run")
     assert SearchTree.from_dict(run).done
 
@@ -141,21 +147,22 @@ def test_run_takes_what_a_json_or_mcp_client_sends_and_reports_bugs_as_bugs(fake
     import gradio as gr
 
     with pytest.raises(gr.Error, match="the iteration limit is max_iterations"):
-        app.handlers.run_search(QUESTION, max_steps=3)
-    run = app.handlers.run_search(QUESTION, n=4.0, expected=2, compare=False)
+        final(app.api.run_search(QUESTION, max_steps=3))
+    run = final(app.api.run_search(QUESTION, n=4.0, expected=2, compare=False))
     tree = SearchTree.from_dict(run)
     assert tree.config["n"] == 4 and tree.meta["expected"] == "2"
 
-    def broken(request):
+    def broken(request, control=None):
         raise TypeError("a bug inside the search")
+        yield
 
-    original = app.handlers.run_json
-    app.handlers.run_json = broken
+    original = app.api.stream_request
+    app.api.stream_request = broken
     try:
         with pytest.raises(gr.Error) as caught:
-            app.handlers.run_search(QUESTION)
+            final(app.api.run_search(QUESTION))
     finally:
-        app.handlers.run_json = original
+        app.api.stream_request = original
     assert caught.value.title != "Check the settings" and "TypeError" in str(caught.value)
 
 

@@ -69,7 +69,7 @@ def test_cli_flags_are_the_config_fields_with_the_apps_preset():
     from dataclasses import fields
 
     from app.cli import build_parser
-    from app.service import PRESET, RunRequest
+    from app.request import PRESET, RunRequest
     from strategies.config import SearchConfig
 
     args = vars(build_parser().parse_args(["run", "--prompt", "1+1?"]))

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import strategies.verify_guard as verify_guard
-from app.handlers import _bind, run_search
-from app.service import MAX_PROMPT_CHARS, REQUEST_FIELDS, RunRequest, bigger_choices
+from app.api import _bind, run_search
+from app.request import MAX_PROMPT_CHARS, REQUEST_FIELDS, RunRequest, bigger_choices
 from backend.catalog import PRECISIONS, catalog
 from backend.verifiers.arithmetic import (
     MAX_CALCULATIONS,
@@ -242,7 +242,7 @@ ARGS_KWARGS = st.one_of(
 @example(([], {"prompt": "2 + 2?", "n": 1e300}))
 @example(([], {"prompt": "2 + 2?", "expected": ["12"]}))
 def test_run_endpoint_binding(args_kwargs: tuple[list, dict]) -> None:
-    """What `/run` does with its arguments before any model runs (`handlers._run` without the run)."""
+    """What `/run` does with its arguments before any model runs (`api._run` without the run)."""
     args, kwargs = args_kwargs
     try:
         request = RunRequest.from_dict(_bind(tuple(args), kwargs))

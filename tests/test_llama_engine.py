@@ -368,7 +368,8 @@ def test_a_damaged_gguf_file_is_refused_with_a_clear_error(tmp_path):
 def test_the_token_limit_ends_a_real_run_with_its_tree(monkeypatch):
     """Through the app's own path on the real engine: the run ends at its token cap, its tree
     kept and sound, and the next run is normal."""
-    from app.service import RunRequest, stream_run
+    from app.request import RunRequest
+    from app.service import stream_run
     from strategies.config import SearchConfig
     from strategies.invariants import tree_problems
 

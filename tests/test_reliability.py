@@ -7,6 +7,7 @@ never take the app down for the next user.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
+import app.api
 import app.handlers
 import app.service
 import backend.loading.failures
@@ -24,7 +26,8 @@ import backend.runtime
 from app.admission import Busy, Gate
 from app.control import RunControl
 from app.handlers import DEFAULTS, explore
-from app.service import RunRequest, run_json, stream_run
+from app.request import RunRequest
+from app.service import run_json, stream_run
 from backend.catalog import catalog
 from backend.limits import limits_for
 from backend.loading import gguf_parts
@@ -449,15 +452,15 @@ def test_faults_are_messages_through_the_served_app(monkeypatch):
     from tests.serving import serving
 
     _fake(monkeypatch, FakeRuntime())
-    real = app.service.run_json
+    real = app.service.stream_request
     state = {"fail": True}
 
     def flaky(request, control=None):
         if state["fail"]:
             raise backend.loading.failures.ModelLoadError("Could not load the model (test)")
-        return real(request, control)
+        yield from real(request, control)
 
-    monkeypatch.setattr(app.handlers, "run_json", flaky)
+    monkeypatch.setattr(app.api, "stream_request", flaky)
     with serving() as url:
         client = Client(url, verbose=False)
         with pytest.raises(AppError, match="Could not load the model"):
@@ -530,3 +533,112 @@ def test_the_served_app_refuses_past_the_line_with_busy(monkeypatch):
             Client(url, verbose=False).predict(QUESTION, compare=False, api_name="/run")
         gate.leave(holder)
         assert waiting.result(timeout=60)["done"]  # the one in line runs once the models free
+
+
+def _run_ends_when_its_client_leaves(monkeypatch, leave) -> None:
+    """A long /run whose client `leave`s: its search stops within a step, and a request sent
+    next is served at once, not after the first one's end."""
+    from gradio_client import Client
+
+    from tests.serving import serving
+
+    slow = SlowGenerator(0.05, depth=8)  # N=16 over 8 iterations: about 6 s of steps
+    _fake(monkeypatch, FakeRuntime(slow))
+    with serving() as url:
+        client = Client(url, verbose=False)
+        job = client.submit(
+            QUESTION,
+            strategy="beam_search",
+            n=16,
+            beam_width=4,
+            max_iterations=8,
+            compare=False,
+            api_name="/run",
+        )
+        deadline = time.monotonic() + 30
+        while len(slow.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        leave(client, job)
+        time.sleep(0.5)  # the stream is closed at its next value: one step, 0.05 s
+        calls = len(slow.calls)
+        time.sleep(0.5)
+        assert len(slow.calls) == calls, "the cancelled search went on writing"
+        assert calls < 8
+        t0 = time.monotonic()
+        run = Client(url, verbose=False).predict(
+            QUESTION,
+            strategy="majority_vote",
+            n=2,
+            max_iterations=2,
+            compare=False,
+            api_name="/run",
+        )
+        assert run["done"] and time.monotonic() - t0 < 5
+
+
+def test_a_cancelled_run_call_ends_within_a_step_and_frees_the_models(monkeypatch):
+    _run_ends_when_its_client_leaves(monkeypatch, lambda client, job: job.cancel())
+
+
+def test_a_run_call_whose_client_goes_away_ends_within_a_step(monkeypatch):
+    """The client joins the line and reads the run's stream as any client does (Gradio's
+    queue protocol), then drops the connection without a word."""
+    import uuid
+
+    import httpx
+
+    slow = SlowGenerator(0.05, depth=8)
+    _fake(monkeypatch, FakeRuntime(slow))
+    from gradio_client import Client
+
+    from tests.serving import serving
+
+    with serving() as url:
+        fn_index = Client(url, verbose=False)._infer_fn_index("/run", None)
+        settings = {"strategy": "beam_search", "n": 16, "beam_width": 4, "max_iterations": 8}
+        settings["compare"] = False
+        data = [QUESTION] + [settings.get(k, v) for k, v in DEFAULTS.items() if k != "prompt"]
+        session = uuid.uuid4().hex
+        body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None}
+        with httpx.Client(base_url=url, timeout=30) as http:
+            http.post("gradio_api/queue/join", json=body).raise_for_status()
+            with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}):
+                deadline = time.monotonic() + 30
+                while len(slow.calls) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+        # the connection is gone: the server notices it at its next check and ends the run
+        time.sleep(1.5)
+        calls = len(slow.calls)
+        time.sleep(0.5)
+        assert len(slow.calls) == calls < 8, "the abandoned search went on writing"
+        t0 = time.monotonic()
+        run = Client(url, verbose=False).predict(
+            QUESTION,
+            strategy="majority_vote",
+            n=2,
+            max_iterations=2,
+            compare=False,
+            api_name="/run",
+        )
+        assert run["done"] and time.monotonic() - t0 < 5
+
+
+def test_a_stopped_search_is_compared_by_nothing(monkeypatch):
+    """The one run flow: after a search that Stop (or a limit) ended, neither majority voting
+    nor the bigger model runs, for the explorer, `/run` and the CLI alike."""
+    from app.service import Outcome, stream_request
+
+    _fake(monkeypatch, FakeRuntime(SlowGenerator(0.01, depth=6)))
+    request = dataclasses.replace(_request(max_iterations=6), compare=True)
+    control = RunControl()
+    parts = []
+    for frame in stream_request(request, control):
+        parts.append(frame.part)
+        if frame.part == "search" and frame.tree.iteration == 2:
+            control.stop()
+    assert parts[0] == "loaded" and set(parts[1:]) == {"search"}
+    outcome = Outcome(request)
+    for frame in stream_request(request):  # not stopped: the comparison runs after it
+        outcome.add(frame)
+    run = outcome.to_json()
+    assert run["done"] and not run["stopped"] and run["comparison"]["strategy"] == "majority_vote"

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+import app.api
 import app.handlers
 import app.service
 import backend.runtime
@@ -39,7 +40,7 @@ from app.panels import (
     status_line,
     steps_table,
 )
-from app.service import RunRequest, bigger_choices, setting_choices
+from app.request import RunRequest, bigger_choices, setting_choices
 from app.ui import INPUT_NAMES, OUTPUT_NAMES, build_demo
 from app.versus import verdict_line, versus_markdown
 from backend import catalog as cat
@@ -47,7 +48,7 @@ from backend.catalog import EXTRA_MODELS_ENV, load_catalog, models_cache_dir
 from backend.loading.prm import load_hub_prm
 from backend.runtime import ModelPool
 from strategies.tree import Compute, SearchTree
-from tests.serving import serving
+from tests.serving import final, serving
 from tests.test_app import FakeRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +172,7 @@ def test_an_uncatalogued_model_is_refused_with_the_choices_before_anything_loads
     with pytest.raises(ValueError, match="Unknown bigger model"):
         RunRequest(QUESTION, bigger=name)
     with pytest.raises(gr.Error, match=rf"Unknown policy.*{listed}"):  # the /run endpoint
-        app.handlers.run_search(QUESTION, model=name)
+        final(app.api.run_search(QUESTION, model=name))
     assert name not in setting_choices()["model"] and name not in cat.catalog().names()
 
 

@@ -11,11 +11,13 @@ import pytest
 import backend.runtime
 from app.cli import main as cli
 from app.lab import eval_command
-from app.lab.compute_optimal_fit import fit, halves, store, stored_policy
+from app.lab.compute_optimal_fit import fit, halves
 from app.lab.harness import evaluate, first_samples_answer, plan
 from app.lab.problem_sets import Problem
 from app.lab.results import summarize, wilson
-from app.service import RunRequest, run_to_end
+from app.request import RunRequest
+from app.service import run_to_end
+from backend.fitted_policies import store, stored_policy
 from strategies.compute_optimal import compute_optimal
 from strategies.config import SearchConfig
 from strategies.difficulty import BINS, Choice, Policy, bin_of, probe_signal, quantile_edges
@@ -374,7 +376,12 @@ def test_the_eval_command_runs_the_quick_preset_shape(fake_policy, tmp_path, mon
     )
     results = json.loads((tmp_path / "q" / "results.json").read_text())
     assert results["budgets"] == [1, 2, 4]
-    assert set(results["summary"]) == {"greedy", "majority_vote", "weighted_best_of_n", "beam_search"}
+    assert set(results["summary"]) == {
+        "greedy",
+        "majority_vote",
+        "weighted_best_of_n",
+        "beam_search",
+    }
     assert eval_command.PRESETS["quick"]["limit"] == 10
     assert Path(results["settings"]["problems"]) == mine
 
@@ -525,8 +532,9 @@ def test_the_fit_chooses_among_aggregations_and_beam_widths_as_worked_out_by_han
     assert fit_main([*map(str, paths), "--out", str(out)]) == 0
     assert stored_policy("m", "p", out) == policy
     # the Scaling tab's account of it: the check's figures and the choice per bin
-    from app.lab.compute_optimal_fit import check_table, stored_entries
+    from app.lab.compute_optimal_fit import check_table
     from app.scaling_tab import policy_text
+    from backend.fitted_policies import stored_entries
 
     text = check_table(stored_entries(out)["m|p"])
     row = next(line for line in text.splitlines() if line.startswith("| 4 |"))
@@ -614,7 +622,7 @@ def test_the_stored_policies_are_valid_and_say_how_they_were_checked():
     """assets/compute_optimal.json, as the fit stored it: sorted edges, one choice per bin at
     every fitted budget, each a candidate the fit knows with a real aggregation and M, and a
     check on problems the fit did not see."""
-    from app.lab.compute_optimal_fit import POLICY_PATH, stored_entries
+    from backend.fitted_policies import POLICY_PATH, stored_entries
     from strategies.compute_optimal import CHOOSABLE
     from strategies.config import AGGREGATIONS
 

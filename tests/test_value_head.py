@@ -146,7 +146,8 @@ def test_a_step_scores_the_same_alone_and_in_a_batch(policy, engine, smollm2_hea
 def test_a_search_under_the_value_head_on_the_real_model_scores_every_step(smollm2_head):
     """Through the app's path: the PRM choices value-head and checker+value-head, a streamed beam
     search whose every step carries the head's score (the veto's where the arithmetic is wrong)."""
-    from app.service import RunRequest, stream_run
+    from app.request import RunRequest
+    from app.service import stream_run
     from backend.runtime import ModelPool
     from strategies.config import SearchConfig
     from strategies.invariants import tree_problems

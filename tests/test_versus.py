@@ -8,10 +8,12 @@ import types
 
 import pytest
 
+import app.request
 import app.service
 import backend.runtime
 from app.handlers import DEFAULTS, explore
-from app.service import RunRequest, run_json
+from app.request import RunRequest
+from app.service import run_json
 from app.versus import MIN_VOTERS, equal_compute_voters, run_flops, verdict_line, versus_markdown
 from backend.catalog import catalog
 from strategies.tree import Compute, SearchTree
@@ -72,7 +74,7 @@ def test_which_bigger_model_a_request_compares_with():
 
 
 def test_a_request_that_names_no_model_starts_on_the_showcase_where_it_is_installed(monkeypatch):
-    from app.service import starting_model
+    from app.request import starting_model
     from backend.loading import gguf_parts
 
     assert catalog().showcase_policy == SMALL and catalog().default_policy == "smollm2-135m"
@@ -150,7 +152,7 @@ def test_the_bigger_model_votes_when_equal_compute_buys_enough_samples(fakes, mo
     run = run_json(RunRequest(QUESTION, model=SMALL))
     majority = run["comparison"]["bigger"]["majority"]
     assert majority["n"] == 4 and majority["strategy"] == "majority_vote"
-    assert majority["temperature"] == app.service.PRESET.temperature  # sampled, as the search
+    assert majority["temperature"] == app.request.PRESET.temperature  # sampled, as the search
     assert "1.5B majority@4: 7" in run["comparison"]["bigger"]["verdict"]
 
 
@@ -221,7 +223,7 @@ def test_the_comparison_runs_on_real_models_smollm2_against_the_0_5b():
 
     if gguf_path(SMALL) is None:
         pytest.skip("set up with --small: the Qwen2.5-Coder parts are not installed")
-    config = dataclasses.replace(app.service.PRESET, n=4, max_iterations=3)
+    config = dataclasses.replace(app.request.PRESET, n=4, max_iterations=3)
     request = RunRequest("What is 12 times 7?", config, "smollm2-135m", bigger=SMALL, expected="84")
     try:
         run = run_json(request)

@@ -25,12 +25,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from backend.fitted_policies import POLICY_PATH, store
 from strategies.compute_optimal import CHOOSABLE
 from strategies.difficulty import BINS, Choice, Policy, bin_of, quantile_edges
 from strategies.info import STRATEGY_INFO
-
-ROOT = Path(__file__).resolve().parents[2]
-POLICY_PATH = ROOT / "assets" / "compute_optimal.json"
 
 
 def halves(problem_ids: list[str]) -> tuple[list[str], list[str]]:
@@ -193,23 +191,6 @@ def _co_tokens(tokens: int, pick: Candidate, probe: int) -> int:
     return max(tokens, probe) if pick[2] is None else tokens + probe
 
 
-def store(
-    policy: Policy, report: dict[str, Any], model: str, prm: str, path: Path = POLICY_PATH
-) -> None:
-    """Keep `policy` for (model, prm) in `path`, beside those of other models."""
-    data = json.loads(path.read_text()) if path.is_file() else {"policies": {}}
-    data["policies"][f"{model}|{prm}"] = {**policy.to_dict(), "check": report}
-    path.write_text(json.dumps(data, indent=1) + "\n")
-
-
-def stored_policy(model: str, prm: str, path: Path = POLICY_PATH) -> Policy | None:
-    """The fitted policy for (model, prm), or None when none was fitted."""
-    if not path.is_file():
-        return None
-    entry = json.loads(path.read_text()).get("policies", {}).get(f"{model}|{prm}")
-    return Policy.from_dict(entry) if entry else None
-
-
 def check_table(entry: dict[str, Any]) -> str:
     """A stored policy's check as markdown: per budget, compute-optimal on the checking half
     (its probe's tokens included) against the best single candidate, and the choice per bin."""
@@ -234,11 +215,6 @@ def check_table(entry: dict[str, Any]) -> str:
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.0%}"
-
-
-def stored_entries(path: Path = POLICY_PATH) -> dict[str, dict[str, Any]]:
-    """Every stored policy with its check, by "model|prm"."""
-    return json.loads(path.read_text()).get("policies", {}) if path.is_file() else {}
 
 
 def main(argv: list[str] | None = None) -> int:

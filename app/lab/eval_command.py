@@ -72,7 +72,7 @@ def add_arguments(p: Any) -> None:
 def plan_from_args(args: Any) -> Plan:
     """The plan for the `eval` flags: a preset's values, then the flags given, then DEFAULTS."""
     from app.lab.problem_sets import load_problems, resolve_problems
-    from app.service import RunRequest, starting_model
+    from app.request import RunRequest, starting_model
     from backend.catalog import catalog
     from backend.verifiers.value_head import trained_on
 

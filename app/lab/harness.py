@@ -138,7 +138,7 @@ def config_for(unit: Unit, settings: dict[str, Any], strategies: tuple[str, ...]
 
 def run_unit(unit: Unit, plan_: Plan, runner: Runner) -> list[dict[str, Any]]:
     """Run `unit`; one record per (strategy, budget) it answers."""
-    from app.service import RunRequest
+    from app.request import RunRequest
 
     s = plan_.settings
     model = s["bigger"] if unit.kind == "bigger" else s["model"]
@@ -267,7 +267,7 @@ def harness_settings(
 ) -> dict[str, Any]:
     """An evaluation's settings: these, and the app's preset token and sampling limits (so a
     curve measures what the explorer runs)."""
-    from app.service import PRESET
+    from app.request import PRESET
 
     return {
         "model": model,
