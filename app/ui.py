@@ -37,8 +37,9 @@ from app.request import NO_BIGGER, REQUEST_HELP, bigger_choices
 from app.scaling_tab import scaling_tab
 from app.texts import INTRO, api_markdown, verifiers_markdown
 from backend.catalog import PRECISIONS, catalog, models_cache_dir
+from backend.limits import Limits, limits_for
 from backend.loading import gguf_parts
-from strategies.config import AGGREGATIONS, field_help
+from strategies.config import AGGREGATIONS, bounds, field_help, slider_max
 from strategies.info import STRATEGY_INFO, STRATEGY_NAMES
 
 EXAMPLES_PATH = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
@@ -58,8 +59,29 @@ OUTPUT_NAMES = (
     "html_file",
     "run_btn",
 )
-BUDGETS = [2, 4, 8, 16, 32, 64]
+BUDGETS = [2, 4, 8, 16, 32, 64, 128, 256]  # the menu's N, up to the machine's cap (`budgets`)
 BEAM_WIDTHS = [2, 4, 8]
+# the widgets whose range is this machine's cap for the starting model (backend/limits.py)
+CAPPED = ("n", "max_iterations", "max_step_tokens", "max_solution_tokens")
+
+
+def budgets(caps: Limits) -> list[int]:
+    return [n for n in BUDGETS if n <= caps.max_n]
+
+
+def widget_caps() -> list[Any]:
+    """The capped widgets' ranges on this machine's device (a GPU allows more than a CPU)."""
+    from backend.loading.policy import resolve_device
+
+    caps = limits_for(DEFAULTS["model"], resolve_device("auto"))
+    return [
+        gr.update(choices=budgets(caps)),
+        gr.update(maximum=caps.max_iterations),
+        gr.update(maximum=caps.max_step_tokens),
+        gr.update(maximum=caps.max_solution_tokens),
+    ]
+
+
 THEME = gr.themes.Soft(primary_hue="blue")
 CSS = """
 #tree-plot { min-height: 420px; }
@@ -152,12 +174,13 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
         [(STRATEGY_INFO[s].label, s) for s in STRATEGY_NAMES], value=d["strategy"], label="Strategy"
     )
     hint = gr.Markdown(_strategy_hint(d["strategy"])[0])
+    caps = limits_for(d["model"], "cpu")  # this machine's, once the page is up (`widget_caps`)
     with gr.Row():
-        w["n"] = gr.Dropdown(BUDGETS, value=d["n"], label="Budget N")
+        w["n"] = gr.Dropdown(budgets(caps), value=d["n"], label="Budget N")
         w["beam_width"] = gr.Dropdown(BEAM_WIDTHS, value=d["beam_width"], label="Beam width M")
     w["max_iterations"] = gr.Slider(
-        1,
-        40,
+        bounds("max_iterations")[0],
+        caps.max_iterations,
         value=d["max_iterations"],
         step=1,
         label="Max iterations",
@@ -172,9 +195,12 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
             w["temperature"] = gr.Slider(
-                0.0, 2.0, value=d["temperature"], step=0.05, label="Temperature"
+                *bounds("temperature"), value=d["temperature"], step=0.05, label="Temperature"
             )
-            w["top_p"] = gr.Slider(0.05, 1.0, value=d["top_p"], step=0.05, label="top_p")
+            # top_p = 0 keeps no token: the slider starts one step above it
+            w["top_p"] = gr.Slider(
+                0.05, bounds("top_p")[1], value=d["top_p"], step=0.05, label="top_p"
+            )
         w["aggregation"] = gr.Radio(
             list(AGGREGATIONS),
             value=d["aggregation"],
@@ -182,8 +208,8 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
             info="a solution's score: its last step's, the min, or the product",
         )
         w["lookahead"] = gr.Slider(
-            0,
-            8,
+            bounds("lookahead")[0],
+            slider_max("lookahead"),
             value=d["lookahead"],
             step=1,
             label="Lookahead k (0: plain beam search)",
@@ -194,11 +220,15 @@ def _controls() -> tuple[dict[str, gr.components.Component], gr.Button, gr.Butto
         )
         with gr.Row():
             w["max_step_tokens"] = gr.Slider(
-                16, 1024, value=d["max_step_tokens"], step=16, label="Max tokens per step"
+                16,
+                caps.max_step_tokens,
+                value=d["max_step_tokens"],
+                step=16,
+                label="Max tokens per step",
             )
             w["max_solution_tokens"] = gr.Slider(
                 64,
-                4096,
+                caps.max_solution_tokens,
                 value=d["max_solution_tokens"],
                 step=64,
                 label="Max tokens per solution",
@@ -358,7 +388,15 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("API"):
                 gr.Markdown(api_markdown(DEFAULTS, REQUEST_HELP | field_help()))
         gr.api(gpu(duration=120)(run_search), api_name="run", **MODEL_QUEUE)
-        # what "auto" means here needs torch: it is filled in once the page is up
+        # this machine's caps and what "auto" means here need torch: filled in once the page is up
+        demo.load(
+            widget_caps,
+            None,
+            [widgets[k] for k in CAPPED],
+            queue=False,
+            show_progress="hidden",
+            api_visibility="private",
+        )
         demo.load(
             precision_hint,
             None,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from app.request import PRESET, RunRequest
 from app.service import run_to_end
-from backend.catalog import catalog
+from backend.catalog import NO_PRM, catalog
 from strategies.answers import answers_equal
 from strategies.info import STRATEGY_NAMES
 
@@ -47,7 +47,7 @@ def run_problem(problem: dict, strategy: str, args) -> dict[str, dict]:
     prm = args.prm
     if strategy == "greedy":
         config = dataclasses.replace(config, strategy="majority_vote", n=1, temperature=0.0)
-        prm = "none"
+        prm = NO_PRM
     else:
         config = dataclasses.replace(config, strategy=strategy)
     request = RunRequest(

@@ -28,7 +28,6 @@ The figures and the machine they came from are in docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -39,6 +38,7 @@ import tempfile
 from pathlib import Path
 
 from backend.catalog import models_cache_dir
+from benchmarks.search_runner import search_arguments
 
 ROOT = Path(__file__).resolve().parent.parent
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
@@ -87,12 +87,7 @@ def old_checkout(rev: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="qwen2.5-coder-0.5b")
-    p.add_argument("--problems", default="assets/problems/tier3_multi_step.jsonl")
-    p.add_argument("--limit", type=int, default=5)
-    p.add_argument("--n", type=int, default=8)
-    p.add_argument("--beam-width", type=int, default=4)
+    p = search_arguments(__doc__.splitlines()[0])
     p.add_argument("--old-engine", metavar="REV", help="also run the engine of this commit")
     p.add_argument("--quick", action="store_true", help="SmolLM2, 2 problems, N=4")
     args = p.parse_args(argv)

@@ -37,13 +37,19 @@ def _problems(path: str, limit: int) -> list[tuple[str, str]]:
     return [(r.get("problem") or r["question"], str(r["answer"])) for r in rows[:limit]]
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def search_arguments(description: str) -> argparse.ArgumentParser:
+    """The searches' flags, shared with benchmarks.bench_search, which passes them on."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", default="qwen2.5-coder-0.5b")
     p.add_argument("--problems", default="assets/problems/tier3_multi_step.jsonl")
     p.add_argument("--limit", type=int, default=5)
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--beam-width", type=int, default=4)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = search_arguments(__doc__.splitlines()[0])
     p.add_argument("--raw", action="store_true")
     p.add_argument("--explorer", action="store_true")
     args = p.parse_args(argv)

@@ -49,7 +49,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.ui import BEAM_WIDTHS, BUDGETS
+from app.ui import BEAM_WIDTHS, budgets
+from backend.catalog import NO_PRM
+from backend.limits import limits_for
 from strategies.answers import answer_written
 from strategies.config import AGGREGATIONS, SearchConfig
 from strategies.info import STRATEGY_NAMES, needs_scorer
@@ -58,6 +60,7 @@ from strategies.registry import search
 from strategies.tree import SearchTree
 
 ROOT = Path(__file__).resolve().parent.parent
+BUDGETS = budgets(limits_for("smollm2-135m", "cpu"))  # the explorer's menu on a CPU
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 MODELS = ("smollm2-135m", "tiny")
 QUESTIONS_PER_FILE = 3
@@ -82,7 +85,7 @@ class SoakRun:
     cpu: str  # "native" or "avx2"
     strategy: str
     speculate: bool
-    prm: str  # "arithmetic" or "none"
+    prm: str  # "arithmetic" or NO_PRM
     question: str
     stop_after: int  # frames after which the run is stopped, as by Stop (0: never)
     settings: dict[str, Any] = field(default_factory=dict)  # SearchConfig's fields
@@ -118,7 +121,7 @@ def soak_run(index: int, seed_base: int = 0, cpu: str = "native") -> SoakRun:
     stop_after = rng.randint(1, 6) if rng.random() < 0.125 else 0
     label = cpu if cpu != "both" else ("native", "avx2")[index % 2]
     speculate = (index // (2 * len(STRATEGY_NAMES))) % 2 == 0
-    prm = "none" if no_prm else "arithmetic"
+    prm = NO_PRM if no_prm else "arithmetic"
     return SoakRun(index, label, strategy, speculate, prm, question, stop_after, settings)
 
 

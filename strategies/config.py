@@ -11,9 +11,15 @@ Aggregation = Literal["last", "min", "prod"]
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 
 
-def _setting(default: Any, help: str) -> Any:
-    """A config field with its one-line meaning, which the CLI's --help and the API's docs show."""
-    return field(default=default, metadata={"help": help})
+def _setting(
+    default: Any, help: str, bounds: tuple[float, float] | None = None, slider_max: float = 0
+) -> Any:
+    """A config field with its one-line meaning, which the CLI's --help and the API's docs show,
+    and for a number the range a config accepts (`bounds`, checked in `__post_init__`; the
+    explorer's slider spans it, up to this machine's cap (backend/limits.py) or `slider_max`
+    where the range is wider than a slider can show)."""
+    metadata = {"help": help, "bounds": bounds, "slider_max": slider_max}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -22,21 +28,35 @@ class SearchConfig:
     the app starts from its own preset of them (app/service.py: PRESET)."""
 
     strategy: str = _setting("beam_search", "the search strategy (strategies/info.py)")
-    n: int = _setting(8, "budget N: samples (voting, Best-of-N) or beams (beam search, DVTS)")
-    beam_width: int = _setting(4, "M: beam search keeps N/M beams, DVTS runs N/M subtrees")
-    max_iterations: int = _setting(40, "iterations (one step each); the last writes to the end")
+    n: int = _setting(
+        8, "budget N: samples (voting, Best-of-N) or beams (beam search, DVTS)", (1, 4096)
+    )
+    beam_width: int = _setting(
+        4, "M: beam search keeps N/M beams, DVTS runs N/M subtrees", (1, 4096)
+    )
+    max_iterations: int = _setting(
+        40, "iterations (one step each); the last writes to the end", (1, 1000)
+    )
     aggregation: Aggregation = _setting("last", "a solution's score from its steps' scores")
     filter_duplicates: bool = _setting(
         False, "beam search: prune candidates identical to a kept one"
     )
     lookahead: int = _setting(
-        2, "lookahead search: greedy rollout steps k before scoring (k=0: plain beam search)"
+        2,
+        "lookahead search: greedy rollout steps k before scoring (k=0: plain beam search)",
+        (0, 100),
+        slider_max=8,
     )
-    temperature: float = _setting(0.8, "sampling temperature (0: greedy)")
-    top_p: float = _setting(1.0, "nucleus sampling: keep the tokens of this probability mass")
-    max_step_tokens: int = _setting(256, "a step is cut after this many tokens")
-    max_solution_tokens: int = _setting(2048, "a whole solution is cut after this many tokens")
-    seed: int = _setting(0, "random seed of the sampling")
+    temperature: float = _setting(0.8, "sampling temperature (0: greedy)", (0.0, 5.0))
+    # (0, 1]: 0 itself keeps no token
+    top_p: float = _setting(
+        1.0, "nucleus sampling: keep the tokens of this probability mass", (0.0, 1.0)
+    )
+    max_step_tokens: int = _setting(256, "a step is cut after this many tokens", (1, 32768))
+    max_solution_tokens: int = _setting(
+        2048, "a whole solution is cut after this many tokens", (1, 131072)
+    )
+    seed: int = _setting(0, "random seed of the sampling", (0, 2**63 - 1))
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
@@ -49,13 +69,9 @@ class SearchConfig:
                 f"Unknown aggregation {_shown(self.aggregation)}; choose one of "
                 f"{', '.join(AGGREGATIONS)}."
             )
-        _check_int("n", self.n, 1, 4096)
-        _check_int("beam_width", self.beam_width, 1, 4096)
-        _check_int("max_iterations", self.max_iterations, 1, 1000)
-        _check_int("lookahead", self.lookahead, 0, 100)
-        _check_int("max_step_tokens", self.max_step_tokens, 1, 32768)
-        _check_int("max_solution_tokens", self.max_solution_tokens, 1, 131072)
-        _check_int("seed", self.seed, 0, 2**63 - 1)
+        for f in fields(self):
+            if f.type == "int":
+                _check_int(f.name, getattr(self, f.name), *f.metadata["bounds"])
         if STRATEGY_INFO[self.strategy].uses_beam_width:
             if self.beam_width > self.n:
                 raise ValueError(
@@ -76,12 +92,14 @@ class SearchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{name} must be a number, got {_shown(value)}.")
-        if not (0.0 <= self.temperature <= 5.0):
+        lo, hi = bounds("temperature")
+        if not (lo <= self.temperature <= hi):
             raise ValueError(
-                f"Temperature must be between 0 and 5, got {_shown(self.temperature)}."
+                f"Temperature must be between {lo:g} and {hi:g}, got {_shown(self.temperature)}."
             )
-        if not (0.0 < self.top_p <= 1.0):
-            raise ValueError(f"top_p must be in (0, 1], got {_shown(self.top_p)}.")
+        lo, hi = bounds("top_p")
+        if not (lo < self.top_p <= hi):
+            raise ValueError(f"top_p must be in ({lo:g}, {hi:g}], got {_shown(self.top_p)}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,6 +134,17 @@ def _shown(value: Any, limit: int = 60) -> str:
     except ValueError:  # int -> str past sys.get_int_max_str_digits()
         return "a number too long to print"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def bounds(name: str) -> tuple[float, float]:
+    """The range setting `name` accepts (for top_p, its low end is left out)."""
+    return next(f.metadata["bounds"] for f in fields(SearchConfig) if f.name == name)
+
+
+def slider_max(name: str) -> float:
+    """How far the explorer's slider for `name` goes when no machine cap applies."""
+    f = next(f for f in fields(SearchConfig) if f.name == name)
+    return f.metadata["slider_max"] or f.metadata["bounds"][1]
 
 
 def field_help() -> dict[str, str]:

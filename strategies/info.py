@@ -24,17 +24,24 @@ class StrategyInfo:
     short: str  # for narrow tables
     # the answer's rule at the finish; None: the rule of the strategy it chooses (compute-optimal)
     pick: Pick | None
+    lesson: str  # the strategy in plain words ("How it works", and the hint under the menu)
     # N independent solutions written to the end: a budget b's answer is the pick among the
     # first b (the scaling lab reads every budget off one run at the largest)
-    samples: bool
-    needs_scorer: bool  # runs only with a PRM (step scorer)
+    samples: bool = False
     # N is split into groups of the beam width M (so M must divide N)
-    uses_beam_width: bool
-    # M changes what runs (the menu enables it): the strategies above, and the ones that may
-    # choose one of them
-    reads_beam_width: bool
-    uses_lookahead: bool  # k greedy rollout steps before each step is scored
-    lesson: str  # the strategy in plain words ("How it works", and the hint under the menu)
+    uses_beam_width: bool = False
+    uses_lookahead: bool = False  # k greedy rollout steps before each step is scored
+
+    @property
+    def needs_scorer(self) -> bool:
+        """Runs only with a PRM (step scorer): every rule but majority voting reads scores."""
+        return self.pick != "majority"
+
+    @property
+    def reads_beam_width(self) -> bool:
+        """M changes what runs (the menu enables it): the strategies that use it, and the one
+        that may choose one of them."""
+        return self.uses_beam_width or self.pick is None
 
 
 STRATEGY_INFO: dict[str, StrategyInfo] = {
@@ -43,10 +50,6 @@ STRATEGY_INFO: dict[str, StrategyInfo] = {
         short="Majority voting",
         pick="majority",
         samples=True,
-        needs_scorer=False,
-        uses_beam_width=False,
-        reads_beam_width=False,
-        uses_lookahead=False,
         lesson=(
             "The model writes N complete solutions on its own, and we count which final answer comes "
             "up most often. No judge is needed: the crowd decides. It is simple and hard to fool, but "
@@ -58,10 +61,6 @@ STRATEGY_INFO: dict[str, StrategyInfo] = {
         short="Best-of-N (vanilla)",
         pick="vanilla",
         samples=True,
-        needs_scorer=True,
-        uses_beam_width=False,
-        reads_beam_width=False,
-        uses_lookahead=False,
         lesson=(
             "The model writes N complete solutions, and a *process reward model* (PRM), a judge that "
             "scores every step, rates each one. We keep the single solution with the best score. One "
@@ -73,10 +72,6 @@ STRATEGY_INFO: dict[str, StrategyInfo] = {
         short="Best-of-N (weighted)",
         pick="weighted",
         samples=True,
-        needs_scorer=True,
-        uses_beam_width=False,
-        reads_beam_width=False,
-        uses_lookahead=False,
         lesson=(
             "The same N scored solutions, but solutions that reach the same answer pool their scores. "
             "The answer with the largest total wins, so it combines the crowd (how many agree) with "
@@ -87,11 +82,7 @@ STRATEGY_INFO: dict[str, StrategyInfo] = {
         label="Beam search",
         short="Beam search",
         pick="weighted",
-        samples=False,
-        needs_scorer=True,
         uses_beam_width=True,
-        reads_beam_width=True,
-        uses_lookahead=False,
         lesson=(
             "Instead of waiting for whole solutions, the judge scores every step as soon as it is "
             "written. After each step only the best N/M partial solutions (the beams) survive, and "
@@ -103,11 +94,7 @@ STRATEGY_INFO: dict[str, StrategyInfo] = {
         label="DVTS (diverse verifier tree search)",
         short="DVTS",
         pick="weighted",
-        samples=False,
-        needs_scorer=True,
         uses_beam_width=True,
-        reads_beam_width=True,
-        uses_lookahead=False,
         lesson=(
             "The budget is split into N/M independent subtrees (the shaded bands). In each one the "
             "model proposes M next steps and the judge keeps the best, again and again. The subtrees "
@@ -119,10 +106,7 @@ STRATEGY_INFO: dict[str, StrategyInfo] = {
         label="Lookahead search",
         short="Lookahead search",
         pick="weighted",
-        samples=False,
-        needs_scorer=True,
         uses_beam_width=True,
-        reads_beam_width=True,
         uses_lookahead=True,
         lesson=(
             "Like beam search, but before judging a candidate step the model quickly writes k more "
@@ -134,11 +118,6 @@ STRATEGY_INFO: dict[str, StrategyInfo] = {
         label="Compute-optimal (picks a strategy)",
         short="Compute-optimal",
         pick=None,
-        samples=False,
-        needs_scorer=True,
-        uses_beam_width=False,
-        reads_beam_width=True,
-        uses_lookahead=False,
         lesson=(
             "First a few quick pilot solutions are scored to guess how hard the question is. Then it "
             "picks the strategy that works best for that difficulty and budget: Best-of-N on easy "

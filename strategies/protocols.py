@@ -57,17 +57,16 @@ class Scores:
     tokens: int = 0  # tokens the PRM read for this call
 
 
+Partials = Sequence[Sequence[str]]  # partial solutions, each a list of steps (possibly empty)
+Steps = list[list[GeneratedStep]]  # `n` next steps per partial, in order
+Streamed = Iterator[tuple[int, GeneratedStep]]  # (i * n + j, step) pairs, in the order they end
+
+
 @runtime_checkable
 class StepGenerator(Protocol):
     """The policy: extends partial solutions by one step."""
 
-    def next_steps(
-        self,
-        question: str,
-        partials: Sequence[Sequence[str]],
-        n: int,
-        sampling: Sampling,
-    ) -> list[list[GeneratedStep]]:
+    def next_steps(self, question: str, partials: Partials, n: int, sampling: Sampling) -> Steps:
         """For each partial solution (a list of steps, possibly empty), sample `n` next steps.
 
         Returns one list of `n` results per partial, in order. All continuations of one call
@@ -111,17 +110,18 @@ class StreamingStepGenerator(StepGenerator, Protocol):
     """
 
     def stream_steps(
-        self,
-        question: str,
-        partials: Sequence[Sequence[str]],
-        n: int,
-        sampling: Sampling,
-    ) -> Iterator[tuple[int, GeneratedStep]]:
+        self, question: str, partials: Partials, n: int, sampling: Sampling
+    ) -> Streamed:
         """The results of `next_steps`, as `(i * n + j, step)` pairs in the order they end.
 
         Every index in `range(len(partials) * n)` comes exactly once.
         """
         ...
+
+    def next_steps(self, question, partials, n, sampling):  # typed as in StepGenerator
+        """Every streamed continuation, collected in order: a streaming generator's `next_steps`
+        (a class that subclasses this protocol inherits it)."""
+        return collect(self.stream_steps(question, partials, n, sampling), len(partials), n)
 
 
 def collect(

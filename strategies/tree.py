@@ -155,9 +155,6 @@ class SearchTree:
         parents = {n.parent for n in self.nodes}
         return [n for n in self.nodes if n.id not in parents and n.parent is not None]
 
-    def with_status(self, *statuses: str) -> list[Node]:
-        return [n for n in self.nodes if n.status in statuses]
-
     def stop(self, reason: str) -> SearchTree:
         """End the run here, before its strategy finished: the nodes so far are kept (those
         still active stay active), nothing is chosen, and `stopped` says why."""

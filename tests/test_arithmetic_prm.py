@@ -232,7 +232,8 @@ ARITHMETIC_TEXT = st.text(alphabet="0123456789 +-*/x×÷·^%=().,$eo\\frac{}\n",
 def test_random_text_never_raises(text: str) -> None:
     check = check_step(text)
     assert check.verdict in ("right", "wrong", "unchecked")
-    assert 0.0 <= ArithmeticPRM().score_step(text) <= 1.0
+    (score,) = ArithmeticPRM().score("", [[text]]).steps[0]
+    assert 0.0 <= score <= 1.0
 
 
 @settings(max_examples=100, deadline=None)

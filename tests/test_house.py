@@ -14,7 +14,11 @@ import networkx as nx
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("app", "backend", "strategies", "visualize")
-MAX_LINES = 400
+# a guide, not a goal: a module's size follows from its one job, and one past this has
+# likely taken on a second (split it by job, never by moving code out to stay under)
+MAX_LINES = 500
+# the formatter (ruff format, pyproject.toml) owns the layout; a rare hand-kept block says why
+MAX_FORMAT_EXEMPTIONS = 10
 # declared for what they do behind another package's back, not imported by name
 USED_THROUGH_OTHERS = {
     "accelerate": "transformers needs it for device_map",
@@ -79,6 +83,22 @@ def test_the_layers_point_one_way():
 def test_no_production_module_is_oversized():
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in production_files()}
     assert {p: n for p, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def test_the_formatter_is_configured_not_fought():
+    """`# fmt: skip` / `# fmt: off` are rare, and each says why the formatter's layout is
+    worse there (text after the marker)."""
+    marker = re.compile(r"#\s*fmt:\s*(skip|off)\b(.*)")
+    exemptions = []
+    for path in ROOT.rglob("*.py"):
+        if {".venv", ".git", "runs"} & set(path.relative_to(ROOT).parts):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            found = marker.search(line)
+            if found:
+                exemptions.append((f"{path.relative_to(ROOT)}:{number}", found.group(2).strip()))
+    assert len(exemptions) <= MAX_FORMAT_EXEMPTIONS, exemptions
+    assert [where for where, why in exemptions if len(why) < 10] == []
 
 
 def test_only_the_backend_imports_torch_transformers_or_bitsandbytes():

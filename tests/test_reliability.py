@@ -535,79 +535,22 @@ def test_the_served_app_refuses_past_the_line_with_busy(monkeypatch):
         assert waiting.result(timeout=60)["done"]  # the one in line runs once the models free
 
 
+LONG_RUN = {"strategy": "beam_search", "n": 16, "beam_width": 4, "max_iterations": 8}
+
+
 def _run_ends_when_its_client_leaves(monkeypatch, leave) -> None:
-    """A long /run whose client `leave`s: its search stops within a step, and a request sent
-    next is served at once, not after the first one's end."""
+    """A long /run (N=16 over 8 iterations: about 6 s of steps) whose client `leave(url,
+    slow)`s once two iterations ran: its search stops within a step, and a request sent next
+    is served at once, not after the first one's end."""
     from gradio_client import Client
 
     from tests.serving import serving
-
-    slow = SlowGenerator(0.05, depth=8)  # N=16 over 8 iterations: about 6 s of steps
-    _fake(monkeypatch, FakeRuntime(slow))
-    with serving() as url:
-        client = Client(url, verbose=False)
-        job = client.submit(
-            QUESTION,
-            strategy="beam_search",
-            n=16,
-            beam_width=4,
-            max_iterations=8,
-            compare=False,
-            api_name="/run",
-        )
-        deadline = time.monotonic() + 30
-        while len(slow.calls) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        leave(client, job)
-        time.sleep(0.5)  # the stream is closed at its next value: one step, 0.05 s
-        calls = len(slow.calls)
-        time.sleep(0.5)
-        assert len(slow.calls) == calls, "the cancelled search went on writing"
-        assert calls < 8
-        t0 = time.monotonic()
-        run = Client(url, verbose=False).predict(
-            QUESTION,
-            strategy="majority_vote",
-            n=2,
-            max_iterations=2,
-            compare=False,
-            api_name="/run",
-        )
-        assert run["done"] and time.monotonic() - t0 < 5
-
-
-def test_a_cancelled_run_call_ends_within_a_step_and_frees_the_models(monkeypatch):
-    _run_ends_when_its_client_leaves(monkeypatch, lambda client, job: job.cancel())
-
-
-def test_a_run_call_whose_client_goes_away_ends_within_a_step(monkeypatch):
-    """The client joins the line and reads the run's stream as any client does (Gradio's
-    queue protocol), then drops the connection without a word."""
-    import uuid
-
-    import httpx
 
     slow = SlowGenerator(0.05, depth=8)
     _fake(monkeypatch, FakeRuntime(slow))
-    from gradio_client import Client
-
-    from tests.serving import serving
-
     with serving() as url:
-        fn_index = Client(url, verbose=False)._infer_fn_index("/run", None)
-        settings = {"strategy": "beam_search", "n": 16, "beam_width": 4, "max_iterations": 8}
-        settings["compare"] = False
-        data = [QUESTION] + [settings.get(k, v) for k, v in DEFAULTS.items() if k != "prompt"]
-        session = uuid.uuid4().hex
-        body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None}
-        with httpx.Client(base_url=url, timeout=30) as http:
-            http.post("gradio_api/queue/join", json=body).raise_for_status()
-            with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}):
-                deadline = time.monotonic() + 30
-                while len(slow.calls) < 2 and time.monotonic() < deadline:
-                    time.sleep(0.02)
-        # the connection is gone: the server notices it at its next check and ends the run
-        time.sleep(1.5)
+        leave(url, slow)
+        time.sleep(1.5)  # the server notices at the stream's next value: one step, 0.05 s
         calls = len(slow.calls)
         time.sleep(0.5)
         assert len(slow.calls) == calls < 8, "the abandoned search went on writing"
@@ -621,6 +564,47 @@ def test_a_run_call_whose_client_goes_away_ends_within_a_step(monkeypatch):
             api_name="/run",
         )
         assert run["done"] and time.monotonic() - t0 < 5
+
+
+def _until_two_iterations(slow: SlowGenerator) -> None:
+    deadline = time.monotonic() + 30
+    while len(slow.calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_a_cancelled_run_call_ends_within_a_step_and_frees_the_models(monkeypatch):
+    from gradio_client import Client
+
+    def cancel(url, slow):
+        job = Client(url, verbose=False).submit(
+            QUESTION, compare=False, **LONG_RUN, api_name="/run"
+        )
+        _until_two_iterations(slow)
+        job.cancel()
+
+    _run_ends_when_its_client_leaves(monkeypatch, cancel)
+
+
+def test_a_run_call_whose_client_goes_away_ends_within_a_step(monkeypatch):
+    """The client joins the line and reads the run's stream as any client does (Gradio's
+    queue protocol), then drops the connection without a word."""
+    import uuid
+
+    import httpx
+    from gradio_client import Client
+
+    def go_away(url, slow):
+        fn_index = Client(url, verbose=False)._infer_fn_index("/run", None)
+        settings = {**LONG_RUN, "compare": False}
+        data = [QUESTION] + [settings.get(k, v) for k, v in DEFAULTS.items() if k != "prompt"]
+        session = uuid.uuid4().hex
+        body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None}
+        with httpx.Client(base_url=url, timeout=30) as http:
+            http.post("gradio_api/queue/join", json=body).raise_for_status()
+            with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}):
+                _until_two_iterations(slow)
+
+    _run_ends_when_its_client_leaves(monkeypatch, go_away)
 
 
 def test_a_stopped_search_is_compared_by_nothing(monkeypatch):

@@ -171,11 +171,11 @@ def test_colours_are_scores_on_a_fixed_scale() -> None:
 def test_statuses_are_drawn_apart() -> None:
     tree = beam_like()
     fig = tree_figure(tree)
-    pruned = tree.with_status("pruned")[0].id
-    active = next(n.id for n in tree.with_status("active") if n.parent is not None)
+    pruned = next(n.id for n in tree.nodes if n.status == "pruned")
+    active = next(n.id for n in tree.nodes if n.status == "active" and n.parent is not None)
     assert trace_of(fig, pruned).marker.opacity == PRUNED_OPACITY < 1
     assert trace_of(fig, active).marker.opacity == 1
-    done = tree.with_status("completed")[0].id
+    done = next(n.id for n in tree.nodes if n.status == "completed")
     t = trace_of(fig, done)
     assert t.marker.symbol[list(t.customdata).index(done)] == "square"
     leaf = tree.selected[0]

@@ -93,19 +93,21 @@ def smollm2_in_transformers() -> tuple[Any, Any]:
     return model, tokenizer
 
 
+# the shape of every tiny random model the tests build: seconds to run, nothing to download
+TINY_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+)
+
+
 def tiny_lm(family: str = "llama", vocab_size: int = 300, dtype=None, **extra) -> Any:
     """A tiny random causal LM (Llama, or Qwen2 with q/k/v biases), seeded: for engine tests."""
     torch.manual_seed(0)
-    common = dict(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    common.update(extra)
+    common = dict(vocab_size=vocab_size, **TINY_SHAPE) | extra
     if family == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(tie_word_embeddings=True, **common))
     else:
@@ -138,15 +140,7 @@ def family_tokenizer(family: str) -> Any:
 
 
 def tiny_config(family: str, vocab_size: int) -> Any:
-    common = dict(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
+    common = dict(vocab_size=vocab_size, **TINY_SHAPE)
     if family in ("qwen_prm", "skywork"):
         return Qwen2Config(tie_word_embeddings=True, **common)
     if family == "rlhflow":

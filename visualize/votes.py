@@ -151,18 +151,22 @@ def votes_figure(
         f"<br>best single score: {max(rows[a]['best_score'], 0.0):.3f}"
         for a, lab in zip(answers, labels, strict=True)
     ]
+    # what both panels' bars share: one bar per answer, its mark beside it, the same hover
+    bars = dict(
+        orientation="h",
+        y=labels,
+        textposition="outside",
+        cliponaxis=False,
+        hovertext=hover,
+        hoverinfo="text",
+    )
     fig.add_trace(
         go.Bar(
             name="majority",
-            orientation="h",
-            y=labels,
             x=[rows[a]["count"] for a in answers],
             marker=dict(color=[_color("majority", a == win_m) for a in answers]),
             text=[_marks((a == win_m, MAJORITY_MARK)) for a in answers],
-            textposition="outside",
-            cliponaxis=False,
-            hovertext=hover,
-            hoverinfo="text",
+            **bars,
         ),
         row=1,
         col=1,
@@ -170,8 +174,6 @@ def votes_figure(
     fig.add_trace(
         go.Bar(
             name="weighted",
-            orientation="h",
-            y=labels,
             x=[sums[a] for a in answers],
             marker=dict(
                 color=[_color("weighted", a == win_w) for a in answers],
@@ -180,10 +182,7 @@ def votes_figure(
             text=[
                 _marks((a == win_w, WEIGHTED_MARK), (a == pick, BEST_OF_N_MARK)) for a in answers
             ],
-            textposition="outside",
-            cliponaxis=False,
-            hovertext=hover,
-            hoverinfo="text",
+            **bars,
         ),
         row=1,
         col=2,

@@ -72,7 +72,7 @@ def add_arguments(p: Any) -> None:
 def plan_from_args(args: Any) -> Plan:
     """The plan for the `eval` flags: a preset's values, then the flags given, then DEFAULTS."""
     from app.lab.problem_sets import load_problems, resolve_problems
-    from app.request import RunRequest, starting_model
+    from app.request import NO_BIGGER, RunRequest, starting_model
     from backend.catalog import catalog
     from backend.verifiers.value_head import trained_on
 
@@ -84,7 +84,7 @@ def plan_from_args(args: Any) -> Plan:
     seen = trained_on(prm, model)  # a learned verifier is never scored on what it saw
     problems = [p for p in load_problems(path) if p.id not in seen][: pick["limit"]]
     bigger = None
-    if args.bigger != "none":
+    if args.bigger != NO_BIGGER:
         probe = RunRequest("?", model=model, prm=prm, bigger=args.bigger)
         bigger = probe.bigger_model
     settings = harness_settings(model, prm, path, args.precision, args.beam_width, bigger)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from app.lab import fitting
+from app.request import PRESET
 from strategies.answers import answers_equal
 from strategies.config import SearchConfig
 from strategies.info import Pick
@@ -161,14 +163,7 @@ def _bigger_accuracy(test: list[dict], model: str) -> dict:
     if not name:
         return {"model": None}
     _, engine = POOL.bigger(name)
-    greedy = SearchConfig(
-        strategy="majority_vote",
-        n=1,
-        temperature=0.0,
-        max_iterations=10,
-        max_step_tokens=96,
-        max_solution_tokens=512,
-    )
+    greedy = replace(PRESET, strategy="majority_vote", n=1, temperature=0.0)
     out = _accuracy(test, lambda r: run(r["question"], greedy, engine, None).answer)
     return {"model": name, **out}
 

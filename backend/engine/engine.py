@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 from transformers.cache_utils import Cache
@@ -16,14 +16,20 @@ from backend.engine.speculation import WrittenAhead
 from backend.engine.state import EngineStats, Row, RowState
 from backend.prompts import PromptTemplate
 from backend.stopping import END_TOKENS, StopChecks, as_whole_solution
-from strategies.protocols import GeneratedStep, Sampling, collect
+from strategies.protocols import (
+    GeneratedStep,
+    Partials,
+    Sampling,
+    Streamed,
+    StreamingStepGenerator,
+)
 
 # speculation (backend/engine/decode.py): at most this many continuations of one partial
 # solution are written ahead (the app's default beam width)
 FORKS = 4
 
 
-class StepEngine:
+class StepEngine(StreamingStepGenerator):
     """Implements `StepGenerator` for a causal LM from transformers (see backend/engine/)."""
 
     def __init__(
@@ -75,22 +81,9 @@ class StepEngine:
         ).logits
 
     # ---- the protocol ------------------------------------------------------------------------
-    def next_steps(
-        self,
-        question: str,
-        partials: Sequence[Sequence[str]],
-        n: int,
-        sampling: Sampling,
-    ) -> list[list[GeneratedStep]]:
-        return collect(self.stream_steps(question, partials, n, sampling), len(partials), n)
-
     def stream_steps(
-        self,
-        question: str,
-        partials: Sequence[Sequence[str]],
-        n: int,
-        sampling: Sampling,
-    ) -> Iterator[tuple[int, GeneratedStep]]:
+        self, question: str, partials: Partials, n: int, sampling: Sampling
+    ) -> Streamed:
         """`next_steps`' results as `(i * n + j, step)`, each as soon as its row has ended it.
 
         The engine's lock and inference mode are held while the engine works, not while the

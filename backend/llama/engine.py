@@ -40,7 +40,12 @@ from backend.llama.partials import Key, NoRoom, Partials, State
 from backend.llama.sequences import Seq
 from backend.prompts import PromptTemplate
 from backend.stopping import StopChecks
-from strategies.protocols import GeneratedStep, Sampling, collect
+from strategies.protocols import (
+    GeneratedStep,
+    Sampling,
+    Streamed,
+    StreamingStepGenerator,
+)
 
 
 @dataclass(eq=False)
@@ -71,7 +76,7 @@ class EngineStats:
     prefill_tokens: int = 0
 
 
-class LlamaStepEngine:
+class LlamaStepEngine(StreamingStepGenerator):
     """Implements `StepGenerator` and `StreamingStepGenerator` over a `GGUFModel`."""
 
     def __init__(
@@ -104,14 +109,9 @@ class LlamaStepEngine:
         return self.partials.keep_calls
 
     # ---- the protocol ------------------------------------------------------------------------
-    def next_steps(
-        self, question: str, partials: Sequence[Sequence[str]], n: int, sampling: Sampling
-    ) -> list[list[GeneratedStep]]:
-        return collect(self.stream_steps(question, partials, n, sampling), len(partials), n)
-
     def stream_steps(
         self, question: str, partials: Sequence[Sequence[str]], n: int, sampling: Sampling
-    ) -> Iterator[tuple[int, GeneratedStep]]:
+    ) -> Streamed:
         """`next_steps`' results as `(i * n + j, step)`, each as soon as its row has ended it.
 
         The model's lock is held while the engine works, not while the caller handles a step,

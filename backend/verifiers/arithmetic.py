@@ -98,9 +98,6 @@ class ArithmeticPRM:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"ArithmeticPRM.{field_name} must be in [0, 1], got {value}")
 
-    def score_step(self, step: str) -> float:
-        return getattr(self, self._check(step).verdict)
-
     def _check(self, step: str) -> StepCheck:
         # only what check_step reads (and one more character, for `truncated`) is the cache key:
         # 4096 cached steps of a model that rambles must not hold megabytes each

@@ -8,6 +8,7 @@ exceeds a cap raises `Unchecked` (the checker reports it as unchecked, not as wr
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -202,23 +203,21 @@ def parse(toks: list[Tok]) -> tuple:
     def peek(kind: str, text: str | None = None) -> bool:
         return pos < len(toks) and toks[pos].kind == kind and text in (None, toks[pos].text)
 
-    def expr() -> tuple:
+    def binary(operand: Callable[[], tuple], ops: str) -> tuple:
+        """operand (op operand)*, left to right, for the operators in `ops` (one level)."""
         nonlocal pos
-        node = term()
-        while peek("op", "+") or peek("op", "-"):
+        node = operand()
+        while any(peek("op", op) for op in ops):
             op = toks[pos].text
             pos += 1
-            node = ("bin", op, node, term())
+            node = ("bin", op, node, operand())
         return node
 
+    def expr() -> tuple:
+        return binary(term, "+-")
+
     def term() -> tuple:
-        nonlocal pos
-        node = unary()
-        while peek("op", "*") or peek("op", "/"):
-            op = toks[pos].text
-            pos += 1
-            node = ("bin", op, node, unary())
-        return node
+        return binary(unary, "*/")
 
     def unary() -> tuple:
         nonlocal pos
