@@ -19,36 +19,47 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.request import PRESET, REQUEST_HELP, RunRequest  # noqa: E402
-from strategies.config import field_help  # noqa: E402
-from strategies.info import STRATEGY_INFO  # noqa: E402
+from strategies.config import bounds, field_help  # noqa: E402
+from strategies.info import PICK_WORDS, STRATEGY_INFO  # noqa: E402
 
 TARGETS = {"strategies": ROOT / "README.md", "settings": ROOT / "docs" / "using-the-app.md"}
 
 
 def strategies_table() -> str:
     rows = [
-        "| strategy (`name`) | needs a PRM | uses the beam width M | in plain words |",
-        "|---|---|---|---|",
+        "| strategy (`name`) | the answer | needs a PRM | uses | in plain words |",
+        "|---|---|---|---|---|",
     ]
     for name, info in STRATEGY_INFO.items():
         first = info.lesson.split(". ")[0].rstrip(".") + "."
+        uses = ", ".join(
+            what
+            for what, used in (("M", info.reads_beam_width), ("k", info.uses_lookahead))
+            if used
+        )
         rows.append(
-            f"| {info.label} (`{name}`) | {'yes' if info.needs_scorer else 'no'} | "
-            f"{'yes' if info.reads_beam_width else 'no'} | {first} |"
+            f"| {info.label} (`{name}`) | {PICK_WORDS[info.pick]} | "
+            f"{'yes' if info.needs_scorer else 'no'} | {uses or '–'} | {first} |"
         )
     return "\n".join(rows)
 
 
 def settings_table() -> str:
     request = RunRequest(prompt="?")
-    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    rows = ["| setting | default | accepts | meaning |", "|---|---|---|---|"]
     for name, meaning in field_help().items():
-        rows.append(f"| `{name}` | `{getattr(PRESET, name)!r}` | {meaning} |")
+        span = bounds(name)
+        accepts = f"{span[0]:,} to {span[1]:,}" if span else ""
+        if name == "top_p":
+            accepts = f"above {span[0]:g}, to {span[1]:g}"
+        if name == "seed":
+            accepts = f"{span[0]} to 2⁶³ − 1"
+        rows.append(f"| `{name}` | `{getattr(PRESET, name)!r}` | {accepts} | {meaning} |")
     for name, meaning in REQUEST_HELP.items():
         default = "" if name == "prompt" else f"`{getattr(request, name)!r}`"
         if name == "model":
             default = "`'qwen2.5-coder-0.5b'` where installed, else `'smollm2-135m'`"
-        rows.append(f"| `{name}` | {default} | {meaning} |")
+        rows.append(f"| `{name}` | {default} | | {meaning} |")
     return "\n".join(rows)
 
 

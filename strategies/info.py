@@ -16,6 +16,12 @@ from typing import Literal
 # majority: the biggest answer group; vanilla: the best-scored solution; weighted: the answer
 # group with the largest sum of scores
 Pick = Literal["majority", "vanilla", "weighted"]
+PICK_WORDS: dict[str | None, str] = {
+    "majority": "the most frequent answer",
+    "vanilla": "the best-scored solution",
+    "weighted": "the answer whose solutions' scores sum highest",
+    None: "the rule of the strategy it chose",
+}
 
 
 @dataclass(frozen=True)
