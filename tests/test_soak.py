@@ -164,8 +164,8 @@ def test_a_wrong_node_answer_and_a_bad_score_are_found():
 
 # ---- the soak's slice ----------------------------------------------------------------------------
 def test_the_soaks_runs_are_fixed_by_their_index_and_cover_the_app():
-    from app.ui import BEAM_WIDTHS, BUDGETS
-    from benchmarks.soak import plan, soak_run
+    from app.ui import BEAM_WIDTHS
+    from benchmarks.soak import BUDGETS, plan, soak_run
 
     runs = plan(200, seed_base=3, cpu="both")
     assert runs[57] == soak_run(57, seed_base=3, cpu="both")
