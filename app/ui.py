@@ -127,7 +127,7 @@ def _strategy_hint(strategy: str) -> tuple[str, Any, Any]:
     return (
         f"<small>{info.lesson}</small>",
         gr.update(interactive=info.reads_beam_width),
-        gr.update(visible=strategy == "lookahead"),
+        gr.update(visible=info.uses_lookahead),
     )
 
 

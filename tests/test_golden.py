@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.golden_trees import CASES, GOLDEN, run_case
+from tests.fake_trees import CASES, GOLDEN, run_case
 
 STORED = json.loads(GOLDEN.read_text())
 

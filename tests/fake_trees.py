@@ -1,7 +1,9 @@
-"""The golden trees: every strategy run over the deterministic fakes, frame by frame.
+"""Golden trees over the fakes: every strategy run over the deterministic fakes, frame by frame.
 
-`python -m tests.golden_trees --write` stores them in tests/golden/trees.json; test_golden.py
-checks that a refactor leaves every tree, frame count and answer as it was. Rewrite them only
+`python -m tests.fake_trees --write` stores them in tests/golden/fake_trees.json; test_golden.py
+checks that a refactor leaves every tree, frame count and answer as it was, in a second. The
+real model's golden trees (token-identical, engine counters included) are a command:
+`benchmarks.golden_trees` before and after a change, then `cmp`. Rewrite them only
 for a change that means to change what a search does, and say so in the commit.
 """
 
@@ -17,7 +19,7 @@ from strategies.config import SearchConfig
 from strategies.registry import search
 from tests.fakes import FakeGenerator, FakeScorer
 
-GOLDEN = Path(__file__).parent / "golden" / "trees.json"
+GOLDEN = Path(__file__).parent / "golden" / "fake_trees.json"
 QUESTION = "What is 6 times 7?"
 CASES: dict[str, dict[str, Any]] = {
     "majority_vote-n8": {"strategy": "majority_vote", "n": 8},
@@ -80,6 +82,6 @@ def golden() -> dict[str, Any]:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python -m tests.golden_trees --write")
+        sys.exit("usage: python -m tests.fake_trees --write")
     GOLDEN.write_text(json.dumps(golden(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN}")
