@@ -9,7 +9,7 @@ Two users asking for two different models would, taken strictly in turn, load a 
 run (seconds to minutes each). The gate instead takes the oldest run that asks for the model
 already loaded, as long as no run has been passed over `max_skips` times; then the oldest run
 goes, whatever it asks for. So runs for the loaded model go first, and a run for another model
-waits at most `max_skips` runs longer than it would in strict order (README, "Limits").
+waits at most `max_skips` runs longer than it would in strict order (docs/operations.md).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ INPUT_NAMES: tuple[str, ...] = tuple(DEFAULTS)
 # frames of steps arriving inside an iteration are drawn at most this often (the first at once):
 # drawing pauses the search, and a figure a second is plenty to watch an iteration fill in
 WRITING_FRAME_S = 0.5
-# One run at a time on the models, at most this many waiting (README, "Limits"); the explorer
+# One run at a time on the models, at most this many waiting (docs/operations.md); the explorer
 # and the API share the line
 GATE = Gate(max_waiting=int(os.environ.get("THINKTREE_MAX_WAITING", "8")))
 # the Gradio queue of every event that runs the models: the running run and the line of waiting

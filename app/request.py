@@ -23,7 +23,7 @@ from strategies.info import STRATEGY_NAMES, check_scorer
 # (a longer step is rambling, and the longest step of an iteration sets everyone's wait; the last
 # iteration writes each solution to its end, which without a cap runs to 2048 tokens at batch 1).
 # A step cut at the cap ends its solution unanswered: 96 tokens cut 1 in 20 of the 0.5B's
-# solutions (64 cut 1 in 5; SmolLM2's steps rarely pass 53; README, "Prompting the models").
+# solutions (64 cut 1 in 5; SmolLM2's steps rarely pass 53; docs/models.md).
 PRESET = SearchConfig(
     n=4, beam_width=2, max_iterations=10, max_step_tokens=96, max_solution_tokens=512
 )
@@ -118,7 +118,7 @@ NO_BIGGER = "none"
 
 def starting_model() -> str:
     """The policy a request that names none runs on: `$THINKTREE_MODEL`, else the catalog's
-    showcase policy (Qwen2.5-Coder 0.5B: the one that shows the thesis, README) where it is
+    showcase policy (Qwen2.5-Coder 0.5B: the one that shows the thesis, docs/models.md) where it is
     installed, else the embedded default policy (a `setup.sh --small`, a Space without the parts)."""
     models = catalog()
     wanted = os.environ.get("THINKTREE_MODEL")

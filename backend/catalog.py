@@ -31,7 +31,7 @@ from typing import Literal, get_args
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CATALOG_PATH = ASSETS / "models.json"
 PROMPTS_DIR = ASSETS / "prompts"
-# an operator's own models, added to the catalog (README, "Hub models"): a file in its format
+# an operator's own models, added to the catalog (docs/models.md): a file in its format
 EXTRA_MODELS_ENV = "THINKTREE_EXTRA_MODELS"
 
 Kind = Literal["policy", "prm"]

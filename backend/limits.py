@@ -4,7 +4,7 @@ A public Space or a classroom machine is shared: one request for N=256 with 2048
 two CPU cores would hold everyone's queue for an hour. The caps scale with the device (a GPU
 writes tens of times faster than two CPU cores) and with the policy's size (the 1.5B writes a
 third as fast as the 0.5B), so every model gets about the same worst-case run time. The operator
-of a machine sets other values with environment variables (README, "Limits").
+of a machine sets other values with environment variables (docs/operations.md).
 """
 
 from __future__ import annotations

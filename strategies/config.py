@@ -25,7 +25,7 @@ def _setting(
 @dataclass(frozen=True)
 class SearchConfig:
     """One search's settings. These defaults are the library's (the reference work's scale);
-    the app starts from its own preset of them (app/service.py: PRESET)."""
+    the app starts from its own preset of them (app/request.py: PRESET)."""
 
     strategy: str = _setting("beam_search", "the search strategy (strategies/info.py)")
     n: int = _setting(

@@ -19,7 +19,7 @@ from app.lab.harness import Plan, evaluate, harness_settings, plan
 from strategies.info import STRATEGY_NAMES
 
 # `--preset quick`: what finishes on 2 CPU cores within 10 minutes with the default model and
-# verifier (README, "The scaling lab"); a flag given beside it wins
+# verifier (docs/scaling-lab.md); a flag given beside it wins
 PRESETS = {
     "quick": dict(
         problems="tier2_two_steps",

@@ -39,7 +39,7 @@ from strategies.tree import Node, SearchTree
 # the sampling strategies share one run per problem, every budget read off its first samples
 SAMPLING = tuple(name for name, info in STRATEGY_INFO.items() if info.samples)
 SEARCHES = tuple(name for name in STRATEGY_NAMES if name not in SAMPLING)
-# the explorer's settings a curve runs with (app/service.py: PRESET), so it measures what the
+# the explorer's settings a curve runs with (app/request.py: PRESET), so it measures what the
 # explorer runs
 PRESET_FIELDS = (
     "max_iterations",

@@ -154,7 +154,7 @@ class CheckedJudgePRM:
       step gets the judge's P(correct). Right arithmetic on a wrong path is left to the judge.
     - "fallback": the checker's verdict wherever it has one (right or wrong), the judge's where
       the step has nothing to check.
-    Which one ranks steps better is measured by `benchmarks/verifiers.py` (README).
+    Which one ranks steps better is measured by `benchmarks/verifiers.py` (docs/verifiers.md).
     `tokens` counts what the judge read; the checker reads no model.
     """
 
