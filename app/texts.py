@@ -37,6 +37,10 @@ A setting left out takes the value the explorer starts with, so a call with only
 the search the explorer runs for it untouched. A bad setting (say N=6 with M=4) comes back as an
 error message.
 
+`/run` streams: `client.submit(...)` and `job.outputs()` give the run JSON after every iteration
+of the search, the whole run last. `job.cancel()`, or a client that goes away, ends the run
+within a step, as Stop does here.
+
 **As an MCP tool:** the same endpoint is the tool `run_search` of the app's MCP server at
 `http://127.0.0.1:7860/gradio_api/mcp/` (its schema: `/gradio_api/mcp/schema`), so an assistant
 can run searches and read their trees.
