@@ -10,6 +10,7 @@ setting appears with the value the explorer starts from. It waits in the explore
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 from collections.abc import Iterator
@@ -73,12 +74,13 @@ def _run(*args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
         for _ in handlers.GATE.wait(ticket):
             yield {}
         outcome, sent = Outcome(request), {}
-        for frame in stream_request(request):
-            outcome.add(frame)
-            tree = frame.tree
-            if frame.part == "search" and not tree.done and not tree.writing:
-                sent = outcome.to_json()
-            yield sent
+        with contextlib.closing(stream_request(request)) as frames:  # closed: the search ends
+            for frame in frames:
+                outcome.add(frame)
+                tree = frame.tree
+                if frame.part == "search" and not tree.done and not tree.writing:
+                    sent = outcome.to_json()
+                yield sent
         yield outcome.to_json()
     except gr.Error:
         raise

@@ -111,28 +111,29 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     run = outcome.to_json()
     _summary(outcome)
-    bigger = run.get("comparison", {}).get("bigger")
-    if bigger and "error" in bigger:  # e.g. the bigger model is not installed here
-        print(f"error: {bigger['model']}: {bigger['error']}", file=sys.stderr)
-        return 1
-    if bigger:
+    bigger = run.get("comparison", {}).get("bigger", {})
+    if "verdict" in bigger:
         print(bigger["verdict"])
-    if args.json:
+    if args.json:  # kept even when the bigger model could not answer: the search is done
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(run, indent=1))
         print(f"run JSON: {args.json}")
+    if "error" in bigger:  # e.g. the bigger model is not installed here
+        print(f"error: {bigger['model']}: {bigger['error']}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _say(outcome: Outcome, frame: Frame, quiet: bool, t0: float) -> None:
-    """Progress on stderr: one line per iteration of the search, and each part as it starts."""
+    """Progress on stderr: one line per iteration of the search, and each comparison part as it
+    starts (its first frame carries no run yet)."""
     tree = frame.tree
     if frame.part == "search" and not quiet and not tree.done and not tree.writing:
         _progress(tree, t0)
-    elif frame.part == "majority" and tree.iteration == 0:
+    elif frame.part == "majority" and tree is None:
         n = outcome.request.config.n
         print(f"majority voting at N={n} ...", file=sys.stderr, flush=True)
-    elif frame.part == "bigger" and frame.side is not None and frame.side.greedy.iteration == 0:
+    elif frame.part == "bigger" and frame.side is None and frame.error is None:
         print(f"{outcome.request.bigger_model} alone ...", file=sys.stderr, flush=True)
 
 

@@ -9,6 +9,7 @@ Every error reaches the user as `gr.Error` with a readable message, never a trac
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import os
@@ -172,8 +173,9 @@ def _explore_run(request: RunRequest, control: RunControl) -> Iterator[dict[str,
     }
     view = _RunView(request)
     try:
-        for frame in stream_request(request, control):
-            yield from view.show(frame)
+        with contextlib.closing(stream_request(request, control)) as frames:
+            for frame in frames:
+                yield from view.show(frame)
     except gr.Error:
         raise
     except Exception as err:
@@ -201,7 +203,7 @@ class _RunView:
         if frame.part == "search":
             update = self._search(frame.tree)
         elif frame.part == "majority":
-            return self._majority(frame.tree)
+            update = self._majority(frame.tree)
         else:
             update = self._bigger(frame)
         return [update] if update else []
@@ -242,43 +244,31 @@ class _RunView:
             "comparison": comparison_markdown(tree, None, expected),
         }
 
-    def _majority(self, majority: SearchTree) -> list[dict[str, Any]]:
+    def _majority(self, majority: SearchTree | None) -> dict[str, Any] | None:
+        if majority is None or (not majority.done and majority.writing):
+            return None  # it starts, or steps arrive inside an iteration
         if not majority.done:
-            if majority.writing:
-                return []
-            n = self.request.config.n
-            return [
-                {
-                    "status": f"Majority voting at N={n} for comparison: iteration {majority.iteration}…"
-                }
-            ]
+            n, at = self.request.config.n, majority.iteration
+            return {"status": f"Majority voting at N={n} for comparison: iteration {at}…"}
         said = f"stopped ({majority.stopped})" if majority.stopped else majority.answer
         self.done = f"Done · {status_line(self.search)} · majority voting: {escape_markdown(said)}"
         expected = self.request.expected
-        updates = [
-            {
-                "status": self.done,
-                "votes": votes_figure(self.search, majority, expected),
-                "comparison": comparison_markdown(self.search, majority, expected),
-            }
-        ]
-        if self.request.bigger_model and not majority.stopped:
-            updates.append(  # said before the bigger model loads and writes
-                {
-                    "status": f"{self.done} · now {self.big} answers alone (loading it the first "
-                    "time)…",
-                    "versus": versus_markdown(self.search, None, None, self.small, self.big),
-                }
-            )
-        return updates
+        return {
+            "status": self.done,
+            "votes": votes_figure(self.search, majority, expected),
+            "comparison": comparison_markdown(self.search, majority, expected),
+        }
 
     def _bigger(self, frame: Frame) -> dict[str, Any] | None:
         """The bigger model alone on the same question: greedy, then majority voting at equal
         compute. Its failure is shown in its panel; the run stays."""
         small, big, tree, expected = self.small, self.big, self.search, self.request.expected
-        if frame.error is not None:
-            if not isinstance(frame.error, ValueError):
-                log.error("the bigger model failed: %s", frame.error)
+        if frame.side is None and frame.error is None:  # it starts: said before it loads
+            return {
+                "status": f"{self.done} · now {big} answers alone (loading it the first time)…",
+                "versus": versus_markdown(tree, None, None, small, big),
+            }
+        if frame.error is not None:  # the service logged it
             why = escape_markdown(frame.error)
             return {"status": self.done, "versus": f"*{big} could not answer here: {why}*"}
         side = frame.side

@@ -190,7 +190,8 @@ Part = Literal["loaded", "search", "majority", "bigger"]
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame of a request's whole run, tagged with the part it shows."""
+    """One frame of a request's whole run, tagged with the part it shows. A comparison part's
+    first frame carries nothing: it starts now (before its runs, and any model, load)."""
 
     part: Part
     tree: SearchTree | None = None  # search, majority: that run's tree as it stands
@@ -218,16 +219,20 @@ def stream_request(request: RunRequest, control: RunControl | None = None) -> It
     assert search is not None and search.done
     if search.stopped or not request.compares:
         return
+    yield Frame("majority")
     for majority in stream_majority(request, control):
         yield Frame("majority", majority)
     if request.bigger_model is None or control.stopped:
         return
+    yield Frame("bigger")  # before the bigger model loads, which may take a while
     try:
         for side in stream_bigger_side(request, search, control):
             yield Frame("bigger", side=side)
     except Exception as err:  # the search the user waited for must not be lost with it
-        if not isinstance(err, ValueError):
-            log.warning("the bigger model %s failed: %s", request.bigger_model, err)
+        if isinstance(err, ValueError):  # the user's to read (not installed, does not fit)
+            log.warning("the bigger model %s cannot answer: %s", request.bigger_model, err)
+        else:
+            log.exception("the bigger model %s failed", request.bigger_model)
         yield Frame("bigger", error=err)
 
 
@@ -244,7 +249,7 @@ class Outcome:
     def add(self, frame: Frame) -> Frame:
         if frame.part == "search":
             self.search = frame.tree
-        elif frame.part == "majority":
+        elif frame.part == "majority" and frame.tree is not None:
             self.majority = frame.tree
         elif frame.part == "bigger":
             self.side, self.error = frame.side, frame.error

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from strategies.info import RENAMED, STRATEGY_INFO, label
+
 PROBE_SAMPLES = 4
 BINS = 5
 # how the probe's samples' step scores make their final score: fixed, so the fitted bin edges
@@ -61,8 +63,6 @@ class Choice:
     runner_up_accuracy: float
 
     def why(self, probe: dict[str, float], bin_: int, bins: int) -> str:
-        from strategies.info import STRATEGY_INFO, label
-
         info = STRATEGY_INFO[self.strategy]
         m = f", M={self.beam_width}" if info.uses_beam_width else ""
         if info.needs_scorer and self.aggregation != PROBE_AGGREGATION:
@@ -73,6 +73,11 @@ class Choice:
             f"half: {self.fit_accuracy:.0%} vs {self.runner_up_accuracy:.0%} "
             f"({label(self.runner_up)})"
         )
+
+
+def _choice(d: dict[str, Any]) -> Choice:
+    renamed = {k: RENAMED.get(d[k], d[k]) for k in ("strategy", "runner_up")}
+    return Choice(**(d | renamed))
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,7 @@ class Policy:
     def from_dict(cls, d: dict[str, Any]) -> Policy:
         return cls(
             edges=tuple(float(e) for e in d["edges"]),
-            choices={int(b): tuple(Choice(**c) for c in bins) for b, bins in d["choices"].items()},
+            choices={int(b): tuple(_choice(c) for c in bins) for b, bins in d["choices"].items()},
             fitted_on=str(d.get("fitted_on", "")),
         )
 

@@ -132,6 +132,8 @@ STRATEGY_INFO: dict[str, StrategyInfo] = {
     ),
 }
 STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGY_INFO)
+# names results and fitted policies written before the one-name rename use, read as today's
+RENAMED = {"majority": "majority_vote"}
 
 
 def label(strategy: str) -> str:

@@ -44,6 +44,8 @@ def tree_problems(tree: SearchTree) -> list[str]:
     for node in tree.nodes:
         problems += [f"node {node.id}: {p}" for p in _node_problems(tree, node, children, config)]
     problems += _budget(tree, config)
+    if strategy not in STRATEGY_INFO:  # its compute and finish follow rules nobody wrote down
+        return [*problems, f"unknown strategy {strategy!r}"]
     problems += _compute(tree, strategy)
     problems += _outcome(tree, strategy, children)
     return problems

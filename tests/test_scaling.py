@@ -10,7 +10,7 @@ import pytest
 
 import backend.runtime
 from app.cli import main as cli
-from app.lab import eval_command
+from app.lab import eval_command, harness
 from app.lab.compute_optimal_fit import fit, halves
 from app.lab.harness import evaluate, first_samples_answer, plan
 from app.lab.problem_sets import Problem
@@ -639,3 +639,21 @@ def test_the_stored_policies_are_valid_and_say_how_they_were_checked():
         check = entry["check"]
         assert check["fitting"] >= 2 * BINS and check["checking"] >= BINS
         assert set(check["budgets"]) == {str(b) for b in policy.choices}
+
+
+def test_a_policy_or_a_record_under_the_old_name_reads_as_majority_voting(tmp_path):
+    """Results and policies written before majority voting had one name read as today's."""
+    choice = {
+        "strategy": "majority",
+        "beam_width": 4,
+        "aggregation": "last",
+        "fit_accuracy": 0.5,
+        "runner_up": "majority",
+        "runner_up_accuracy": 0.4,
+    }
+    policy = Policy.from_dict({"edges": [0.5], "choices": {"1": [choice, choice]}})
+    assert {c.strategy for c in policy.choices[1]} == {"majority_vote"}
+    assert policy.choices[1][0].runner_up == "majority_vote"
+    record = {"strategy": "majority", "budget": 1, "correct": True}
+    (tmp_path / "records.jsonl").write_text(json.dumps({"unit": "u", "records": [record]}) + "\n")
+    assert harness.load_done(tmp_path, SETTINGS)["u"][0]["strategy"] == "majority_vote"

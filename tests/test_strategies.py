@@ -489,3 +489,55 @@ def test_a_scorer_that_fails_inside_a_lookahead_rollout_is_a_step_failure():
         run(
             "q", cfg("lookahead", n=4, beam_width=2, lookahead=1), FakeGenerator(depth=4), Failing()
         )
+
+
+def _restated_finish(leaves, pick):
+    """The finish's rule written out again, independently of `search_run.choose`: majority
+    voting selects every solution of the biggest answer group; vanilla Best-of-N the single
+    best-scored solution, whatever its answer; weighted the best solution of the group with the
+    largest score sum. Ties go to the group (solution) seen first."""
+    from strategies.answers import group_answers, normalize
+
+    def best(members):
+        return max(members, key=lambda n: (n.agg_score or 0.0, -n.id))
+
+    groups = group_answers([n.answer for n in leaves])
+    if pick == "vanilla":
+        if not leaves:
+            return None, []
+        top = best(leaves)
+        return (normalize(top.answer) if top.answer is not None else None), [top.id]
+    if not groups:
+        return None, []
+    sums = [sum(leaves[i].agg_score or 0.0 for i in g) for g in groups]
+    sizes = [len(g) for g in groups]
+    key = sizes if pick == "majority" else sums
+    winner = max(range(len(groups)), key=lambda g: (key[g], -g))
+    members = [leaves[i] for i in groups[winner]]
+    chosen = members if pick == "majority" else [best(members)]
+    return normalize(members[0].answer or ""), sorted(n.id for n in chosen)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([None, "1", "2", "2.0", "3", "1/2", "0.5"]),
+            st.sampled_from([None, 0.0, 0.1, 0.5, 0.9, 1.0]),
+        ),
+        max_size=9,
+    ),
+    st.sampled_from(["majority", "vanilla", "weighted"]),
+)
+def test_the_finish_picks_by_the_rule_written_out_again(solutions, pick):
+    """`choose` (which the finish, the invariants and the lab all use) against the rule
+    restated here on its own, so a slip in `choose` is caught by more than the golden trees."""
+    from strategies.search_run import choose
+    from strategies.tree import Node
+
+    leaves = [
+        Node(i + 1, 0, 1, answer=answer, agg_score=score)
+        for i, (answer, score) in enumerate(solutions)
+    ]
+    answer, chosen, _ = choose(leaves, pick)
+    assert (answer, sorted(n.id for n in chosen)) == _restated_finish(leaves, pick)

@@ -208,11 +208,31 @@ def test_the_cli_prints_the_verdict_and_writes_the_comparison(fakes, tmp_path, c
         )
         == 0
     )
-    printed = capsys.readouterr().out
-    assert "0.5B + Beam search (N=4): 9 ✓ — 1.5B alone: 7 ✗" in printed
+    printed = capsys.readouterr()
+    assert "0.5B + Beam search (N=4): 9 ✓ — 1.5B alone: 7 ✗" in printed.out
+    # each comparison part is announced as it starts, --quiet or not
+    assert "majority voting at N=4 ..." in printed.err and f"{BIG} alone ..." in printed.err
     import json
 
     assert json.loads(out.read_text())["comparison"]["bigger"]["greedy"]["answer"] == "7"
+
+
+def test_the_cli_keeps_the_run_when_the_bigger_model_fails(fakes, tmp_path, capsys, monkeypatch):
+    import json
+
+    from app.cli import main
+
+    def broken(name, precision="auto"):
+        raise RuntimeError("no room for the 1.5B")
+
+    monkeypatch.setattr(backend.runtime.POOL, "bigger", broken)
+    out = tmp_path / "run.json"
+    args = ["run", "--prompt", QUESTION, "--model", SMALL, "--quiet", "--json", str(out)]
+    assert main(args) == 1
+    assert "no room for the 1.5B" in capsys.readouterr().err
+    run = json.loads(out.read_text())  # the search and its majority vote are kept
+    assert run["answer"] is not None and run["comparison"]["strategy"] == "majority_vote"
+    assert run["comparison"]["bigger"]["error"] == "RuntimeError: no room for the 1.5B"
 
 
 @pytest.mark.model

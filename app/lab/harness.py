@@ -32,7 +32,7 @@ from backend.catalog import NO_PRM
 from strategies.answers import answers_equal
 from strategies.config import AGGREGATIONS, SearchConfig
 from strategies.difficulty import PROBE_AGGREGATION, PROBE_SAMPLES, probe_signal
-from strategies.info import STRATEGY_INFO, STRATEGY_NAMES, Pick
+from strategies.info import RENAMED, STRATEGY_INFO, STRATEGY_NAMES, Pick
 from strategies.search_run import choose, rescored
 from strategies.tree import Node, SearchTree
 
@@ -314,7 +314,10 @@ def load_done(out: Path, settings: dict[str, Any]) -> dict[str, list[dict[str, A
                 entry = json.loads(line)
             except json.JSONDecodeError:  # the line an interruption cut short: redone
                 continue
-            done[entry["unit"]] = entry["records"]
+            done[entry["unit"]] = [
+                r | {"strategy": RENAMED.get(r["strategy"], r["strategy"])}
+                for r in entry["records"]
+            ]
     return done
 
 
