@@ -45,11 +45,17 @@ def stream_run(request: RunRequest, control: RunControl | None = None) -> Iterat
     early, its tree kept and marked `stopped`, on Stop, at the time or token limit, or when a
     model fails on a step (`controlled`). The search alone: `stream_request` runs the whole
     request."""
+    limits, runtime = _loaded(request)
+    yield from _searched(request, runtime, limits, control or RunControl())
+
+
+def _loaded(request: RunRequest) -> tuple[Limits, Any]:
+    """The run's limits (checked before anything loads, ValueError past them), then its models,
+    loaded or reused."""
     from backend.runtime import get_runtime  # torch loads with the first run, not with the page
 
-    limits = run_limits(request.model, request.config)  # before anything loads
-    runtime = get_runtime(request.model, request.prm, request.precision)
-    yield from _searched(request, runtime, limits, control or RunControl())
+    limits = run_limits(request.model, request.config)
+    return limits, get_runtime(request.model, request.prm, request.precision)
 
 
 def _searched(
@@ -174,8 +180,9 @@ def bigger_json(
     """The bigger model's side of the comparison (the JSON's comparison.bigger, with the verdict
     line). When the bigger model could not run (not installed, out of memory, ended early),
     {"model", "error"}: the finished search and its majority vote are kept."""
-    if error is not None or side is None:
+    if error is not None:
         return {"model": request.bigger_model, "error": f"{type(error).__name__}: {error}"}
+    assert side is not None and side.done
     if side.stopped:
         return {"model": request.bigger_model, "error": f"its run ended early: {side.stopped}"}
     bigger = versus(search_tree, side.greedy, side.majority, request.expected)
@@ -206,12 +213,9 @@ def stream_request(request: RunRequest, control: RunControl | None = None) -> It
     ended on its own, majority voting at the same N and the bigger model alone. Stop (`control`)
     or closing the stream ends whichever part runs within a step; a stopped search is compared
     with nothing. The bigger model failing is a frame (`error`), not the run's end."""
-    from backend.runtime import get_runtime  # torch loads with the first run, not with the page
-
     control = control or RunControl()
-    limits = run_limits(request.model, request.config)  # before anything loads
     t0 = time.perf_counter()
-    runtime = get_runtime(request.model, request.prm, request.precision)
+    limits, runtime = _loaded(request)
     yield Frame("loaded", load_s=time.perf_counter() - t0)
     search = None
     for search in _searched(request, runtime, limits, control):
